@@ -1,0 +1,15 @@
+# Mirrors the Makefile: install the package, run gunicorn on the factory as a non-root user.
+FROM python:3.11-slim
+
+ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_DISABLE_PIP_VERSION_CHECK=1
+RUN useradd --create-home --uid 10001 app
+WORKDIR /app
+COPY pyproject.toml README.md ./
+COPY service ./service
+RUN pip install --no-cache-dir . && mkdir -p /app/var && chown app:app /app/var
+
+USER app
+EXPOSE 8080
+HEALTHCHECK --interval=30s --timeout=3s --start-period=10s \
+  CMD python -c "import urllib.request,sys; sys.exit(urllib.request.urlopen('http://127.0.0.1:8080/healthz', timeout=2).status != 200)"
+CMD ["baclofen-check", "serve", "--bind", "0.0.0.0:8080"]

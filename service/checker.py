@@ -1,0 +1,22 @@
+"""One call from a parsed body to a result Bundle: used by the HTTP API and the CLI."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from .engine import CheckOutcome, run_check
+from .fhir_input.request import CheckRequest, parse_body
+from .fhirjson import JSON
+from .knowledge import Knowledge, load
+from .output.fhir import result_bundle
+
+
+def check_body(
+    body: Any, now: datetime, profile: str, kb: Knowledge | None = None
+) -> tuple[JSON, CheckRequest, CheckOutcome]:
+    """Parse, check and render. Raises ServiceError for input that cannot be checked."""
+    knowledge = kb or load()
+    req = parse_body(body, now, profile)
+    outcome = run_check(req, knowledge)
+    return result_bundle(req, outcome, knowledge), req, outcome

@@ -1,0 +1,168 @@
+"""One Settings object: environment variables, overridden by the mapping given to create_app."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+DEFAULT_DATABASE_URL = "sqlite:///var/baclofen-check.sqlite3"
+
+
+class ConfigError(ValueError):
+    """A configuration value cannot be used; the message names the setting."""
+
+
+def _bool(name: str, value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in {"1", "true", "yes", "on"}:
+        return True
+    if text in {"0", "false", "no", "off", ""}:
+        return False
+    raise ConfigError(f"{name} must be true or false, not {value!r}")
+
+
+def _int(name: str, value: Any, minimum: int = 1) -> int:
+    try:
+        number = int(value)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{name} must be a whole number, not {value!r}") from exc
+    if number < minimum:
+        raise ConfigError(f"{name} must be at least {minimum}")
+    return number
+
+
+def _float(name: str, value: Any) -> float:
+    try:
+        number = float(value)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{name} must be a number of seconds, not {value!r}") from exc
+    if not 0 < number < 600:
+        raise ConfigError(f"{name} must be between 0 and 600 seconds")
+    return number
+
+
+def _list(value: Any) -> tuple[str, ...]:
+    if isinstance(value, list | tuple):
+        items = [str(v) for v in value]
+    else:
+        items = str(value or "").split(",")
+    return tuple(item.strip() for item in items if item.strip())
+
+
+def _size(name: str, value: Any) -> int:
+    text = str(value).strip().upper()
+    factors = {"KB": 1000, "MB": 1000**2, "GB": 1000**3, "K": 1000, "M": 1000**2}
+    for suffix, factor in factors.items():
+        if text.endswith(suffix):
+            try:
+                return int(float(text[: -len(suffix)].strip()) * factor)
+            except ValueError as exc:
+                raise ConfigError(f"{name} must be a size such as 5MB, not {value!r}") from exc
+    return _int(name, text)
+
+
+def _issuers(value: Any) -> dict[str, str]:
+    if isinstance(value, Mapping):
+        data: Any = dict(value)
+    else:
+        try:
+            data = json.loads(str(value or "{}"))
+        except json.JSONDecodeError as exc:
+            raise ConfigError("CDS_TRUSTED_ISSUERS must be a JSON object") from exc
+    if not isinstance(data, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in data.items()
+    ):
+        raise ConfigError("CDS_TRUSTED_ISSUERS must map issuer strings to JWKS URLs or paths")
+    return data
+
+
+@dataclass(frozen=True)
+class Settings:
+    profile: str = "us"
+    database_url: str = DEFAULT_DATABASE_URL
+    audit_retention_days: int = 365
+    fhir_server_url: str | None = None
+    fhir_server_token: str | None = field(default=None, repr=False)
+    fhir_allowlist: tuple[str, ...] = ()
+    public_base_url: str = "http://127.0.0.1:8080"
+    api_require_auth: bool = True
+    api_tokens: tuple[str, ...] = field(default=(), repr=False)
+    cds_require_jwt: bool = True
+    cds_trusted_issuers: Mapping[str, str] = field(default_factory=dict)
+    cors_origins: tuple[str, ...] = ()
+    max_request_bytes: int = 5 * 1000 * 1000
+    max_batch_lines: int = 10000
+    outbound_timeout_s: float = 2.0
+    testing: bool = False
+
+    @property
+    def read_tokens(self) -> frozenset[str]:
+        return frozenset(t.removesuffix(":write") for t in self.api_tokens)
+
+    @property
+    def write_tokens(self) -> frozenset[str]:
+        return frozenset(t.removesuffix(":write") for t in self.api_tokens if t.endswith(":write"))
+
+
+NAMES = (
+    "BACLOFEN_PROFILE",
+    "DATABASE_URL",
+    "AUDIT_RETENTION_DAYS",
+    "FHIR_SERVER_URL",
+    "FHIR_SERVER_TOKEN",
+    "FHIR_ALLOWLIST",
+    "PUBLIC_BASE_URL",
+    "API_REQUIRE_AUTH",
+    "API_TOKENS",
+    "CDS_REQUIRE_JWT",
+    "CDS_TRUSTED_ISSUERS",
+    "CORS_ORIGINS",
+    "MAX_REQUEST_BYTES",
+    "MAX_BATCH_LINES",
+    "OUTBOUND_TIMEOUT_S",
+    "TESTING",
+)
+
+
+def load_settings(
+    overrides: Mapping[str, Any] | None = None, environ: Mapping[str, str] | None = None
+) -> Settings:
+    """Read the settings: the environment first, then the mapping, which wins."""
+    env = os.environ if environ is None else environ
+    raw: dict[str, Any] = {name: env[name] for name in NAMES if name in env}
+    if overrides:
+        unknown = [k for k in overrides if k not in NAMES]
+        if unknown:
+            raise ConfigError(f"unknown setting(s): {', '.join(sorted(unknown))}")
+        raw.update({k: v for k, v in overrides.items() if v is not None})
+
+    profile = str(raw.get("BACLOFEN_PROFILE", "us")).strip().lower()
+    if profile not in {"us", "uk"}:
+        raise ConfigError("BACLOFEN_PROFILE must be us or uk")
+    fhir_url = str(raw["FHIR_SERVER_URL"]).rstrip("/") if raw.get("FHIR_SERVER_URL") else None
+    allow = _list(raw.get("FHIR_ALLOWLIST", ""))
+    if not allow and fhir_url:
+        allow = (fhir_url,)
+    return Settings(
+        profile=profile,
+        database_url=str(raw.get("DATABASE_URL") or DEFAULT_DATABASE_URL),
+        audit_retention_days=_int("AUDIT_RETENTION_DAYS", raw.get("AUDIT_RETENTION_DAYS", 365)),
+        fhir_server_url=fhir_url,
+        fhir_server_token=str(raw["FHIR_SERVER_TOKEN"]) if raw.get("FHIR_SERVER_TOKEN") else None,
+        fhir_allowlist=allow,
+        public_base_url=str(raw.get("PUBLIC_BASE_URL", "http://127.0.0.1:8080")).rstrip("/"),
+        api_require_auth=_bool("API_REQUIRE_AUTH", raw.get("API_REQUIRE_AUTH", True)),
+        api_tokens=_list(raw.get("API_TOKENS", "")),
+        cds_require_jwt=_bool("CDS_REQUIRE_JWT", raw.get("CDS_REQUIRE_JWT", True)),
+        cds_trusted_issuers=_issuers(raw.get("CDS_TRUSTED_ISSUERS", "{}")),
+        cors_origins=_list(raw.get("CORS_ORIGINS", "")),
+        max_request_bytes=_size("MAX_REQUEST_BYTES", raw.get("MAX_REQUEST_BYTES", 5_000_000)),
+        max_batch_lines=_int("MAX_BATCH_LINES", raw.get("MAX_BATCH_LINES", 10000)),
+        outbound_timeout_s=_float("OUTBOUND_TIMEOUT_S", raw.get("OUTBOUND_TIMEOUT_S", 2)),
+        testing=_bool("TESTING", raw.get("TESTING", False)),
+    )

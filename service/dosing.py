@@ -1,0 +1,524 @@
+"""Dosage and Timing -> mg per dose, administrations per day, schedule steps.
+
+Pure functions over normalised MedicationRequest JSON (clinical-rules section 1). Nothing here
+raises on odd input: a dose or schedule that cannot be read becomes a ``problem`` on its line,
+which the rules turn into an explicit finding.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Callable
+from datetime import datetime
+from fractions import Fraction
+from typing import Any
+
+from .facts import DoseLine, OrderFacts, Route, Step
+from .fhirjson import (
+    JSON,
+    as_dict,
+    as_list,
+    as_number,
+    as_str,
+    codings,
+    concept_texts,
+    dicts,
+    has_code,
+    parse_datetime_range,
+    parse_instant,
+)
+from .knowledge import Knowledge
+
+Resolve = Callable[[Any, JSON], JSON | None]
+"""Resolve a Reference (dict) seen inside a resource to the resource it names, or None."""
+
+_STRENGTH_RE = re.compile(
+    r"(?P<num>\d+(?:\.\d+)?)\s*(?P<unit>mg|mcg|ug|µg|g)\b"
+    r"(?:\s*(?:/|per)\s*(?P<den>\d+(?:\.\d+)?)?\s*(?P<den_unit>ml|mL|milliliters?|millilitres?)\b)?",
+    re.IGNORECASE,
+)
+
+
+class UnitTable:
+    """Unit words and codes from the knowledge data, looked up case-insensitively."""
+
+    def __init__(self, kb: Knowledge):
+        units = kb.units
+        self.mass: dict[str, str] = {}
+        for canonical, aliases in units["mass_aliases"].items():
+            for alias in aliases:
+                self.mass[str(alias).lower()] = canonical
+        self.mass_factor = {k: Fraction(str(v)) for k, v in units["mass_mg_per_unit"].items()}
+        self.volume = {str(a).lower() for a in units["volume_aliases"]}
+        self.count = {str(a).lower() for a in units["count_aliases"]}
+
+    def kind(self, unit: str) -> tuple[str, str] | None:
+        """('mass', 'mg'|'g'|'ug') | ('volume', 'mL') | ('count', 'count') | None."""
+        u = unit.strip().lower()
+        if u in self.mass:
+            return "mass", self.mass[u]
+        if u in self.volume:
+            return "volume", "mL"
+        if u in self.count:
+            return "count", "count"
+        return None
+
+
+def quantity_unit(q: JSON, table: UnitTable) -> tuple[str, str] | None:
+    """A Quantity's unit: the UCUM code first, then the unit text."""
+    for candidate in (as_str(q.get("code")), as_str(q.get("unit"))):
+        if candidate:
+            kind = table.kind(candidate)
+            if kind:
+                return kind
+    return None
+
+
+# --- the drug -----------------------------------------------------------------------------
+
+def medication_of(order: JSON, resolve: Resolve) -> tuple[JSON, JSON | None]:
+    """(the medication CodeableConcept, the Medication resource or None)."""
+    concept = as_dict(order.get("medicationCodeableConcept"))
+    med = None
+    ref = order.get("medicationReference")
+    if isinstance(ref, dict):
+        med = resolve(ref, order)
+        if med is not None and med.get("resourceType") != "Medication":
+            med = None
+        if med is not None:
+            concept = as_dict(med.get("code")) or concept
+        elif not concept and as_str(ref.get("display")):
+            concept = {"text": ref["display"]}
+    return concept, med
+
+
+def drug_names(concept: JSON, med: JSON | None) -> list[str]:
+    names = concept_texts(concept)
+    if med:
+        for ing in dicts(med.get("ingredient")):
+            names += concept_texts(ing.get("itemCodeableConcept"))
+            names += [d for d in [as_str(as_dict(ing.get("itemReference")).get("display"))] if d]
+    return names
+
+
+def is_baclofen(concept: JSON, med: JSON | None, kb: Knowledge) -> bool:
+    rec = kb.recognition
+    concepts = [concept] + [
+        as_dict(i.get("itemCodeableConcept")) for i in dicts((med or {}).get("ingredient"))
+    ]
+    if any(has_code(c, rec["rxnorm_system"], rec["baclofen_rxnorm"]) for c in concepts):
+        return True
+    word = re.compile(rf"\b{re.escape(rec['baclofen_word'])}\b", re.IGNORECASE)
+    return any(word.search(name) for name in drug_names(concept, med))
+
+
+def _words(text: str) -> set[str]:
+    return set(re.findall(r"[a-z]+", text.lower()))
+
+
+def route_of(order: JSON, concept: JSON, med: JSON | None, kb: Knowledge) -> Route:
+    """Intrathecal or oral (clinical-rules section 1).
+
+    choice: a route given only as text that names the mouth or a tube (oral, PO, by mouth,
+    enteral, gastrostomy, NG) counts like a coded oral route and is never overridden by the
+    product name.
+    """
+    rec = kb.recognition
+    snomed = rec["snomed_system"]
+    coded_route = False
+    for dosage in dicts(order.get("dosageInstruction")):
+        route = as_dict(dosage.get("route"))
+        if has_code(route, snomed, rec["intrathecal_route_snomed"]):
+            return "intrathecal"
+        if has_code(route, snomed, rec["oral_route_snomed"]) or has_code(
+            route, snomed, rec["enteral_route_snomed"]
+        ):
+            coded_route = True
+            continue
+        for text in concept_texts(route):
+            words = _words(text)
+            if words & set(rec["intrathecal_route_words"]):
+                return "intrathecal"
+            if words & {"oral", "po", "mouth", "enteral", "gastrostomy", "ng", "tube", "peg"}:
+                coded_route = True
+        if codings(route):
+            coded_route = True
+    if coded_route:
+        return "oral"
+    product_texts = drug_names(concept, med)
+    if med:
+        product_texts += concept_texts(med.get("form"))
+    for text in product_texts:
+        if _words(text) & set(rec["intrathecal_product_words"]):
+            return "intrathecal"
+    return "oral"
+
+
+# --- strength -----------------------------------------------------------------------------
+
+def _mass_mg(q: JSON, table: UnitTable) -> Fraction | None:
+    value = as_number(q.get("value"))
+    unit = quantity_unit(q, table)
+    if value is None or unit is None or unit[0] != "mass":
+        return None
+    return value * table.mass_factor[unit[1]]
+
+
+def strengths(concept: JSON, med: JSON | None, table: UnitTable) -> dict[str, Fraction]:
+    """mg per unit ('count') and mg per mL ('volume') from the Medication, else the name."""
+    found: dict[str, Fraction] = {}
+    for ing in dicts((med or {}).get("ingredient")):
+        ratio = as_dict(ing.get("strength"))
+        num = _mass_mg(as_dict(ratio.get("numerator")), table)
+        den_q = as_dict(ratio.get("denominator"))
+        den_value = as_number(den_q.get("value"))
+        if den_value is None and not den_q:
+            den_value = Fraction(1)
+        den_unit = quantity_unit(den_q, table) if den_q else ("count", "count")
+        if num is None or den_value is None or den_value <= 0 or den_unit is None:
+            continue
+        kind = den_unit[0]
+        if kind == "mass":
+            continue
+        found.setdefault(kind, num / den_value)
+    if found:
+        return found
+    for name in drug_names(concept, med):
+        for m in _STRENGTH_RE.finditer(name):
+            amount = Fraction(m.group("num"))
+            unit = table.kind(m.group("unit"))
+            if unit is None or unit[0] != "mass":
+                continue
+            mg = amount * table.mass_factor[unit[1]]
+            if m.group("den_unit"):
+                den = Fraction(m.group("den")) if m.group("den") else Fraction(1)
+                if den > 0:
+                    found.setdefault("volume", mg / den)
+            else:
+                found.setdefault("count", mg)
+        if found:
+            break
+    return found
+
+
+# --- timing -------------------------------------------------------------------------------
+
+def _period_days(value: Any, unit: Any, kb: Knowledge) -> Fraction | None:
+    number = as_number(value)
+    unit_s = as_str(unit)
+    if number is None or number <= 0 or unit_s not in kb.period_unit_days:
+        return None
+    return number * kb.period_unit_days[unit_s]
+
+
+def duration_days(repeat: JSON, kb: Knowledge, tz: Any) -> Fraction | None:
+    bd = as_dict(repeat.get("boundsDuration"))
+    if bd:
+        unit = as_str(bd.get("code")) or as_str(bd.get("unit"))
+        return _period_days(bd.get("value"), unit, kb)
+    bp = as_dict(repeat.get("boundsPeriod"))
+    start = parse_instant(bp.get("start"), tz)
+    end_r = parse_datetime_range(bp.get("end"), tz)
+    if start is not None and end_r is not None and end_r.high > start:
+        # choice: a bounds end given as a bare date includes that whole day.
+        end = end_r.high if end_r.precision != "instant" else end_r.low
+        from .fhirjson import elapsed_days
+
+        return elapsed_days(start, end)
+    return None
+
+
+def administrations_per_day(
+    timing: JSON, kb: Knowledge
+) -> tuple[Fraction | None, bool, str | None]:
+    """(administrations per day, single dose, why unreadable)."""
+    repeat = as_dict(timing.get("repeat"))
+    freq_raw = repeat.get("frequencyMax", repeat.get("frequency"))
+    frequency = as_number(freq_raw)
+    if freq_raw is not None and (frequency is None or frequency <= 0):
+        return None, False, "the frequency is not a positive number"
+    count = as_number(repeat.get("count"))
+    per_day: Fraction | None = None
+    periods = [p for p in (repeat.get("period"), repeat.get("periodMax")) if p is not None]
+    if periods:
+        days = [_period_days(p, repeat.get("periodUnit"), kb) for p in periods]
+        if any(d is None for d in days):
+            return None, False, "the timing period or its unit cannot be read"
+        shortest = min(d for d in days if d is not None)
+        per_day = (frequency or Fraction(1)) / shortest
+    elif frequency is not None and count == 1 and frequency == 1:
+        return None, True, None
+    if frequency is None and count == 1 and not periods:
+        return None, True, None
+    when_count = len(as_list(repeat.get("when"))) + len(as_list(repeat.get("timeOfDay")))
+    if per_day is None:
+        code_per_day = _timing_code(timing, kb)
+        if code_per_day is not None:
+            per_day = code_per_day
+    if when_count:
+        # worst case when a frequency and named times disagree (knowledge: timing choice)
+        per_day = max(per_day or Fraction(0), Fraction(when_count))
+    if per_day is None:
+        return None, False, "no frequency, timing code or times of day are given"
+    return per_day, False, None
+
+
+def _timing_code(timing: JSON, kb: Knowledge) -> Fraction | None:
+    code = as_dict(timing.get("code"))
+    candidates = [as_str(c.get("code")) for c in codings(code)] + [as_str(code.get("text"))]
+    for c in candidates:
+        if c and c.strip().upper() in kb.timing_codes:
+            return kb.timing_codes[c.strip().upper()]
+    return None
+
+
+def _per_day_amount(ratio: JSON, to_mg: Callable[[JSON], Fraction | None], kb: Knowledge
+                    ) -> Fraction | None:
+    """A Ratio of amount over time as mg per day.
+
+    choice: for maxDosePerPeriod over more than one day the whole amount could be taken in one
+    day, so the worst case per day is the whole amount.
+    """
+    amount = to_mg(as_dict(ratio.get("numerator")))
+    den = as_dict(ratio.get("denominator"))
+    days = _period_days(
+        den.get("value", 1), as_str(den.get("code")) or as_str(den.get("unit")), kb
+    )
+    if amount is None or days is None:
+        return None
+    return amount / days if days <= 1 else amount
+
+
+# --- one order ------------------------------------------------------------------------------
+
+def read_order(
+    order: JSON,
+    ref: str,
+    resolve: Resolve,
+    kb: Knowledge,
+    check_time: datetime,
+    checked: bool = False,
+) -> OrderFacts:
+    tz = check_time.tzinfo
+    table = UnitTable(kb)
+    concept, med = medication_of(order, resolve)
+    baclofen = is_baclofen(concept, med, kb)
+    route = route_of(order, concept, med, kb)
+    strength = strengths(concept, med, table)
+    names = drug_names(concept, med)
+
+    def to_mg(q: JSON) -> Fraction | None:
+        value = as_number(q.get("value"))
+        unit = quantity_unit(q, table)
+        if value is None or unit is None:
+            return None
+        kind, canon = unit
+        if kind == "mass":
+            return value * table.mass_factor[canon]
+        return value * strength[kind] if kind in strength else None
+
+    lines: list[DoseLine] = []
+    starts: list[datetime] = []
+    ends: list[datetime] = []
+    for index, dosage in enumerate(dicts(order.get("dosageInstruction"))):
+        line = _read_line(index, dosage, to_mg, table, strength, route, kb, tz)
+        lines.append(line)
+        bp = as_dict(as_dict(as_dict(dosage.get("timing")).get("repeat")).get("boundsPeriod"))
+        s = parse_instant(bp.get("start"), tz)
+        if s is not None:
+            starts.append(s)
+        e = parse_datetime_range(bp.get("end"), tz)
+        if e is not None:
+            ends.append(e.high if e.precision != "instant" else e.low)
+    if not lines:
+        lines.append(
+            DoseLine(
+                index=0, sequence=None, dose_mg=None, written="no dosage", written_unit=None,
+                per_day=None, problem="the order has no dosage instructions",
+            )
+        )
+
+    start = min(starts) if starts else parse_instant(order.get("authoredOn"), tz) or check_time
+    steps = _steps(lines)
+    prior = set()
+    prior_ref = as_dict(order.get("priorPrescription")).get("reference")
+    if isinstance(prior_ref, str):
+        prior.add(prior_ref)
+    return OrderFacts(
+        ref=ref,
+        status=as_str(order.get("status")) or "unknown",
+        is_baclofen=baclofen,
+        route=route,
+        name=names[0] if names else "unnamed medicine",
+        steps=steps,
+        start=start,
+        end=max(ends) if ends and len(ends) == len(lines) else None,
+        prior_refs=frozenset(prior),
+        dose_key=json.dumps(order.get("dosageInstruction"), sort_keys=True, default=str),
+        ingredient_names=tuple(n.lower() for n in names),
+        checked=checked,
+    )
+
+
+def _steps(lines: list[DoseLine]) -> tuple[Step, ...]:
+    """Lines with the same or no sequence add up; different sequences are consecutive steps.
+
+    choice: lines without a sequence in an order that also has sequenced lines apply
+    throughout, so they join every step.
+    """
+    sequences = sorted({ln.sequence for ln in lines if ln.sequence is not None})
+    unsequenced = tuple(ln for ln in lines if ln.sequence is None)
+    if len(sequences) <= 1:
+        return (Step(sequences[0] if sequences else None, tuple(lines)),)
+    return tuple(
+        Step(seq, tuple(ln for ln in lines if ln.sequence == seq) + unsequenced)
+        for seq in sequences
+    )
+
+
+def _dose_quantity(dosage: JSON) -> tuple[JSON | None, JSON | None]:
+    """(dose quantity, rate as a quantity or ratio) from the first doseAndRate that has them."""
+    dose = rate = None
+    for dr in dicts(dosage.get("doseAndRate")):
+        if dose is None:
+            if isinstance(dr.get("doseQuantity"), dict):
+                dose = dr["doseQuantity"]
+            elif isinstance(dr.get("doseRange"), dict):
+                dose = as_dict(dr["doseRange"].get("high")) or None
+        if rate is None:
+            for key in ("rateQuantity", "rateRatio"):
+                if isinstance(dr.get(key), dict):
+                    rate = {key: dr[key]}
+            if isinstance(dr.get("rateRange"), dict):
+                rate = {"rateQuantity": as_dict(dr["rateRange"].get("high"))}
+    return dose, rate
+
+
+def _written(q: JSON) -> str:
+    value = q.get("value")
+    unit = as_str(q.get("unit")) or as_str(q.get("code")) or ""
+    return f"{value} {unit}".strip()
+
+
+def _read_line(
+    index: int,
+    dosage: JSON,
+    to_mg: Callable[[JSON], Fraction | None],
+    table: UnitTable,
+    strength: dict[str, Fraction],
+    route: Route,
+    kb: Knowledge,
+    tz: Any,
+) -> DoseLine:
+    seq_raw = dosage.get("sequence")
+    sequence = int(seq_raw) if isinstance(seq_raw, int) and not isinstance(seq_raw, bool) else None
+    timing = as_dict(dosage.get("timing"))
+    repeat = as_dict(timing.get("repeat"))
+    prn = dosage.get("asNeededBoolean") is True or isinstance(
+        dosage.get("asNeededCodeableConcept"), dict
+    )
+    bolus_label = any(
+        w in _words(t)
+        for t in concept_texts(timing.get("code")) + [as_str(dosage.get("text")) or ""]
+        for w in ("bolus", "screening")
+    )
+    per_day, single, timing_problem = administrations_per_day(timing, kb)
+    duration = duration_days(repeat, kb, tz)
+    prn_max = None
+    for ratio in dicts(dosage.get("maxDosePerPeriod")):
+        value = _per_day_amount(ratio, to_mg, kb)
+        if value is not None:
+            prn_max = value if prn_max is None else max(prn_max, value)
+
+    dose_q, rate = _dose_quantity(dosage)
+    base: dict[str, Any] = {
+        "index": index, "sequence": sequence, "per_day": per_day, "single": single,
+        "prn": prn, "prn_max_mg_day": prn_max, "duration_days": duration,
+        "bolus_label": bolus_label,
+    }
+
+    if dose_q is None and rate is not None:
+        rate_mg_day = _rate_mg_day(rate, to_mg, kb)
+        if rate_mg_day is None or rate_mg_day <= 0:
+            return DoseLine(dose_mg=None, written="a rate that cannot be read", written_unit=None,
+                            problem="the infusion rate cannot be read", **base)
+        rq = as_dict(rate.get("rateQuantity")) or as_dict(
+            as_dict(rate.get("rateRatio")).get("numerator"))
+        unit = quantity_unit(rq, table) if rq else None
+        if unit is None:
+            unit = table.kind(re.split(r"/", as_str(rq.get("unit")) or as_str(rq.get("code"))
+                                      or "x")[0])
+        return DoseLine(dose_mg=None, written=_written(rq), written_unit=unit[1] if unit else None,
+                        rate_mg_day=rate_mg_day, **{**base, "single": False, "per_day": None})
+
+    if dose_q is None:
+        text = as_str(dosage.get("text"))
+        why = "the dose is given only as free text" if text else "no dose quantity is given"
+        return DoseLine(dose_mg=None, written=text or "no dose", written_unit=None,
+                        problem=why, **base)
+
+    written = _written(dose_q)
+    value = as_number(dose_q.get("value"))
+    unit = quantity_unit(dose_q, table)
+    if value is None or value <= 0:
+        return DoseLine(dose_mg=None, written=written, written_unit=unit[1] if unit else None,
+                        problem="the dose value is missing, zero or negative", **base)
+    if unit is None:
+        return DoseLine(dose_mg=None, written=written, written_unit=None,
+                        problem=f"the dose unit {written.split(' ', 1)[-1]!r} is not known",
+                        **base)
+    kind, canon = unit
+    dose_mg = to_mg(dose_q)
+    problem = problem_rule = None
+    if dose_mg is None and kind == "volume":
+        problem = "the dose is a volume and no concentration could be found"
+        problem_rule = "units.liquid-volume" if route == "oral" else None
+    elif dose_mg is None and kind == "count":
+        problem = "the dose is a count of units and no strength per unit could be found"
+    elif timing_problem and not prn:
+        problem = timing_problem
+    elif prn and per_day is None and prn_max is None:
+        problem = "as-needed with no frequency and no maximum per period"
+        problem_rule = "order.prn-no-max"
+    written_unit = canon if kind == "mass" else ("mL" if kind == "volume" else "count")
+    if route == "oral" and kind == "mass" and canon == "ug":
+        below = kb.rule("units.oral-microgram").num("below_mg")
+        if dose_mg is not None and dose_mg < below:
+            problem_rule = problem_rule or "units.oral-microgram"
+    if prn and timing_problem and per_day is None and prn_max is None:
+        problem, problem_rule = "as-needed with no frequency and no maximum per period", (
+            "order.prn-no-max")
+    return DoseLine(dose_mg=dose_mg, written=written, written_unit=written_unit,
+                    problem=problem, problem_rule=problem_rule, **base)
+
+
+def _rate_mg_day(rate: JSON, to_mg: Callable[[JSON], Fraction | None], kb: Knowledge
+                 ) -> Fraction | None:
+    if "rateRatio" in rate:
+        ratio = as_dict(rate["rateRatio"])
+        amount = to_mg(as_dict(ratio.get("numerator")))
+        den = as_dict(ratio.get("denominator"))
+        days = _period_days(den.get("value", 1),
+                            as_str(den.get("code")) or as_str(den.get("unit")), kb)
+        return amount / days if amount is not None and days else None
+    q = as_dict(rate.get("rateQuantity"))
+    unit_text = as_str(q.get("code")) or as_str(q.get("unit")) or ""
+    if "/" not in unit_text:
+        return None
+    mass_unit, per = unit_text.split("/", 1)
+    per = per.strip()
+    per_value = Fraction(1)
+    m = re.match(r"^(\d+(?:\.\d+)?)?\s*([a-z]+)$", per)
+    if not m:
+        return None
+    if m.group(1):
+        per_value = Fraction(m.group(1))
+    amount = to_mg({"value": q.get("value"), "unit": mass_unit})
+    days = _period_days(per_value, m.group(2), kb)
+    return amount / days if amount is not None and days else None
+
+
+def finding_hash(*parts: str) -> str:
+    return hashlib.sha256("\x1f".join(parts).encode("utf-8")).hexdigest()

@@ -1,0 +1,379 @@
+"""A Parameters or Bundle body -> one CheckRequest: orders, patient, context, check time.
+
+Orders and the Patient are validated with the fhir.resources R4B models (errors name the
+field); context resources are read from normalised JSON and skipped with a warning when they
+cannot be used (interfaces.md section 2).
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from pydantic import ValidationError
+
+from ..errors import Problem, ServiceError, bad_request, unprocessable
+from ..fhirjson import JSON, as_dict, as_str, dicts, parse_datetime_range
+from .normalise import normalise_resource, offset_text
+
+CONTEXT_TYPES = frozenset({
+    "Observation", "MedicationRequest", "MedicationStatement", "MedicationDispense",
+    "MedicationAdministration", "Condition", "Procedure", "Medication",
+})
+MODES = ("order", "review")
+_UUID_NS = uuid.UUID("6f1d3c1e-7b8a-4c55-9a0e-2b9f1c0e6a11")
+
+
+@dataclass
+class Item:
+    resource: JSON
+    ref: str
+    has_id: bool
+
+    @property
+    def type(self) -> str:
+        return str(self.resource.get("resourceType"))
+
+
+@dataclass
+class CheckRequest:
+    orders: list[Item]
+    patient: Item | None
+    context: list[Item]
+    check_time: datetime
+    profile: str
+    mode: str = "order"
+    hook: str | None = None
+    warnings: list[Problem] = field(default_factory=list)
+    unavailable: list[str] = field(default_factory=list)
+    index: ResourceIndex | None = None
+
+    def resolve(self, reference: Any, within: JSON | None = None) -> JSON | None:
+        return self.index.resolve(reference, within) if self.index else None
+
+    def items(self) -> Iterable[Item]:
+        yield from self.orders
+        if self.patient:
+            yield self.patient
+        yield from self.context
+
+
+class ResourceIndex:
+    """References inside one request: fullUrl, Type/id, absolute URLs, and #contained."""
+
+    def __init__(self) -> None:
+        self._by_key: dict[str, JSON] = {}
+
+    def add(self, resource: JSON, full_url: str | None = None) -> None:
+        rtype, rid = resource.get("resourceType"), resource.get("id")
+        if isinstance(rtype, str) and isinstance(rid, str):
+            self._by_key.setdefault(f"{rtype}/{rid}", resource)
+        if full_url:
+            self._by_key.setdefault(full_url, resource)
+
+    def resolve(self, reference: Any, within: JSON | None = None) -> JSON | None:
+        ref = as_str(as_dict(reference).get("reference"))
+        if ref is None:
+            return None
+        if ref.startswith("#"):
+            for contained in dicts((within or {}).get("contained")):
+                if contained.get("id") == ref[1:]:
+                    return contained
+            return None
+        if ref in self._by_key:
+            return self._by_key[ref]
+        parts = ref.split("/_history/")[0].rstrip("/").split("/")
+        if len(parts) >= 2:
+            return self._by_key.get(f"{parts[-2]}/{parts[-1]}")
+        return None
+
+
+def item_for(resource: JSON, full_url: str | None = None) -> Item:
+    rtype, rid = resource.get("resourceType"), resource.get("id")
+    if isinstance(rid, str) and rid:
+        return Item(resource, f"{rtype}/{rid}", True)
+    if full_url:
+        return Item(resource, full_url, False)
+    digest = json.dumps(resource, sort_keys=True, default=str)
+    return Item(resource, f"urn:uuid:{uuid.uuid5(_UUID_NS, digest)}", False)
+
+
+# --- validation -----------------------------------------------------------------------------
+
+def _expression(rtype: str, loc: tuple[Any, ...]) -> str:
+    path = rtype
+    for part in loc:
+        path += f"[{part}]" if isinstance(part, int) else f".{part}"
+    return path
+
+
+def validate_model(resource: JSON, what: str) -> None:
+    """Validate an order or the Patient with the R4B model; 400 naming every bad field."""
+    from fhir.resources.R4B import get_fhir_model_class
+
+    rtype = str(resource.get("resourceType"))
+    try:
+        model = get_fhir_model_class(rtype)
+    except (KeyError, ValueError) as exc:
+        raise bad_request(f"{what}: unknown resourceType {rtype!r}", code="structure") from exc
+    try:
+        model.model_validate(resource)
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors()[:20]:
+            expression = _expression(rtype, tuple(err.get("loc", ())))
+            problems.append(Problem(f"{what}: {expression}: {err.get('msg')}", "structure",
+                                    expression))
+        raise ServiceError(400, problems) from exc
+    except (ValueError, TypeError, RecursionError) as exc:
+        raise bad_request(f"{what}: not a valid {rtype}: {exc}", code="structure") from exc
+    if rtype == "MedicationRequest" and not resource.get("status"):
+        raise bad_request(f"{what}: MedicationRequest.status is required",
+                          "MedicationRequest.status", "required")
+
+
+def _usable_context(item: Item) -> str | None:
+    """Why a context resource cannot be used, or None."""
+    r = item.resource
+    t = item.type
+    if t not in CONTEXT_TYPES:
+        return f"a {t} is not a resource the checker reads"
+    if t in {"MedicationRequest", "MedicationStatement", "MedicationDispense",
+             "MedicationAdministration"} and not (
+        isinstance(r.get("medicationCodeableConcept"), dict)
+        or isinstance(r.get("medicationReference"), dict)
+    ):
+        return "it names no medication"
+    if t in {"Observation", "Procedure"} and not isinstance(r.get("code"), dict):
+        return "it has no code"
+    if t == "Condition" and not isinstance(r.get("code"), dict):
+        return "it has no code"
+    if t != "Medication" and "status" in r and not isinstance(r.get("status"), str):
+        return "its status is not a code"
+    return None
+
+
+# --- the two body shapes --------------------------------------------------------------------
+
+def parse_body(body: Any, now: datetime, default_profile: str) -> CheckRequest:
+    if not isinstance(body, dict):
+        raise bad_request("the body is not a FHIR resource (a JSON object is expected)",
+                          code="structure")
+    rtype = body.get("resourceType")
+    if not isinstance(rtype, str):
+        raise bad_request("the body is not a FHIR resource: resourceType is missing",
+                          code="structure")
+    if rtype == "Parameters":
+        return parse_parameters(body, now, default_profile)
+    if rtype == "Bundle":
+        return parse_bundle(body, now, default_profile)
+    from fhir.resources.R4B import get_fhir_model_class
+
+    try:
+        get_fhir_model_class(rtype)
+    except (KeyError, ValueError) as exc:
+        raise bad_request(f"unknown resourceType {rtype!r}", code="structure") from exc
+    raise unprocessable(
+        f"a {rtype} cannot be checked: send a Parameters resource or a Bundle holding the "
+        "MedicationRequest(s) and the Patient", code="not-supported")
+
+
+def _check_time(value: Any, now: datetime) -> datetime:
+    r = parse_datetime_range(value, None)
+    if r is None:
+        raise bad_request("checkTime is not a valid dateTime",
+                          "Parameters.parameter.where(name='checkTime').valueDateTime")
+    return r.low
+
+
+def parse_parameters(body: JSON, now: datetime, default_profile: str) -> CheckRequest:
+    params = body.get("parameter")
+    if not isinstance(params, list):
+        raise bad_request("Parameters.parameter must be a list", "Parameters.parameter")
+    check_time = now
+    profile = default_profile
+    raw_orders: list[JSON] = []
+    raw_patients: list[JSON] = []
+    raw_context: list[JSON] = []
+    for i, p in enumerate(params):
+        where = f"Parameters.parameter[{i}]"
+        if not isinstance(p, dict) or not isinstance(p.get("name"), str):
+            raise bad_request(f"{where} must be an object with a name", where)
+        name = p["name"]
+        if name in {"order", "patient", "context"}:
+            res = p.get("resource")
+            if not isinstance(res, dict) or not isinstance(res.get("resourceType"), str):
+                if name == "context":
+                    raise bad_request(f"{where} ({name}) must carry a resource", where)
+                raise bad_request(f"{where} ({name}) must carry a resource", where)
+            {"order": raw_orders, "patient": raw_patients, "context": raw_context}[name].append(
+                res)
+        elif name == "checkTime":
+            check_time = _check_time(p.get("valueDateTime", p.get("valueInstant")), now)
+        elif name == "profile":
+            code = p.get("valueCode", p.get("valueString"))
+            if code not in {"us", "uk"}:
+                raise bad_request("profile must be the code us or uk", f"{where}.valueCode")
+            profile = code
+        else:
+            raise bad_request(f"unknown parameter {name!r} (expected order, patient, context, "
+                              "checkTime, profile)", where, "not-supported")
+    offset = offset_text(check_time.tzinfo)
+    for res in raw_orders + raw_patients + raw_context:
+        normalise_resource(res, offset)
+    if not raw_orders:
+        raise unprocessable("no MedicationRequest to check: give at least one order parameter",
+                            "Parameters.parameter.where(name='order')", "required")
+    if len(raw_patients) > 1:
+        raise unprocessable("more than one patient parameter",
+                            "Parameters.parameter.where(name='patient')")
+    index = ResourceIndex()
+    orders = []
+    for n, res in enumerate(raw_orders):
+        if res.get("resourceType") != "MedicationRequest":
+            raise bad_request(f"order {n + 1} is a {res.get('resourceType')}, not a "
+                              "MedicationRequest", f"Parameters.parameter.where(name='order')[{n}]")
+        validate_model(res, f"order {n + 1}")
+        orders.append(item_for(res))
+    patient = None
+    if raw_patients:
+        res = raw_patients[0]
+        if res.get("resourceType") != "Patient":
+            raise bad_request(f"the patient parameter is a {res.get('resourceType')}",
+                              "Parameters.parameter.where(name='patient')")
+        validate_model(res, "patient")
+        patient = item_for(res)
+    warnings: list[Problem] = []
+    context = []
+    for n, res in enumerate(raw_context):
+        item = item_for(res)
+        why = _usable_context(item)
+        if why:
+            warnings.append(_skipped(item, why, f"Parameters.parameter.where(name='context')[{n}]"))
+            continue
+        context.append(item)
+    for item in orders + context + ([patient] if patient else []):
+        index.add(item.resource, item.ref if not item.has_id else None)
+    req = CheckRequest(orders, patient, context, check_time, profile, "order", None, warnings,
+                       index=index)
+    _check_subjects(req)
+    return req
+
+
+def parse_bundle(body: JSON, now: datetime, default_profile: str) -> CheckRequest:
+    entries = body.get("entry", [])
+    if not isinstance(entries, list):
+        raise bad_request("Bundle.entry must be a list", "Bundle.entry")
+    offset = offset_text(now.tzinfo)
+    normalise_resource(body, offset)
+    index = ResourceIndex()
+    items: list[Item] = []
+    warnings: list[Problem] = []
+    for i, entry in enumerate(entries):
+        where = f"Bundle.entry[{i}]"
+        if not isinstance(entry, dict):
+            warnings.append(Problem(f"{where} skipped: not an object", "structure", where,
+                                    "warning"))
+            continue
+        if as_dict(entry.get("search")).get("mode") == "outcome":
+            continue
+        res = entry.get("resource")
+        if not isinstance(res, dict) or not isinstance(res.get("resourceType"), str):
+            warnings.append(Problem(f"{where} skipped: it holds no resource", "structure", where,
+                                    "warning"))
+            continue
+        normalise_resource(res, offset)
+        full_url = as_str(entry.get("fullUrl"))
+        item = item_for(res, full_url)
+        index.add(res, full_url)
+        items.append(item)
+
+    patients = _distinct([it for it in items if it.type == "Patient"])
+    if len(patients) != 1:
+        raise unprocessable(
+            "the Bundle must hold exactly one Patient; it holds "
+            f"{len(patients) if patients else 'none'}", "Bundle.entry.resource.ofType(Patient)",
+            "required")
+    patient = patients[0]
+    validate_model(patient.resource, "patient")
+    drafts = [it for it in items
+              if it.type == "MedicationRequest" and it.resource.get("status") == "draft"]
+    mode = "order"
+    if drafts:
+        order_items = drafts
+    else:
+        from ..dosing import is_baclofen, medication_of
+        from ..knowledge import load
+
+        kb = load()
+        order_items = []
+        for it in items:
+            if it.type == "MedicationRequest" and it.resource.get("status") == "active":
+                concept, med = medication_of(it.resource, lambda ref, w: index.resolve(ref, w))
+                if is_baclofen(concept, med, kb):
+                    order_items.append(it)
+        mode = "review"
+        if not order_items:
+            raise unprocessable(
+                "nothing to check: the Bundle holds no draft MedicationRequest and no active "
+                "baclofen MedicationRequest", "Bundle.entry.resource.ofType(MedicationRequest)",
+                "not-found")
+    for n, it in enumerate(order_items):
+        validate_model(it.resource, f"order {n + 1} ({it.ref})")
+    order_ids = {id(it) for it in order_items}
+    context = []
+    for i, it in enumerate(items):
+        if id(it) in order_ids or it.type == "Patient":
+            continue
+        if it.type not in CONTEXT_TYPES:
+            continue  # other resources (Practitioner, Encounter ...) only serve references
+        why = _usable_context(it)
+        if why:
+            warnings.append(_skipped(it, why, f"Bundle.entry[{i}].resource"))
+            continue
+        context.append(it)
+    req = CheckRequest(order_items, patient, context, now, default_profile, mode, None, warnings,
+                       index=index)
+    _check_subjects(req)
+    return req
+
+
+def _distinct(items: list[Item]) -> list[Item]:
+    seen: dict[str, Item] = {}
+    for it in items:
+        seen.setdefault(it.ref, it)
+    return list(seen.values())
+
+
+def _skipped(item: Item, why: str, where: str) -> Problem:
+    return Problem(f"context {item.type} {item.ref} skipped: {why}", "invalid", where, "warning")
+
+
+def _check_subjects(req: CheckRequest) -> None:
+    """An order written for another patient than the one given is refused (422).
+
+    choice: a mismatch between MedicationRequest.subject and the Patient is a request the
+    checker cannot answer safely, so it fails instead of checking against the wrong patient.
+    """
+    if req.patient is None:
+        return
+    for n, order in enumerate(req.orders):
+        subject = as_dict(order.resource.get("subject"))
+        ref = as_str(subject.get("reference"))
+        if ref is None:
+            continue
+        target = req.resolve(subject, order.resource)
+        if target is not None:
+            if target is not req.patient.resource and target.get("resourceType") == "Patient":
+                raise unprocessable(f"order {n + 1} is for {ref}, not for the patient given",
+                                    "MedicationRequest.subject")
+            continue
+        pid = req.patient.resource.get("id")
+        parts = ref.rstrip("/").split("/")
+        if len(parts) >= 2 and parts[-2] == "Patient" and pid and parts[-1] != pid:
+            raise unprocessable(f"order {n + 1} is for {ref}, not for Patient/{pid}",
+                                "MedicationRequest.subject")

@@ -1,0 +1,166 @@
+"""Defensive readers for normalised FHIR JSON.
+
+Context resources are read from JSON, not through the models, so every reader here accepts any
+JSON value and answers None or an empty list when the shape is wrong; it never raises.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta, timezone, tzinfo
+from fractions import Fraction
+from typing import Any
+
+JSON = dict[str, Any]
+
+
+def as_dict(value: Any) -> JSON:
+    return value if isinstance(value, dict) else {}
+
+
+def as_list(value: Any) -> list[Any]:
+    if isinstance(value, list):
+        return value
+    return [] if value is None else [value]
+
+
+def dicts(value: Any) -> list[JSON]:
+    return [v for v in as_list(value) if isinstance(v, dict)]
+
+
+def as_str(value: Any) -> str | None:
+    return value if isinstance(value, str) and value.strip() else None
+
+
+def as_number(value: Any) -> Fraction | None:
+    """An exact number from a JSON number (floats by their shortest repr); None otherwise."""
+    if isinstance(value, bool) or value is None:
+        return None
+    if isinstance(value, int):
+        return Fraction(value)
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            return None
+        return Fraction(repr(value))
+    if isinstance(value, str):
+        try:
+            f = float(value)
+        except ValueError:
+            return None
+        return Fraction(value.strip()) if math.isfinite(f) and _DECIMAL.match(value) else None
+    return None
+
+
+_DECIMAL = re.compile(r"^\s*-?\d+(\.\d+)?\s*$")
+
+
+def codings(concept: Any) -> list[JSON]:
+    return dicts(as_dict(concept).get("coding"))
+
+
+def concept_texts(concept: Any) -> list[str]:
+    """The text and every coding display of a CodeableConcept."""
+    c = as_dict(concept)
+    out = [t for t in [as_str(c.get("text"))] if t]
+    out += [d for d in (as_str(x.get("display")) for x in codings(c)) if d]
+    return out
+
+
+def has_code(concept: Any, system: str | None, codes: Any) -> bool:
+    wanted = set(codes)
+    for coding in codings(concept):
+        code = as_str(coding.get("code"))
+        if code in wanted and (system is None or coding.get("system") == system):
+            return True
+    return False
+
+
+def walk(value: Any) -> Iterator[Any]:
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        yield item
+        if isinstance(item, dict):
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+
+
+# --- FHIR date and dateTime -------------------------------------------------------------
+
+_DATE_RE = re.compile(
+    r"^(?P<y>\d{4})(-(?P<m>\d{2})(-(?P<d>\d{2})"
+    r"(T(?P<H>\d{2}):(?P<M>\d{2})(:(?P<S>\d{2})(?P<f>\.\d+)?)?"
+    r"(?P<tz>Z|[+-]\d{2}:\d{2})?)?)?)?$"
+)
+
+
+class DateRange:
+    """A FHIR date or dateTime as the range of instants it may mean (a partial date is wide)."""
+
+    __slots__ = ("low", "high", "precision")
+
+    def __init__(self, low: datetime, high: datetime, precision: str):
+        self.low = low
+        self.high = high
+        self.precision = precision
+
+
+def parse_datetime_range(value: Any, default_tz: tzinfo | None = None) -> DateRange | None:
+    """Read a FHIR date/dateTime/instant. A date without a time means 00:00; a value without an
+    offset is read in ``default_tz`` (UTC when that is None). None when it is not a date."""
+    text = as_str(value)
+    if text is None:
+        return None
+    m = _DATE_RE.match(text.strip())
+    if not m:
+        return None
+    tz: tzinfo = default_tz or UTC
+    if m.group("tz"):
+        z = m.group("tz")
+        if z == "Z":
+            tz = UTC
+        else:
+            sign = 1 if z[0] == "+" else -1
+            hours, minutes = int(z[1:3]), int(z[4:6])
+            if hours > 23 or minutes > 59:
+                return None
+            tz = timezone(sign * timedelta(hours=hours, minutes=minutes))
+    try:
+        year = int(m.group("y"))
+        if m.group("m") is None:
+            low = datetime(year, 1, 1, tzinfo=tz)
+            return DateRange(low, datetime(year + 1, 1, 1, tzinfo=tz), "year")
+        month = int(m.group("m"))
+        if m.group("d") is None:
+            low = datetime(year, month, 1, tzinfo=tz)
+            nxt = datetime(year + (month == 12), month % 12 + 1, 1, tzinfo=tz)
+            return DateRange(low, nxt, "month")
+        day = int(m.group("d"))
+        if m.group("H") is None:
+            low = datetime(year, month, day, tzinfo=tz)
+            return DateRange(low, low + timedelta(days=1), "day")
+        frac_s = m.group("f") or ""
+        micro = int((frac_s[1:] + "000000")[:6]) if frac_s else 0
+        low = datetime(
+            year, month, day, int(m.group("H")), int(m.group("M")), int(m.group("S") or 0),
+            micro, tzinfo=tz,
+        )
+        return DateRange(low, low, "instant")
+    except ValueError:
+        return None
+
+
+def parse_instant(value: Any, default_tz: tzinfo | None = None) -> datetime | None:
+    """The start of a FHIR date/dateTime as an aware datetime (00:00 for a bare date)."""
+    r = parse_datetime_range(value, default_tz)
+    return r.low if r else None
+
+
+def elapsed_days(start: datetime, end: datetime) -> Fraction:
+    """Elapsed time in days (difference of instants / 24 h), exactly."""
+    delta = end - start
+    micro = (delta.days * 86400 + delta.seconds) * 1_000_000 + delta.microseconds
+    return Fraction(micro, 86_400_000_000)

@@ -1,0 +1,51 @@
+"""Writing numbers for people (clinical-rules section 10): no trailing zeros, a leading zero,
+"mg" and "micrograms", never "ug"."""
+
+from __future__ import annotations
+
+from decimal import ROUND_HALF_UP, Decimal
+from fractions import Fraction
+
+
+def fmt(value: Fraction | int | float, places: int | None = None) -> str:
+    """5 -> "5", 53.3333 -> "53.3", 0.5 -> "0.5", 0.125 -> "0.13"; no trailing zeros."""
+    v = Fraction(value) if not isinstance(value, float) else Fraction(repr(value))
+    if places is None:
+        places = 1 if abs(v) >= 10 else 2
+    d = Decimal(v.numerator) / Decimal(v.denominator)
+    q = d.quantize(Decimal(1).scaleb(-places), rounding=ROUND_HALF_UP)
+    text = format(q, "f")
+    if "." in text:
+        text = text.rstrip("0").rstrip(".")
+    if text in {"-0", ""}:
+        text = "0"
+    return text
+
+
+def mg(value: Fraction | int) -> str:
+    return f"{fmt(value)} mg"
+
+
+def mg_day(value: Fraction | int) -> str:
+    return f"{fmt(value)} mg/day"
+
+
+def micrograms(value: Fraction | int) -> str:
+    return f"{fmt(value)} micrograms"
+
+
+def times_per_day(per_day: Fraction) -> str:
+    names = {1: "once a day", 2: "twice a day", 3: "three times a day", 4: "four times a day"}
+    if per_day.denominator == 1 and int(per_day) in names:
+        return names[int(per_day)]
+    if per_day < 1:
+        every = 1 / per_day
+        return f"once every {fmt(every)} days"
+    return f"{fmt(per_day)} times a day"
+
+
+def floor_to_step(value: Fraction, step: Fraction) -> Fraction:
+    """Round down to a multiple of ``step`` (a dose that can be given)."""
+    if step <= 0:
+        return value
+    return (value // step) * step

@@ -1,0 +1,119 @@
+"""Findings -> FHIR R4 DetectedIssues and the result Bundle (interfaces.md sections 2 and 3).
+
+The one place that writes FHIR output. Resources are built as plain JSON (the tests validate
+every one against the R4B models and the required value sets).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from collections.abc import Iterable
+from datetime import datetime
+
+from ..engine import CheckOutcome
+from ..errors import Problem
+from ..fhir_input.request import CheckRequest
+from ..fhirjson import JSON
+from ..findings import Finding
+from ..knowledge import Knowledge
+
+RULE_SYSTEM = "urn:baclofen-check:rule"
+FINDING_SYSTEM = "urn:baclofen-check:finding"
+DEVICE_NAME = "baclofen-check"
+
+
+def iso(dt: datetime) -> str:
+    if dt.tzinfo is None:
+        raise ValueError("naive datetime")
+    text = dt.isoformat(timespec="seconds")
+    return text.replace("+00:00", "Z")
+
+
+def finding_id(f: Finding, kb: Knowledge) -> str:
+    """Stable hash of rule id, order reference, dose and knowledge version."""
+    data = "\x1f".join((f.rule_id, f.order_ref, f.dose_key, kb.version))
+    return hashlib.sha256(data.encode("utf-8")).hexdigest()[:40]
+
+
+def detected_issue(
+    f: Finding, kb: Knowledge, patient_ref: str, check_time: datetime, status: str = "final"
+) -> JSON:
+    spec = kb.rule(f.rule_id)
+    fid = finding_id(f, kb)
+    code: JSON = {"text": spec.title}
+    if spec.code:
+        code["coding"] = [{
+            "system": kb.code_system, "code": spec.code, "display": kb.code_display[spec.code],
+        }]
+    issue: JSON = {
+        "resourceType": "DetectedIssue",
+        "id": f"bc-{fid}",
+        "contained": [{
+            "resourceType": "Device",
+            "id": "checker",
+            "deviceName": [{"name": DEVICE_NAME, "type": "user-friendly-name"}],
+            "version": [{"value": kb.version}],
+        }],
+        "identifier": [
+            {"system": RULE_SYSTEM, "value": f.rule_id},
+            {"system": FINDING_SYSTEM, "value": fid},
+        ],
+        "status": status,
+        "code": code,
+        "severity": f.severity,
+        "patient": {"reference": patient_ref},
+        "identifiedDateTime": iso(check_time),
+        "author": {"reference": "#checker", "display": f"{DEVICE_NAME} {kb.version}"},
+        "implicated": [{"reference": r} for r in dict.fromkeys((f.order_ref, *f.implicated))],
+        "detail": f.detail,
+        "reference": spec.source_url,
+    }
+    if f.evidence:
+        issue["evidence"] = [{"detail": [{"reference": r} for r in dict.fromkeys(f.evidence)]}]
+    return issue
+
+
+def operation_outcome(problems: Iterable[Problem]) -> JSON:
+    issues = []
+    for p in problems:
+        issue: JSON = {"severity": p.severity, "code": p.code, "diagnostics": p.message}
+        if p.expression:
+            issue["expression"] = [p.expression]
+        issues.append(issue)
+    if not issues:
+        issues = [{"severity": "information", "code": "informational",
+                   "diagnostics": "no issues"}]
+    return {"resourceType": "OperationOutcome", "issue": issues}
+
+
+def _urn(text: str) -> str:
+    return f"urn:uuid:{uuid.UUID(hex=hashlib.sha256(text.encode()).hexdigest()[:32])}"
+
+
+def result_bundle(
+    req: CheckRequest, outcome: CheckOutcome, kb: Knowledge, status: str = "final"
+) -> JSON:
+    patient_ref = req.patient.ref if req.patient else "Patient/unknown"
+    entries: list[JSON] = []
+    referenced: set[str] = {patient_ref}
+    for f in outcome.findings:
+        issue = detected_issue(f, kb, patient_ref, req.check_time, status)
+        referenced.update((f.order_ref, *f.implicated, *f.evidence))
+        entries.append({"fullUrl": _urn(issue["id"]), "resource": issue})
+    # Input resources without an id travel in the result so that references to them resolve.
+    if outcome.findings:
+        for item in req.items():
+            if not item.has_id and item.ref in referenced:
+                entries.append({"fullUrl": item.ref, "resource": item.resource})
+    if outcome.notes:
+        entries.append({
+            "fullUrl": _urn("outcome:" + "|".join(p.message for p in outcome.notes)),
+            "resource": operation_outcome(outcome.notes),
+        })
+    return {
+        "resourceType": "Bundle",
+        "type": "collection",
+        "timestamp": iso(req.check_time),
+        "entry": entries,
+    }

@@ -1,0 +1,89 @@
+"""Pure rules: typed facts in, findings out. No Flask, no environment, no clock, no FHIR JSON.
+
+Each family module exposes ``rules(ctx, order) -> list[Finding]`` for one checked order. The
+engine decides which families apply to an order (route, status, mode).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from fractions import Fraction
+
+from ..facts import OrderFacts, PatientFacts
+from ..findings import Correction, Finding
+from ..knowledge import Knowledge, Profile
+from ..numbers import floor_to_step, fmt, mg, mg_day, times_per_day
+
+
+@dataclass(frozen=True)
+class RuleContext:
+    kb: Knowledge
+    profile: Profile
+    patient: PatientFacts
+    check_time: datetime
+    orders: tuple[OrderFacts, ...]          # every order of this call (checked orders)
+    others: tuple[OrderFacts, ...]          # MedicationRequests from the context
+    mode: str = "order"                     # "order" (a new or changed order) or "review"
+    hook: str | None = None                 # CDS hook name when called through CDS Hooks
+    renal: object | None = None             # renal facts (patient-context rules)
+    history: object | None = None           # medication history facts
+    extra: dict[str, object] = field(default_factory=dict)
+
+    def finding(
+        self,
+        rule_id: str,
+        severity: str,
+        order: OrderFacts,
+        summary: str,
+        detail: str,
+        implicated: tuple[str, ...] = (),
+        evidence: tuple[str, ...] = (),
+        correction: Correction | None = None,
+    ) -> Finding:
+        self.kb.rule(rule_id)  # unknown ids fail loudly in tests
+        return Finding(
+            rule_id=rule_id,
+            severity=severity,
+            order_ref=order.ref,
+            summary=summary[:139],
+            detail=detail,
+            implicated=implicated,
+            evidence=evidence,
+            dose_key=order.dose_key,
+            correction=correction,
+        )
+
+
+def suggest_oral(ctx: RuleContext, cap_mg_day: Fraction, current_per_day: Fraction | None
+                 ) -> Correction | None:
+    """A dose that can be given: at most ``cap_mg_day`` and the single maximum, in 3-4 doses,
+    rounded down to the suggestion step (clinical-rules section 5)."""
+    dosing = ctx.kb.data["dosing"]
+    step = Fraction(str(dosing["suggestion_step_mg"]))
+    usual = [Fraction(n) for n in dosing["usual_doses_per_day"]]
+    single_max = ctx.profile.num("max_single_mg")
+    choices = [current_per_day] if current_per_day in usual else []
+    choices += [n for n in usual if n not in choices]
+    best: Correction | None = None
+    for per_day in choices:
+        if per_day is None:
+            continue
+        dose = floor_to_step(min(cap_mg_day / per_day, single_max), step)
+        if dose <= 0:
+            continue
+        candidate = Correction(
+            dose_mg=dose,
+            per_day=per_day,
+            label=f"{mg(dose)} {times_per_day(per_day)} ({mg_day(dose * per_day)})",
+        )
+        if best is None or dose * per_day > best.dose_mg * best.per_day:
+            best = candidate
+    if best is None and cap_mg_day > 0:
+        dose = floor_to_step(cap_mg_day, step)
+        if dose > 0:
+            best = Correction(dose, Fraction(1), f"{mg(dose)} once a day ({mg_day(dose)})")
+    return best
+
+
+__all__ = ["RuleContext", "suggest_oral", "fmt", "mg", "mg_day", "times_per_day"]

@@ -1,0 +1,62 @@
+"""Plain words for doses, shared by every rule family."""
+
+from __future__ import annotations
+
+from fractions import Fraction
+
+from ..facts import DoseLine, OrderFacts, Step
+from ..numbers import fmt, mg, mg_day, times_per_day
+
+
+def describe_line(line: DoseLine) -> str:
+    if line.rate_mg_day is not None:
+        return f"{line.written} ({mg_day(line.rate_mg_day)})"
+    if line.dose_mg is None:
+        return line.written
+    dose = mg(line.dose_mg)
+    if line.written_unit in {"count", "mL", "g", "ug"}:
+        dose = f"{line.written} = {dose}"
+    if line.single:
+        return f"{dose} once"
+    if line.prn:
+        if line.per_day is not None:
+            return f"{dose} as needed up to {times_per_day(line.per_day)}"
+        return f"{dose} as needed"
+    if line.per_day is None:
+        return dose
+    return f"{dose} {times_per_day(line.per_day)}"
+
+
+def describe_step(step: Step) -> str:
+    return " + ".join(describe_line(line) for line in step.lines)
+
+
+def step_label(order: OrderFacts, step: Step) -> str:
+    if not order.is_plan:
+        return ""
+    return f" in step {order.steps.index(step) + 1} of {len(order.steps)}"
+
+
+def step_daily(step: Step) -> tuple[Fraction, str]:
+    """(daily mg, how to write it): a lower bound says "at least"."""
+    if step.complete:
+        daily = step.daily_mg or Fraction(0)
+        return daily, mg_day(daily)
+    return step.known_daily_mg, f"at least {mg_day(step.known_daily_mg)}"
+
+
+def worst_daily_step(order: OrderFacts) -> Step | None:
+    steps = [s for s in order.steps if s.known_daily_mg > 0]
+    return max(steps, key=lambda s: s.known_daily_mg) if steps else None
+
+
+def worst_single(order: OrderFacts) -> tuple[Fraction, Step] | None:
+    best: tuple[Fraction, Step] | None = None
+    for step in order.steps:
+        value = step.max_single_mg
+        if value is not None and (best is None or value > best[0]):
+            best = (value, step)
+    return best
+
+
+__all__ = ["describe_line", "describe_step", "step_daily", "step_label", "fmt"]

@@ -1,0 +1,81 @@
+"""Order quality: unreadable doses, as-needed without a maximum, unit mix-ups (section 9)."""
+
+from __future__ import annotations
+
+from fractions import Fraction
+
+from ..facts import OrderFacts
+from ..findings import Finding
+from ..numbers import fmt, mg
+from . import RuleContext
+
+
+def rules(ctx: RuleContext, order: OrderFacts) -> list[Finding]:
+    """Run for every baclofen order (oral or intrathecal)."""
+    out: list[Finding] = []
+    oral = order.route == "oral"
+    specific: set[int] = set()
+    for line in order.lines:
+        if line.problem_rule == "units.oral-microgram" and oral and line.dose_mg is not None:
+            specific.add(line.index)
+            out.append(ctx.finding(
+                "units.oral-microgram", "high", order,
+                summary=f"Oral baclofen written as {_people(line.written)} ({mg(line.dose_mg)}): "
+                        f"probable microgram/mg mix-up",
+                detail=f"The dose is written as {_people(line.written)} ({mg(line.dose_mg)}), "
+                       f"far below any oral baclofen dose; this is probably a micrograms/mg "
+                       f"mix-up. Confirm the intended dose and write it in mg.",
+            ))
+        elif line.problem_rule == "units.liquid-volume" and oral:
+            specific.add(line.index)
+            concentrations = [
+                Fraction(str(c))
+                for c in ctx.kb.rule("units.liquid-volume").raw["concentrations_mg_ml"]
+            ]
+            volume = _volume(line.written)
+            options = ", ".join(mg(volume * c) for c in concentrations) if volume else ""
+            strengths = ", ".join(fmt(c) for c in concentrations)
+            could_be = f"; {line.written} could be {options}" if options else ""
+            out.append(ctx.finding(
+                "units.liquid-volume", "moderate", order,
+                summary=f"Baclofen liquid dose of {line.written} with no concentration",
+                detail=f"The dose is {line.written} but the order does not give the "
+                       f"concentration: baclofen oral liquids come as {strengths} mg/mL"
+                       f"{could_be}. Write the dose in mg or name the product strength.",
+            ))
+        elif line.problem_rule == "order.prn-no-max":
+            specific.add(line.index)
+            out.append(ctx.finding(
+                "order.prn-no-max", "low", order,
+                summary="As-needed baclofen with no frequency or maximum daily dose",
+                detail=f"The as-needed dose ({_people(line.written)}) has no frequency and no "
+                       f"maximum per period, so the daily dose cannot be checked. Add how often "
+                       f"it may be given or a maximum daily dose.",
+            ))
+    if ctx.hook == "order-select":
+        return out
+    unreadable = [ln for ln in order.lines if ln.problem and ln.index not in specific]
+    if unreadable:
+        reasons = "; ".join(dict.fromkeys(ln.problem or "" for ln in unreadable))
+        out.append(ctx.finding(
+            "order.unverifiable-dose", "low", order,
+            summary="Baclofen dose or schedule cannot be read: not checked",
+            detail=f"The dose of this baclofen order could not be checked: {reasons}. Enter a "
+                   f"structured dose in mg with how often it is given.",
+        ))
+    return out
+
+
+def _volume(written: str) -> Fraction | None:
+    try:
+        return Fraction(written.split()[0])
+    except (ValueError, IndexError, ZeroDivisionError):
+        return None
+
+
+def _people(written: str) -> str:
+    """A dose as written, with micrograms spelled out (section 10: never "ug")."""
+    parts = written.split(" ", 1)
+    if len(parts) == 2 and parts[1].strip().lower() in {"ug", "mcg", "µg", "μg"}:
+        return f"{parts[0]} micrograms"
+    return written

@@ -1,0 +1,82 @@
+"""Reading a request body as JSON: media type, size, strict JSON (no NaN), nesting depth."""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+from flask import Request
+
+from ..errors import Problem, ServiceError, bad_request
+
+JSON_TYPES = ("application/fhir+json", "application/json")
+MAX_DEPTH = 100
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if math.isinf(value):
+        raise ValueError(f"the number {text[:30]} is out of range")
+    return value
+
+
+def media_type(req: Request) -> str:
+    return (req.mimetype or "").lower()
+
+
+def require_json_type(req: Request, extra: tuple[str, ...] = ()) -> str:
+    mt = media_type(req)
+    if mt not in JSON_TYPES + extra:
+        allowed = ", ".join(JSON_TYPES + extra)
+        raise ServiceError(415, [Problem(
+            f"unsupported media type {mt or '(none)'}: send {allowed}", "not-supported")])
+    return mt
+
+
+def check_size(req: Request, limit: int) -> None:
+    if req.content_length is not None and req.content_length > limit:
+        raise ServiceError(413, [Problem(
+            f"the request body is {req.content_length} bytes; the limit is {limit}",
+            "too-costly")])
+
+
+def parse_json_text(text: str | bytes) -> Any:
+    try:
+        value = json.loads(text, parse_constant=_reject_constant, parse_float=_finite_float)
+    except RecursionError as exc:
+        raise bad_request("the JSON is nested too deeply") from exc
+    except UnicodeDecodeError as exc:
+        raise bad_request("the body is not UTF-8 text") from exc
+    except ValueError as exc:
+        raise bad_request(f"malformed JSON: {exc}") from exc
+    _check_depth(value)
+    return value
+
+
+def _check_depth(value: Any) -> None:
+    stack: list[tuple[Any, int]] = [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            raise bad_request(f"the JSON is nested more than {MAX_DEPTH} levels deep")
+        if isinstance(item, dict):
+            stack.extend((v, depth + 1) for v in item.values())
+        elif isinstance(item, list):
+            stack.extend((v, depth + 1) for v in item)
+
+
+def read_json(req: Request, limit: int) -> Any:
+    require_json_type(req)
+    check_size(req, limit)
+    data = req.get_data(cache=False)
+    if len(data) > limit:
+        raise ServiceError(413, [Problem(
+            f"the request body is larger than {limit} bytes", "too-costly")])
+    if not data.strip():
+        raise bad_request("the request body is empty")
+    return parse_json_text(data)

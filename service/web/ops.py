@@ -1,0 +1,25 @@
+"""Operations endpoints: liveness and readiness (interfaces.md section 5)."""
+
+from __future__ import annotations
+
+from flask import Blueprint, Response, json
+
+from ..knowledge import load
+
+bp = Blueprint("ops", __name__)
+
+
+@bp.get("/healthz")
+def healthz() -> Response:
+    return Response(json.dumps({"status": "ok"}), mimetype="application/json")
+
+
+@bp.get("/readyz")
+def readyz() -> Response:
+    try:
+        version = load().version
+    except Exception as exc:  # noqa: BLE001 - any failure to load means not ready
+        return Response(json.dumps({"status": "not ready", "reason": type(exc).__name__}),
+                        status=503, mimetype="application/json")
+    return Response(json.dumps({"status": "ok", "knowledge": version}),
+                    mimetype="application/json")

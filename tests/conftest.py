@@ -1,0 +1,49 @@
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+
+from service import create_app
+from service.checker import check_body
+
+from .fhir_validate import validate
+
+TOKEN = "test-token"
+WRITE_TOKEN = "writer-token"
+
+
+@pytest.fixture
+def app(tmp_path: Any) -> Iterator[Flask]:
+    app = create_app({
+        "API_REQUIRE_AUTH": True,
+        "API_TOKENS": f"{TOKEN},{WRITE_TOKEN}:write",
+        "CDS_REQUIRE_JWT": False,
+        "DATABASE_URL": f"sqlite:///{tmp_path}/audit.sqlite3",
+        "TESTING": True,
+    })
+    yield app
+
+
+@pytest.fixture
+def client(app: Flask) -> FlaskClient:
+    return app.test_client()
+
+
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+
+
+def post_check(client: FlaskClient, body: Any, **kw: Any) -> Any:
+    headers = {"Content-Type": "application/fhir+json", **AUTH, **kw.pop("headers", {})}
+    return client.post("/MedicationRequest/$check", json=body, headers=headers, **kw)
+
+
+def run(body: dict[str, Any], profile: str = "us") -> dict[str, Any]:
+    """Check in-process and validate everything emitted."""
+    result, _req, _out = check_body(body, datetime(2026, 11, 25, 10, tzinfo=UTC), profile)
+    validate(result)
+    return result
