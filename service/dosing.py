@@ -342,10 +342,7 @@ def read_order(
 
     start = min(starts) if starts else parse_instant(order.get("authoredOn"), tz) or check_time
     steps = _steps(lines)
-    prior = set()
-    prior_ref = as_dict(order.get("priorPrescription")).get("reference")
-    if isinstance(prior_ref, str):
-        prior.add(prior_ref)
+    prior = _reference_keys(as_dict(order.get("priorPrescription")), order, resolve)
     return OrderFacts(
         ref=ref,
         status=as_str(order.get("status")) or "unknown",
@@ -360,6 +357,24 @@ def read_order(
         ingredient_names=tuple(n.lower() for n in names),
         checked=checked,
     )
+
+
+def _reference_keys(reference: JSON, within: JSON, resolve: Resolve) -> set[str]:
+    """Every form under which a Reference may name an order: as written, as ``Type/id`` (an
+    absolute or versioned URL included), and as the ``Type/id`` of the resource it resolves to.
+    """
+    ref = as_str(reference.get("reference"))
+    if ref is None:
+        return set()
+    keys = {ref}
+    if not ref.startswith(("#", "urn:")):
+        parts = ref.split("/_history/")[0].rstrip("/").split("/")
+        if len(parts) >= 2:
+            keys.add(f"{parts[-2]}/{parts[-1]}")
+    target = resolve(reference, within)
+    if target is not None and as_str(target.get("id")):
+        keys.add(f"{target.get('resourceType')}/{target['id']}")
+    return keys
 
 
 def _steps(lines: list[DoseLine]) -> tuple[Step, ...]:
