@@ -498,10 +498,6 @@ def _read_line(
         problem = "as-needed with no frequency and no maximum per period"
         problem_rule = "order.prn-no-max"
     written_unit = canon if kind == "mass" else ("mL" if kind == "volume" else "count")
-    if route == "oral" and kind == "mass" and canon == "ug":
-        below = kb.rule("units.oral-microgram").num("below_mg")
-        if dose_mg is not None and dose_mg < below:
-            problem_rule = problem_rule or "units.oral-microgram"
     if prn and timing_problem and per_day is None and prn_max is None:
         problem, problem_rule = "as-needed with no frequency and no maximum per period", (
             "order.prn-no-max")

@@ -15,18 +15,22 @@ def rules(ctx: RuleContext, order: OrderFacts) -> list[Finding]:
     out: list[Finding] = []
     oral = order.route == "oral"
     specific: set[int] = set()
+    below_mg = ctx.kb.rule("units.oral-microgram").num("below_mg")
     for line in order.lines:
-        if line.problem_rule == "units.oral-microgram" and oral and line.dose_mg is not None:
-            specific.add(line.index)
+        if (oral and line.written_unit == "ug" and line.dose_mg is not None
+                and line.dose_mg < below_mg):
+            # independent of the line's other problems: a likely ug/mg mix-up is always told.
+            # Three decimals so that 999 micrograms is not written as "1 mg".
+            in_mg = f"{fmt(line.dose_mg, 3)} mg"
             out.append(ctx.finding(
                 "units.oral-microgram", "high", order,
-                summary=f"Oral baclofen written as {_people(line.written)} ({mg(line.dose_mg)}): "
+                summary=f"Oral baclofen written as {_people(line.written)} ({in_mg}): "
                         f"probable microgram/mg mix-up",
-                detail=f"The dose is written as {_people(line.written)} ({mg(line.dose_mg)}), "
+                detail=f"The dose is written as {_people(line.written)} ({in_mg}), "
                        f"far below any oral baclofen dose; this is probably a micrograms/mg "
                        f"mix-up. Confirm the intended dose and write it in mg.",
             ))
-        elif line.problem_rule == "units.liquid-volume" and oral:
+        if line.problem_rule == "units.liquid-volume" and oral:
             specific.add(line.index)
             concentrations = [
                 Fraction(str(c))
