@@ -15,13 +15,22 @@ from .facts import OrderFacts
 from .fhir_input.request import CheckRequest
 from .findings import Finding
 from .knowledge import Knowledge
+from .medications import medication_uses, pregnancy
 from .patient import patient_facts
-from .rules import RuleContext, oral, order_quality
+from .rules import RuleContext, interactions, intrathecal, oral, order_quality, pediatric
 
 Family = Callable[[RuleContext, OrderFacts], list[Finding]]
 
-ORAL_FAMILIES: tuple[Family, ...] = (order_quality.rules, oral.rules)
-INTRATHECAL_FAMILIES: tuple[Family, ...] = ()
+# Which rule families run on which order (clinical-rules section 1: intrathecal orders get
+# sections 6, 8 and pregnancy only).
+ORAL_FAMILIES: tuple[Family, ...] = (
+    order_quality.rules, oral.rules, pediatric.rules, intrathecal.with_oral_rule,
+    interactions.rules, interactions.pregnancy_rule,
+)
+INTRATHECAL_FAMILIES: tuple[Family, ...] = (
+    order_quality.rules, intrathecal.rules, interactions.rules, interactions.pregnancy_rule,
+)
+STOP_FAMILIES: tuple[Family, ...] = ()
 DOSE_STATUSES = frozenset({"draft", "active", "on-hold"})
 
 
@@ -44,17 +53,13 @@ def run_check(req: CheckRequest, kb: Knowledge) -> CheckOutcome:
         if it.type == "MedicationRequest"
         and it.resource.get("status") not in {"entered-in-error"}
     )
-    findings: list[Finding] = []
-    baclofen_orders = [o for o in orders if o.is_baclofen]
-    if not baclofen_orders:
-        notes.append(Problem(
-            "no baclofen order to check: the orders given are for other medicines",
-            "informational", None, "information"))
-        return CheckOutcome(findings, notes, orders)
+    meds = medication_uses(req, kb)
+    pregnant = pregnancy(req, kb)
     patient_ref = req.patient.ref if req.patient else "Patient/unknown"
     patient_json = req.patient.resource if req.patient else {}
-    for order in baclofen_orders:
-        ctx = RuleContext(
+
+    def context_for(order: OrderFacts) -> RuleContext:
+        return RuleContext(
             kb=kb,
             profile=kb.profile(req.profile),
             patient=patient_facts(patient_json, patient_ref, order.start),
@@ -63,18 +68,33 @@ def run_check(req: CheckRequest, kb: Knowledge) -> CheckOutcome:
             others=others,
             mode=req.mode,
             hook=req.hook,
+            medications=meds,
+            pregnancy=pregnant,
         )
-        if order.status not in DOSE_STATUSES:
+
+    findings: list[Finding] = []
+    baclofen_orders = [o for o in orders if o.is_baclofen]
+    for order in orders:
+        if not order.is_baclofen and order.status in DOSE_STATUSES:
+            findings.extend(interactions.draft_rules(context_for(order), order))
+    if not baclofen_orders:
+        if not findings:
             notes.append(Problem(
-                f"{order.ref}: an order with status {order.status!r} is not dose-checked; "
-                "checks of stopped orders (withdrawal) are not available in this version",
+                "no baclofen order to check: the orders given are for other medicines, and "
+                "none of them interacts with active baclofen", "informational", None,
+                "information"))
+        return CheckOutcome(findings, notes, orders)
+    for order in baclofen_orders:
+        ctx = context_for(order)
+        if order.status in DOSE_STATUSES:
+            families = ORAL_FAMILIES if order.route == "oral" else INTRATHECAL_FAMILIES
+        elif order.status in {"stopped", "cancelled"} and STOP_FAMILIES:
+            families = STOP_FAMILIES
+        else:
+            notes.append(Problem(
+                f"{order.ref}: an order with status {order.status!r} is not dose-checked",
                 "not-supported", None, "warning"))
             continue
-        families = ORAL_FAMILIES if order.route == "oral" else INTRATHECAL_FAMILIES
-        if order.route == "intrathecal" and not families:
-            notes.append(Problem(
-                f"{order.ref}: intrathecal baclofen checks are not available in this version; "
-                "the order was not checked", "not-supported", None, "warning"))
         for family in families:
             findings.extend(family(ctx, order))
     return CheckOutcome(findings, notes, orders)

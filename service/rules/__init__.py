@@ -13,6 +13,7 @@ from fractions import Fraction
 from ..facts import OrderFacts, PatientFacts
 from ..findings import Correction, Finding
 from ..knowledge import Knowledge, Profile
+from ..medications import MedicationUse, PregnancyFacts
 from ..numbers import floor_to_step, fmt, mg, mg_day, times_per_day
 
 
@@ -28,6 +29,8 @@ class RuleContext:
     hook: str | None = None                 # CDS hook name when called through CDS Hooks
     renal: object | None = None             # renal facts (patient-context rules)
     history: object | None = None           # medication history facts
+    medications: tuple[MedicationUse, ...] = ()   # medicines in use (section 8)
+    pregnancy: PregnancyFacts | None = None
     extra: dict[str, object] = field(default_factory=dict)
 
     def finding(

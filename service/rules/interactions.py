@@ -1,0 +1,122 @@
+"""Other medicines (clinical-rules section 8): one finding per class, CNS burden, pregnancy."""
+
+from __future__ import annotations
+
+from ..facts import OrderFacts
+from ..findings import Finding
+from ..medications import MedicationUse, matches
+from ..numbers import fmt
+from . import RuleContext
+
+
+def class_hits(ctx: RuleContext, rule_id: str, uses: tuple[MedicationUse, ...]
+               ) -> list[tuple[MedicationUse, list[str]]]:
+    spec = ctx.kb.interaction_classes[rule_id]
+    hits = []
+    for use in uses:
+        if use.baclofen:
+            continue
+        found = matches(use.names, list(spec.get("ingredients", [])),
+                        list(spec.get("suffixes", [])))
+        if found:
+            hits.append((use, found))
+    return hits
+
+
+def _finding(ctx: RuleContext, rule_id: str, order: OrderFacts,
+             hits: list[tuple[MedicationUse, list[str]]], baclofen_first: bool,
+             baclofen_refs: tuple[str, ...] = ()) -> Finding:
+    spec = ctx.kb.rule(rule_id)
+    label = ctx.kb.interaction_classes[rule_id]["label"]
+    drugs = sorted({name for _, found in hits for name in found})
+    severity = spec.severity if spec.severity in {"low", "moderate", "high"} else "moderate"
+    refs = tuple(u.ref for u, _ in hits if u.ref != order.ref)
+    implicated = refs if baclofen_first else baclofen_refs
+    return ctx.finding(
+        rule_id, severity, order,
+        summary=f"Baclofen with {', '.join(drugs)} ({label})"[:139],
+        detail=f"Baclofen is given with {', '.join(drugs)} ({label}): "
+               f"{spec.fires_when}. Review the need for both, use the lowest doses and "
+               f"monitor for sedation and falls.",
+        implicated=implicated,
+        evidence=refs if baclofen_first else baclofen_refs,
+    )
+
+
+def rules(ctx: RuleContext, order: OrderFacts) -> list[Finding]:
+    """For a baclofen order: every class found among the other medicines in use."""
+    others = tuple(u for u in ctx.medications if u.ref != order.ref)
+    out = []
+    for rule_id in ctx.kb.interaction_classes:
+        hits = class_hits(ctx, rule_id, others)
+        if hits:
+            out.append(_finding(ctx, rule_id, order, hits, baclofen_first=True))
+    burden = cns_burden(ctx, order, others)
+    if burden is not None:
+        out.append(burden)
+    return out
+
+
+def draft_rules(ctx: RuleContext, order: OrderFacts) -> list[Finding]:
+    """For a draft of another medicine while baclofen is active: the same class finding with
+    the draft implicated first, then the baclofen."""
+    baclofen = tuple(u.ref for u in ctx.medications if u.baclofen and not u.checked)
+    if not baclofen:
+        return []
+    own = tuple(u for u in ctx.medications if u.ref == order.ref)
+    out = []
+    for rule_id in ctx.kb.interaction_classes:
+        hits = class_hits(ctx, rule_id, own)
+        if hits:
+            out.append(_finding(ctx, rule_id, order, hits, baclofen_first=False,
+                                baclofen_refs=baclofen))
+    return out
+
+
+def cns_burden(ctx: RuleContext, order: OrderFacts, others: tuple[MedicationUse, ...]
+               ) -> Finding | None:
+    spec = ctx.kb.data["cns_active"]
+    age = ctx.patient.age
+    if age is None or age.high_years < int(spec["older_age"]):
+        return None
+    classes: dict[str, list[str]] = {}
+    for name, members in spec["classes"].items():
+        if isinstance(members, str) and members.startswith("from "):
+            members = ctx.kb.interaction_classes[members[5:]]["ingredients"]
+        classes[name] = list(members)
+    drugs: dict[str, tuple[MedicationUse, str]] = {}
+    for use in others:
+        if use.baclofen:
+            continue
+        for cls, members in classes.items():
+            if matches(use.names, members, []):
+                drugs.setdefault(use.ref, (use, cls))
+                break
+    if len(drugs) < int(spec["min_other_drugs"]):
+        return None
+    listed = "; ".join(f"{u.name} ({cls})" for u, cls in drugs.values())
+    total = len(drugs) + 1
+    return ctx.finding(
+        "geriatric.cns-burden", "moderate", order,
+        summary=f"Baclofen makes {total} CNS-active drugs for a patient aged 65 or over",
+        detail=f"With baclofen the patient (age {fmt(age.high_years)} or over) would take "
+               f"{total} CNS-active drugs: baclofen and {listed}. Beers 2023 advises avoiding "
+               f"three or more CNS-active drugs together (falls, fractures); deprescribe where "
+               f"possible.",
+        implicated=tuple(drugs),
+        evidence=tuple(drugs),
+    )
+
+
+def pregnancy_rule(ctx: RuleContext, order: OrderFacts) -> list[Finding]:
+    p = ctx.pregnancy
+    if p is None:
+        return []
+    when = f" on {p.when.date().isoformat()}" if p.when else ""
+    return [ctx.finding(
+        "pregnancy", "low", order,
+        summary="Pregnancy recorded: baclofen can cause neonatal withdrawal",
+        detail=f"Pregnancy is recorded ({p.how}{when}). Baclofen taken late in pregnancy can "
+               f"cause withdrawal in the newborn: taper before delivery when feasible.",
+        evidence=(p.ref,),
+    )]
