@@ -17,7 +17,15 @@ from .findings import Finding
 from .knowledge import Knowledge
 from .medications import medication_uses, pregnancy
 from .patient import patient_facts
-from .rules import RuleContext, interactions, intrathecal, oral, order_quality, pediatric
+from .rules import (
+    RuleContext,
+    interactions,
+    intrathecal,
+    oral,
+    order_quality,
+    pediatric,
+    withdrawal,
+)
 
 Family = Callable[[RuleContext, OrderFacts], list[Finding]]
 
@@ -25,7 +33,7 @@ Family = Callable[[RuleContext, OrderFacts], list[Finding]]
 # sections 6, 8 and pregnancy only).
 ORAL_FAMILIES: tuple[Family, ...] = (
     order_quality.rules, oral.rules, pediatric.rules, intrathecal.with_oral_rule,
-    interactions.rules, interactions.pregnancy_rule,
+    interactions.rules, interactions.pregnancy_rule, withdrawal.short_taper,
 )
 INTRATHECAL_FAMILIES: tuple[Family, ...] = (
     order_quality.rules, intrathecal.rules, interactions.rules, interactions.pregnancy_rule,
