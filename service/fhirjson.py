@@ -38,6 +38,8 @@ def as_number(value: Any) -> Fraction | None:
     """An exact number from a JSON number (floats by their shortest repr); None otherwise."""
     if isinstance(value, bool) or value is None:
         return None
+    if isinstance(value, Fraction):
+        return value
     if isinstance(value, int):
         return Fraction(value)
     if isinstance(value, float):
