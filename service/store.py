@@ -1,0 +1,507 @@
+"""Audit and feedback store (interfaces.md section 5): SQLAlchemy over SQLite or PostgreSQL.
+
+- SQLite (the default, a file under ``var/``) runs in WAL mode with a busy timeout, and every
+  transaction starts with ``BEGIN IMMEDIATE`` so that writers queue instead of failing. It is
+  for one host. Several hosts share PostgreSQL (``DATABASE_URL=postgresql://...``, driver
+  psycopg 3).
+- The schema is created or migrated at start under a lock (a PostgreSQL advisory lock; for
+  SQLite the ``BEGIN IMMEDIATE`` transaction itself), so replicas starting together do not race.
+- A check is recorded in ONE transaction: the check row and its findings are complete or
+  absent.
+- ``use_jti`` relies on a unique constraint, so two replicas sharing one database cannot both
+  accept the same JWT ``jti``.
+
+The API used by the web layer and the CDS Hooks endpoints: ``record_check``,
+``record_feedback``, ``use_jti``, ``ping``, ``report``; write-back bookkeeping:
+``persisted_for_order`` and ``record_persisted``; ``purge`` for retention.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections import Counter, defaultdict
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from flask import Flask
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Column,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    UniqueConstraint,
+    create_engine,
+    delete,
+    event,
+    func,
+    insert,
+    select,
+    text,
+    update,
+)
+from sqlalchemy.engine import Connection, Engine, make_url
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+from sqlalchemy.types import TypeDecorator
+
+SCHEMA_VERSION = 1
+_LOCK_KEY = 0x62636C6F  # PostgreSQL advisory lock key for schema changes ("bclo")
+SQLITE_BUSY_TIMEOUT_MS = 30_000
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Timezone-aware datetimes in, UTC-aware datetimes out; stored as naive UTC everywhere."""
+
+    impl = DateTime
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("the store only takes timezone-aware datetimes")
+        return value.astimezone(UTC).replace(tzinfo=None)
+
+    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+        return None if value is None else value.replace(tzinfo=UTC)
+
+
+metadata = MetaData()
+
+schema_version = Table(
+    "schema_version", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("version", Integer, nullable=False),
+)
+
+checks = Table(
+    "checks", metadata,
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True,
+           autoincrement=True),
+    Column("time", UTCDateTime, nullable=False, index=True),
+    Column("caller", String(200), nullable=False),
+    Column("endpoint", String(200), nullable=False),
+    Column("hook", String(100)),
+    Column("hook_instance", String(200)),
+    Column("patient_ref", String(500)),
+    Column("order_refs", JSON, nullable=False),
+    Column("knowledge_version", String(50), nullable=False),
+    Column("latency_ms", Float, nullable=False),
+)
+
+findings = Table(
+    "findings", metadata,
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True,
+           autoincrement=True),
+    Column("check_id", ForeignKey("checks.id", ondelete="CASCADE"), nullable=False, index=True),
+    Column("rule_id", String(100), nullable=False, index=True),
+    Column("severity", String(20), nullable=False),
+    Column("finding_id", String(100), nullable=False),
+    Column("card_uuid", String(100), index=True),
+    Column("detected_issue", JSON, nullable=False),
+)
+
+feedback = Table(
+    "feedback", metadata,
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True,
+           autoincrement=True),
+    Column("service_id", String(200), nullable=False),
+    Column("card_uuid", String(100), nullable=False, index=True),
+    Column("outcome", String(50), nullable=False),
+    Column("accepted_suggestions", JSON, nullable=False),
+    Column("override_reason", String(200)),
+    Column("outcome_time", UTCDateTime, nullable=False),
+    Column("received", UTCDateTime, nullable=False, index=True),
+    Column("check_id", Integer),
+    Column("finding_row_id", Integer),
+)
+
+jtis = Table(
+    "jti", metadata,
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True,
+           autoincrement=True),
+    Column("issuer", String(500), nullable=False),
+    Column("jti", String(500), nullable=False),
+    Column("expires", UTCDateTime, nullable=False, index=True),
+    UniqueConstraint("issuer", "jti", name="uq_jti_issuer_jti"),
+)
+
+persisted = Table(
+    "persisted", metadata,
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True,
+           autoincrement=True),
+    Column("order_ref", String(500), nullable=False),
+    Column("finding_id", String(100), nullable=False),
+    Column("server_id", String(200), nullable=False),
+    Column("status", String(20), nullable=False),
+    Column("updated", UTCDateTime, nullable=False),
+    UniqueConstraint("order_ref", "finding_id", name="uq_persisted_order_finding"),
+)
+Index("ix_findings_rule_card", findings.c.rule_id, findings.c.card_uuid)
+
+
+# --- records --------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class FindingRecord:
+    """One finding of a recorded check. ``card_uuid`` is the CDS card that carried it (None for
+    the FHIR endpoints); ``detected_issue`` is the DetectedIssue JSON as sent."""
+
+    rule_id: str
+    severity: str
+    finding_id: str
+    card_uuid: str | None
+    detected_issue: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class CheckRecord:
+    """One check as the audit trail keeps it.
+
+    ``time``: when the check ran (timezone-aware); ``caller``: the identity from
+    authentication (e.g. ``token:<fingerprint>``, a JWT issuer, ``anonymous``);
+    ``endpoint``: the path or service (``MedicationRequest/$check``, ``cds-services/<id>``,
+    ``cli``); ``hook``/``hook_instance``: CDS Hooks values or None; ``patient_ref`` and
+    ``order_refs``: references only; ``latency_ms``: time spent answering.
+    """
+
+    time: datetime
+    caller: str
+    endpoint: str
+    hook: str | None
+    hook_instance: str | None
+    patient_ref: str | None
+    order_refs: Sequence[str]
+    knowledge_version: str
+    latency_ms: float
+    findings: list[FindingRecord] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class RuleReport:
+    """Per rule: ``fired`` (findings recorded from every path; for CDS calls distinct cards),
+    ``accepted`` and ``overridden`` (distinct cards with that feedback), the most frequent
+    override reasons with their counts, and the median latency (ms) of the checks where the
+    rule fired (None when it never fired)."""
+
+    rule_id: str
+    fired: int
+    accepted: int
+    overridden: int
+    top_override_reasons: list[tuple[str, int]]
+    median_latency_ms: float | None
+
+
+@dataclass(frozen=True)
+class PersistedIssue:
+    order_ref: str
+    finding_id: str
+    server_id: str
+    status: str
+
+
+class StoreError(RuntimeError):
+    """The store cannot be opened or used."""
+
+
+# --- engine ---------------------------------------------------------------------------------
+
+def _engine(url_text: str) -> Engine:
+    url = make_url(url_text)
+    backend = url.get_backend_name()
+    if backend == "postgresql":
+        if url.drivername in {"postgresql", "postgres"}:
+            url = url.set(drivername="postgresql+psycopg")
+        return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=10)
+    if backend != "sqlite":
+        raise StoreError(f"DATABASE_URL must be a sqlite or postgresql URL, not {backend}")
+    database = url.database or ""
+    if database and database != ":memory:" and not database.startswith("file:"):
+        Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+    engine = create_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000,
+                                              "check_same_thread": False})
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+        dbapi_conn.isolation_level = None  # SQLAlchemy's "begin" event below starts them
+        cur = dbapi_conn.cursor()
+        cur.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+        if database and database != ":memory:":
+            cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute("PRAGMA foreign_keys=ON")
+        cur.execute("PRAGMA synchronous=NORMAL")
+        cur.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Connection) -> None:
+        mode = "DEFERRED" if conn.get_execution_options().get("read_only") else "IMMEDIATE"
+        conn.exec_driver_sql(f"BEGIN {mode}")
+
+    return engine
+
+
+class Store:
+    """The audit trail, CDS feedback, JWT replay protection and write-back bookkeeping."""
+
+    def __init__(self, database_url: str, retention_days: int = 365) -> None:
+        self.url = database_url
+        self.retention_days = retention_days
+        self.engine = _engine(database_url)
+        self.backend = self.engine.dialect.name
+
+    # --- start-up ---------------------------------------------------------------------------
+
+    def migrate(self) -> None:
+        """Create or migrate the schema under a lock shared by every replica."""
+        with self.engine.begin() as conn:
+            if self.backend == "postgresql":
+                conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _LOCK_KEY})
+            metadata.create_all(conn, checkfirst=True)
+            current = conn.execute(select(schema_version.c.version)
+                                   .where(schema_version.c.id == 1)).scalar()
+            if current is None:
+                conn.execute(insert(schema_version).values(id=1, version=SCHEMA_VERSION))
+            elif current > SCHEMA_VERSION:
+                raise StoreError(f"the database schema is version {current}, newer than this "
+                                 f"service ({SCHEMA_VERSION}): upgrade the service")
+            elif current < SCHEMA_VERSION:  # pragma: no cover - no migration steps yet
+                conn.execute(update(schema_version).where(schema_version.c.id == 1)
+                             .values(version=SCHEMA_VERSION))
+
+    def start(self, now: datetime | None = None) -> Store:
+        """Migrate, then purge what is past retention. Returns self."""
+        self.migrate()
+        self.purge(now)
+        return self
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    @contextmanager
+    def _read(self) -> Iterator[Connection]:
+        with self.engine.connect() as conn:
+            conn = conn.execution_options(read_only=True)
+            yield conn
+
+    # --- API ----------------------------------------------------------------------------------
+
+    def record_check(self, record: CheckRecord) -> int:
+        """Record one check and its findings in ONE transaction; returns the check id.
+
+        Either everything is written or nothing is (an error or a killed process inside the
+        transaction leaves no row)."""
+        with self.engine.begin() as conn:
+            inserted = conn.execute(insert(checks).values(
+                time=record.time,
+                caller=record.caller[:200],
+                endpoint=record.endpoint[:200],
+                hook=record.hook,
+                hook_instance=record.hook_instance,
+                patient_ref=record.patient_ref,
+                order_refs=list(record.order_refs),
+                knowledge_version=record.knowledge_version,
+                latency_ms=float(record.latency_ms),
+            )).inserted_primary_key
+            assert inserted is not None
+            check_id = inserted[0]
+            if record.findings:
+                conn.execute(insert(findings), [{
+                    "check_id": check_id,
+                    "rule_id": f.rule_id,
+                    "severity": f.severity,
+                    "finding_id": f.finding_id,
+                    "card_uuid": f.card_uuid,
+                    "detected_issue": f.detected_issue,
+                } for f in record.findings])
+        return int(check_id)
+
+    def record_feedback(
+        self,
+        service_id: str,
+        card_uuid: str,
+        outcome: str,
+        accepted_suggestions: list[str],
+        override_reason: str | None,
+        outcome_time: datetime,
+    ) -> bool:
+        """Record CDS Hooks feedback for one card. Returns True when the card was recorded by
+        a check (the feedback is joined to that check and finding), False otherwise (the
+        feedback is still kept, unjoined). ``override_reason`` is the reason code (or its
+        display when there is no code)."""
+        with self.engine.begin() as conn:
+            row = conn.execute(
+                select(findings.c.id, findings.c.check_id)
+                .where(findings.c.card_uuid == card_uuid)
+                .order_by(findings.c.id).limit(1)
+            ).first()
+            conn.execute(insert(feedback).values(
+                service_id=service_id[:200],
+                card_uuid=card_uuid[:100],
+                outcome=outcome[:50],
+                accepted_suggestions=list(accepted_suggestions),
+                override_reason=override_reason[:200] if override_reason else None,
+                outcome_time=outcome_time,
+                received=datetime.now(UTC),
+                check_id=row.check_id if row else None,
+                finding_row_id=row.id if row else None,
+            ))
+        return row is not None
+
+    def use_jti(self, issuer: str, jti: str, expires: datetime) -> bool:
+        """Mark a JWT id as used. False when this (issuer, jti) was used before, by this or
+        any other replica sharing the database (a unique constraint decides)."""
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(insert(jtis).values(issuer=issuer, jti=jti, expires=expires))
+        except IntegrityError:
+            return False
+        return True
+
+    def ping(self) -> bool:
+        """True when the database answers."""
+        try:
+            with self._read() as conn:
+                conn.execute(select(1)).scalar()
+        except SQLAlchemyError:
+            return False
+        return True
+
+    def report(self) -> list[RuleReport]:
+        """Per rule: fired, accepted, overridden, top override reasons, median latency."""
+        fired: Counter[str] = Counter()
+        latencies: dict[str, list[float]] = defaultdict(list)
+        with self._read() as conn:
+            plain = conn.execute(
+                select(findings.c.rule_id, func.count())
+                .where(findings.c.card_uuid.is_(None)).group_by(findings.c.rule_id))
+            for rule_id, n in plain:
+                fired[rule_id] += int(n)
+            carded = conn.execute(
+                select(findings.c.rule_id, func.count(findings.c.card_uuid.distinct()))
+                .where(findings.c.card_uuid.is_not(None)).group_by(findings.c.rule_id))
+            for rule_id, n in carded:
+                fired[rule_id] += int(n)
+            per_check = (select(findings.c.rule_id, findings.c.check_id)
+                         .distinct().subquery())
+            for rule_id, latency in conn.execute(
+                select(per_check.c.rule_id, checks.c.latency_ms)
+                .join(checks, checks.c.id == per_check.c.check_id)
+            ):
+                latencies[rule_id].append(float(latency))
+            card_rules = (select(findings.c.rule_id, findings.c.card_uuid)
+                          .where(findings.c.card_uuid.is_not(None)).distinct().subquery())
+            outcomes: dict[str, dict[str, set[str]]] = defaultdict(lambda: defaultdict(set))
+            reasons: dict[str, Counter[str]] = defaultdict(Counter)
+            reason_cards: set[tuple[str, str, str]] = set()
+            for rule_id, card, outcome, reason in conn.execute(
+                select(card_rules.c.rule_id, feedback.c.card_uuid, feedback.c.outcome,
+                       feedback.c.override_reason)
+                .join(card_rules, card_rules.c.card_uuid == feedback.c.card_uuid)
+                .order_by(feedback.c.id)
+            ):
+                outcomes[rule_id][outcome].add(card)
+                if outcome == "overridden" and reason and (rule_id, card, reason) not in \
+                        reason_cards:
+                    reason_cards.add((rule_id, card, reason))
+                    reasons[rule_id][reason] += 1
+        result = []
+        for rule_id in sorted(set(fired) | set(outcomes)):
+            lat = latencies.get(rule_id)
+            result.append(RuleReport(
+                rule_id=rule_id,
+                fired=fired.get(rule_id, 0),
+                accepted=len(outcomes[rule_id]["accepted"]) if rule_id in outcomes else 0,
+                overridden=len(outcomes[rule_id]["overridden"]) if rule_id in outcomes else 0,
+                top_override_reasons=reasons[rule_id].most_common(3) if rule_id in reasons
+                else [],
+                median_latency_ms=statistics.median(lat) if lat else None,
+            ))
+        return result
+
+    # --- write-back bookkeeping ---------------------------------------------------------------
+
+    def persisted_for_order(self, order_ref: str) -> list[PersistedIssue]:
+        """The DetectedIssues this service wrote to the FHIR server for one order."""
+        with self._read() as conn:
+            rows = conn.execute(select(persisted).where(persisted.c.order_ref == order_ref)
+                                .order_by(persisted.c.id)).all()
+        return [PersistedIssue(r.order_ref, r.finding_id, r.server_id, r.status) for r in rows]
+
+    def record_persisted(self, issues: Sequence[PersistedIssue], now: datetime) -> None:
+        """Remember what was written back (insert or update by order and finding id)."""
+        with self.engine.begin() as conn:
+            for issue in issues:
+                done = conn.execute(
+                    update(persisted)
+                    .where(persisted.c.order_ref == issue.order_ref,
+                           persisted.c.finding_id == issue.finding_id)
+                    .values(server_id=issue.server_id, status=issue.status, updated=now))
+                if done.rowcount == 0:
+                    conn.execute(insert(persisted).values(
+                        order_ref=issue.order_ref, finding_id=issue.finding_id,
+                        server_id=issue.server_id, status=issue.status, updated=now))
+
+    # --- retention ----------------------------------------------------------------------------
+
+    def purge(self, now: datetime | None = None) -> int:
+        """Delete audit rows (checks with their findings, feedback) older than the retention
+        period and expired JWT ids. Returns the number of checks deleted.
+
+        choice: the write-back record (``persisted``) is not audit data and is kept: it is what
+        lets a later check cancel the DetectedIssues written earlier."""
+        moment = now or datetime.now(UTC)
+        cutoff = moment - timedelta(days=self.retention_days)
+        with self.engine.begin() as conn:
+            old = select(checks.c.id).where(checks.c.time < cutoff)
+            conn.execute(delete(findings).where(findings.c.check_id.in_(old)))
+            n = conn.execute(delete(checks).where(checks.c.time < cutoff)).rowcount
+            conn.execute(delete(feedback).where(feedback.c.outcome_time < cutoff))
+            conn.execute(delete(jtis).where(jtis.c.expires < moment))
+        return int(n or 0)
+
+    def counts(self) -> dict[str, int]:
+        """Row counts per table (for tests and operators)."""
+        with self._read() as conn:
+            return {t.name: int(conn.execute(select(func.count()).select_from(t)).scalar() or 0)
+                    for t in (checks, findings, feedback, jtis, persisted)}
+
+
+def open_store(database_url: str, retention_days: int = 365) -> Store:
+    """Open, migrate and purge: what create_app does at start."""
+    return Store(database_url, retention_days).start()
+
+
+def get_store(app: Flask) -> Store:
+    """The application's store (created by create_app)."""
+    store: Store = app.extensions["store"]
+    return store
+
+
+def finding_records(bundle: dict[str, Any]) -> list[FindingRecord]:
+    """FindingRecords for the DetectedIssues of a result Bundle (no cards)."""
+    from .output.fhir import FINDING_SYSTEM, RULE_SYSTEM
+
+    out = []
+    for entry in bundle.get("entry", []):
+        res = entry.get("resource", {})
+        if res.get("resourceType") != "DetectedIssue":
+            continue
+        idents = {i.get("system"): i.get("value") for i in res.get("identifier", [])}
+        out.append(FindingRecord(
+            rule_id=str(idents.get(RULE_SYSTEM)),
+            severity=str(res.get("severity")),
+            finding_id=str(idents.get(FINDING_SYSTEM)),
+            card_uuid=None,
+            detected_issue=res,
+        ))
+    return out
