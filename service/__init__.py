@@ -28,6 +28,9 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     if not settings.api_require_auth:
         logging.getLogger("baclofen_check").warning(
             "API_REQUIRE_AUTH is off: every call to the FHIR endpoints is allowed")
+    from .store import open_store
+
+    app.extensions["store"] = open_store(settings.database_url, settings.audit_retention_days)
     errors.register(app)
     app.register_blueprint(fhir_api.bp)
     app.register_blueprint(ops.bp)

@@ -12,6 +12,7 @@ from service import create_app
 from service.checker import check_body
 
 from .fhir_validate import validate
+from .services import postgres, sekmet  # noqa: F401 - session fixtures (real services)
 
 TOKEN = "test-token"
 WRITE_TOKEN = "writer-token"

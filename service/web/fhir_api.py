@@ -2,20 +2,28 @@
 
 from __future__ import annotations
 
+import logging
+import time
 from datetime import UTC, datetime
 
 from flask import Blueprint, Response, current_app, json, request
+from sqlalchemy.exc import SQLAlchemyError
 
 from ..checker import check_body
 from ..config import Settings
 from ..errors import ServiceError
+from ..fhir_input.request import CheckRequest
+from ..fhirjson import JSON
 from ..knowledge import load
+from ..store import CheckRecord, finding_records, get_store
 from .auth import authenticate
 from .body import read_json
 from .capability import OPDEF_ID, capability_statement, openapi, operation_definition
 from .errors import FHIR_JSON
 
 bp = Blueprint("fhir", __name__)
+log = logging.getLogger("baclofen_check.fhir")
+ENDPOINT_CHECK = "MedicationRequest/$check"
 
 
 def settings() -> Settings:
@@ -30,15 +38,40 @@ def fhir_response(resource: object, status: int = 200) -> Response:
 @bp.post("/MedicationRequest/$check")
 def check() -> Response:
     cfg = settings()
-    authenticate(request, cfg)
+    caller = authenticate(request, cfg)
     profile = request.args.get("profile", cfg.profile)
     if profile not in {"us", "uk"}:
         from ..errors import bad_request
 
         raise bad_request("the profile query parameter must be us or uk")
     body = read_json(request, cfg.max_request_bytes)
-    bundle, _req, _outcome = check_body(body, datetime.now(UTC), profile)
+    started = time.perf_counter()
+    now = datetime.now(UTC)
+    bundle, req, _outcome = check_body(body, now, profile)
+    record_check(ENDPOINT_CHECK, caller, now, req, bundle, started)
     return fhir_response(bundle)
+
+
+def record_check(endpoint: str, caller: str, now: datetime, req: CheckRequest,
+                 bundle: JSON, started: float) -> None:
+    """Record one answered check in the audit store (one transaction).
+
+    choice: when the store cannot record, the check is still answered (a clinical answer
+    matters more than its audit row) and the failure is logged and counted; /readyz reports
+    the store as unreachable so that a load balancer takes the replica out.
+    """
+    store = get_store(current_app)
+    record = CheckRecord(
+        time=now, caller=caller, endpoint=endpoint, hook=None, hook_instance=None,
+        patient_ref=req.patient.ref if req.patient else None,
+        order_refs=[it.ref for it in req.orders], knowledge_version=load().version,
+        latency_ms=round((time.perf_counter() - started) * 1000, 3),
+        findings=finding_records(bundle))
+    try:
+        store.record_check(record)
+    except SQLAlchemyError as exc:
+        log.error("audit record failed", extra={"event": "audit-failed",
+                                                "error_type": type(exc).__name__})
 
 
 @bp.post("/MedicationRequest/<order_id>/$check")

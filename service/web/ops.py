@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, Response, json
+from flask import Blueprint, Response, current_app, json
 
 from ..knowledge import load
+from ..store import get_store
 
 bp = Blueprint("ops", __name__)
 
@@ -21,5 +22,9 @@ def readyz() -> Response:
     except Exception as exc:  # noqa: BLE001 - any failure to load means not ready
         return Response(json.dumps({"status": "not ready", "reason": type(exc).__name__}),
                         status=503, mimetype="application/json")
-    return Response(json.dumps({"status": "ok", "knowledge": version}),
+    if not get_store(current_app).ping():
+        return Response(json.dumps({"status": "not ready", "reason": "store unreachable",
+                                    "knowledge": version}),
+                        status=503, mimetype="application/json")
+    return Response(json.dumps({"status": "ok", "knowledge": version, "store": "ok"}),
                     mimetype="application/json")
