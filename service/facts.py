@@ -154,3 +154,125 @@ class PatientFacts:
     weight_ref: str | None = None
     height_cm: Fraction | None = None
     extra: dict[str, object] = field(default_factory=dict)
+    weight_at: datetime | None = None      # time of the weight result used
+    height_ref: str | None = None
+    height_at: datetime | None = None
+    pregnancy_refs: tuple[str, ...] = ()   # Observations/Conditions showing a pregnancy
+
+
+# --- kidney function (clinical-rules sections 2 and 5) --------------------------------------
+
+RenalSource = Literal["egfr", "crcl", "cockcroft-gault"]
+RenalBand = Literal["normal", "mild", "moderate", "severe", "esrd"]
+BAND_ORDER: tuple[RenalBand, ...] = ("esrd", "severe", "moderate", "mild", "normal")
+"""Most restrictive first."""
+
+
+@dataclass(frozen=True)
+class RenalCandidate:
+    """One kidney-function value in mL/min: a reported eGFR or CrCl, or a computed CrCl."""
+
+    source: RenalSource
+    value_ml_min: Fraction         # as counted (a "<X" result is just under X)
+    rounded_ml_min: Fraction       # rounded to 0.1 mL/min; every comparison uses this
+    band: RenalBand
+    at: datetime                   # result time (the creatinine's for Cockcroft-Gault)
+    stale: bool                    # older than the stale limit at the check time
+    refs: tuple[str, ...]          # every Observation used (result, weight, height)
+    text: str                      # the arithmetic, for details
+    bound: str | None = None       # ">" or "<" when the result was bounded
+
+
+@dataclass(frozen=True)
+class ConditionEvidence:
+    """A Condition, Procedure or value that shows a kidney state."""
+
+    ref: str | None                # None for a renal value below 15 (its refs are the value's)
+    text: str
+
+
+@dataclass(frozen=True)
+class RenalFacts:
+    value: RenalCandidate | None                 # *the* renal value, or None
+    dialysis: tuple[ConditionEvidence, ...] = ()  # dialysis/ESRD Conditions and Procedures
+    ckd: tuple[ConditionEvidence, ...] = ()       # chronic kidney disease Conditions
+    candidates: tuple[RenalCandidate, ...] = ()
+    notes: tuple[str, ...] = ()                  # results not used, and why
+    egfr_only: bool = False                      # under 18: reported eGFR only
+
+    @property
+    def rounded(self) -> Fraction | None:
+        return self.value.rounded_ml_min if self.value else None
+
+    @property
+    def esrd(self) -> bool:
+        """Dialysis or end-stage kidney disease (a Condition, a Procedure, or a value < 15)."""
+        return bool(self.dialysis) or (self.value is not None and self.value.band == "esrd")
+
+    @property
+    def band(self) -> RenalBand | None:
+        if self.esrd:
+            return "esrd"
+        return self.value.band if self.value else None
+
+    @property
+    def refs(self) -> tuple[str, ...]:
+        """Every resource the renal decision used (the value's Observations, the Conditions)."""
+        out = list(self.value.refs) if self.value else []
+        out += [e.ref for e in self.dialysis if e.ref]
+        return tuple(dict.fromkeys(out))
+
+
+# --- baclofen history (clinical-rules section 2) -------------------------------------------
+
+RegimenSource = Literal["MedicationRequest", "MedicationStatement", "MedicationDispense"]
+
+
+@dataclass(frozen=True)
+class Regimen:
+    """One period of baclofen exposure read from a MedicationRequest, MedicationStatement or
+    MedicationDispense. Doses are in mg (an intrathecal regimen's daily amount too: x1000 for
+    micrograms)."""
+
+    ref: str
+    source: RegimenSource
+    status: str
+    route: Route
+    start: datetime | None         # None: unknown
+    end: datetime | None           # None: still running
+    end_basis: str                 # how the end was found ("boundsPeriod.end", "open" ...)
+    order: OrderFacts              # the dosage read like an order (steps, daily doses)
+
+    @property
+    def daily_mg(self) -> Fraction | None:
+        """The daily dose of the first step (None when it cannot be read)."""
+        step = self.order.first_step
+        return step.daily_mg if step else None
+
+    def active_at(self, t: datetime) -> bool:
+        started = self.start is None or self.start <= t
+        return started and (self.end is None or self.end > t)
+
+
+@dataclass(frozen=True)
+class TherapyTime:
+    """Continuous exposure (gaps shorter than 14 days joined)."""
+
+    start: datetime | None         # None: a regimen in the exposure has no known start
+    days: Fraction | None          # None when the start is unknown
+    refs: tuple[str, ...]          # the regimens joined
+
+
+@dataclass(frozen=True)
+class MedicationHistory:
+    """Baclofen history for one checked order (the checked order itself is not in it)."""
+
+    regimens: tuple[Regimen, ...]
+    at: datetime                               # start of the checked order
+    current: Regimen | None = None             # current oral regimen (section 2)
+    current_intrathecal: Regimen | None = None  # same definition, intrathecal route
+
+    @property
+    def new_therapy(self) -> bool:
+        """No current oral regimen."""
+        return self.current is None
