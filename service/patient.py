@@ -2,11 +2,25 @@
 
 from __future__ import annotations
 
-from datetime import date, datetime, timedelta
+from collections.abc import Iterable
+from datetime import date, datetime, timedelta, tzinfo
 from fractions import Fraction
+from typing import Any
 
 from .facts import AgeFacts, PatientFacts
-from .fhirjson import JSON, as_str, parse_datetime_range
+from .fhirjson import (
+    JSON,
+    as_dict,
+    as_number,
+    as_str,
+    codings,
+    concept_texts,
+    elapsed_days,
+    has_code,
+    parse_datetime_range,
+    parse_instant,
+)
+from .knowledge import Knowledge, frac, load
 
 
 def completed_years(born: date, on: date) -> int:
@@ -31,10 +45,132 @@ def age_at(birth_date: object, at: datetime) -> AgeFacts | None:
     return AgeFacts(Fraction(youngest), Fraction(oldest), partial=r.precision in {"year", "month"})
 
 
-def patient_facts(patient: JSON, ref: str, at: datetime) -> PatientFacts:
+def patient_facts(
+    patient: JSON,
+    ref: str,
+    at: datetime,
+    context: Iterable[Resource] = (),
+    check_time: datetime | None = None,
+    kb: Knowledge | None = None,
+) -> PatientFacts:
+    """Age at ``at`` (the start of the order); weight, height and pregnancy from ``context``
+    (``(ref, resource)`` pairs), judged for freshness at ``check_time`` (default ``at``)."""
+    kb = kb or load()
+    now = check_time or at
+    resources = list(context)
     gender = as_str(patient.get("gender"))
+    age = age_at(patient.get("birthDate"), at)
+    spec = kb.data["patient_context"]
+    child = age is None or age.low_years < frac(spec["weight"]["child_age_below"])
+    limits = {
+        what: frac(spec[what]["child_max_age_days" if child else "adult_max_age_days"])
+        for what in ("weight", "height")
+    }
+    weight = _measure(resources, "weight", kb.units["weight_kg_per_unit"], now,
+                      limits["weight"], kb)
+    height = _measure(resources, "height", kb.units["height_cm_per_unit"], now,
+                      limits["height"], kb)
     return PatientFacts(
         ref=ref,
-        age=age_at(patient.get("birthDate"), at),
+        age=age,
         sex=gender if gender in {"male", "female", "other", "unknown"} else None,
+        weight_kg=weight[0] if weight else None,
+        weight_ref=weight[1] if weight else None,
+        weight_at=weight[2] if weight else None,
+        height_cm=height[0] if height else None,
+        height_ref=height[1] if height else None,
+        height_at=height[2] if height else None,
+        pregnancy_refs=pregnancy_refs(resources, now, kb),
     )
+
+
+# --- observations and conditions in the context ------------------------------------------
+
+Resource = tuple[str, JSON]
+"""(the reference used in output, the resource JSON)."""
+
+
+def observation_time(obs: JSON, tz: tzinfo | None) -> datetime | None:
+    """``effective[x]``, else ``issued`` (clinical-rules section 2).
+
+    choice: of an effectivePeriod the start is used (the older end, so freshness is judged
+    conservatively)."""
+    for key in ("effectiveDateTime", "effectiveInstant"):
+        t = parse_instant(obs.get(key), tz)
+        if t is not None:
+            return t
+    period = as_dict(obs.get("effectivePeriod"))
+    t = parse_instant(period.get("start"), tz) or parse_instant(period.get("end"), tz)
+    return t or parse_instant(obs.get("issued"), tz)
+
+
+def usable_result(obs: JSON, kb: Knowledge) -> bool:
+    return obs.get("status") in kb.data["patient_context"]["usable_result_statuses"]
+
+
+def has_loinc(obs: JSON, codes: Any, kb: Knowledge) -> bool:
+    return has_code(obs.get("code"), kb.data["patient_context"]["loinc_system"], codes)
+
+
+def _measure(
+    resources: Iterable[Resource], what: str, per_unit: dict[str, Any], at: datetime,
+    max_days: Fraction, kb: Knowledge,
+) -> tuple[Fraction, str, datetime] | None:
+    """The newest usable result of ``what`` (weight or height), converted by ``per_unit``."""
+    spec = kb.data["patient_context"][what]
+    best: tuple[Fraction, str, datetime] | None = None
+    for ref, obs in resources:
+        if obs.get("resourceType") != "Observation" or not has_loinc(obs, spec["loinc"], kb):
+            continue
+        if not usable_result(obs, kb):
+            continue
+        t = observation_time(obs, at.tzinfo)
+        if t is None or elapsed_days(t, at) > max_days:
+            continue
+        q = as_dict(obs.get("valueQuantity"))
+        value = as_number(q.get("value"))
+        unit = as_str(q.get("code")) or as_str(q.get("unit"))
+        if value is None or value <= 0 or unit is None:
+            continue
+        factor = per_unit.get(unit) if unit in per_unit else per_unit.get(unit.lower())
+        if factor is None:
+            continue
+        if best is None or t > best[2]:
+            best = (value * frac(factor), ref, t)
+    return best
+
+
+def pregnancy_refs(resources: Iterable[Resource], at: datetime, kb: Knowledge
+                   ) -> tuple[str, ...]:
+    """Observation LOINC 82810-3 valued SNOMED 77386006 within 300 days, or an active Condition
+    coded 77386006 or whose text names pregnancy (clinical-rules section 2)."""
+    spec = kb.data["patient_context"]["pregnancy"]
+    snomed = kb.recognition["snomed_system"]
+    out: list[str] = []
+    for ref, r in resources:
+        if r.get("resourceType") == "Observation":
+            if not has_loinc(r, spec["observation_loinc"], kb) or not usable_result(r, kb):
+                continue
+            if not has_code(r.get("valueCodeableConcept"), snomed, spec["pregnant_snomed"]):
+                continue
+            t = observation_time(r, at.tzinfo)
+            if t is not None and elapsed_days(t, at) <= frac(spec["observation_max_age_days"]):
+                out.append(ref)
+        elif r.get("resourceType") == "Condition" and condition_counts(r, kb):
+            texts = " ".join(concept_texts(r.get("code"))).lower()
+            if has_code(r.get("code"), snomed, spec["pregnant_snomed"]) or any(
+                w in texts for w in spec["words"]
+            ):
+                out.append(ref)
+    return tuple(out)
+
+
+def condition_counts(condition: JSON, kb: Knowledge) -> bool:
+    """clinicalStatus active, recurrence or relapse (or absent); verificationStatus not
+    refuted or entered-in-error (clinical-rules section 2)."""
+    spec = kb.data["patient_context"]
+    clinical = [as_str(c.get("code")) for c in codings(condition.get("clinicalStatus"))]
+    if clinical and not any(c in spec["condition_active_statuses"] for c in clinical):
+        return False
+    verification = [as_str(c.get("code")) for c in codings(condition.get("verificationStatus"))]
+    return not any(v in spec["condition_excluded_verification"] for v in verification)

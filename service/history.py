@@ -1,0 +1,284 @@
+"""Baclofen history: regimens from MedicationRequests (every status but entered-in-error),
+MedicationStatements and MedicationDispenses; the current regimen; new therapy; time on
+therapy (clinical-rules section 2).
+
+Public API (the titration, withdrawal and intrathecal rules read these):
+
+- ``build_history(resources, checked, resolve, kb, check_time) -> MedicationHistory``:
+  ``resources`` are ``(ref, resource)`` pairs (context plus the other orders of the call that
+  are not drafts); the checked order is never part of its own history.
+- ``MedicationHistory.current`` / ``.current_intrathecal`` / ``.new_therapy`` (facts.py).
+- ``current_regimen(regimens, at, route, kb) -> Regimen | None``
+- ``level_at(regimen, t) -> DoseLevel``: the daily dose in effect at ``t`` and when that dose
+  level started (a plan's steps are followed through their durations).
+- ``time_on_therapy(regimens, route, until, kb) -> TherapyTime | None``: continuous exposure up to
+  ``until`` (the check time for a stop), gaps shorter than 14 days joined; None when there was
+  no exposure; ``TherapyTime.start``/``days`` None when a joined regimen has no known start.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from fractions import Fraction
+from typing import Any
+
+from .dosing import Resolve, UnitTable, medication_of, quantity_unit, read_order, strengths
+from .facts import MedicationHistory, OrderFacts, Regimen, RegimenSource, Route, TherapyTime
+from .fhirjson import (
+    JSON,
+    as_dict,
+    as_number,
+    as_str,
+    dicts,
+    parse_datetime_range,
+    parse_instant,
+)
+from .knowledge import Knowledge, frac
+
+_EXCLUDED = {
+    "MedicationRequest": {"entered-in-error"},
+    # choice: a statement that the drug was not taken, and dispenses that never reached the
+    # patient, are not exposure.
+    "MedicationStatement": {"entered-in-error", "not-taken"},
+    "MedicationDispense": {"entered-in-error", "cancelled", "declined", "preparation"},
+}
+_ENDED_STATUSES = {"stopped", "completed", "cancelled"}
+_JUST_BEFORE = timedelta(microseconds=1)
+
+
+def gap_days(kb: Knowledge) -> Fraction:
+    """14 days: a regimen ended within it is current; shorter gaps join (knowledge file)."""
+    return frac(kb.data["history"]["gap_days"])
+
+
+def _days(value: Fraction) -> timedelta:
+    return timedelta(microseconds=int(value * 86_400_000_000))
+
+
+def build_history(
+    resources: Iterable[tuple[str, JSON]],
+    checked: OrderFacts,
+    resolve: Resolve,
+    kb: Knowledge,
+    check_time: datetime,
+) -> MedicationHistory:
+    regimens: list[Regimen] = []
+    for ref, r in resources:
+        if ref == checked.ref:
+            continue
+        regimen = read_regimen(ref, r, checked, resolve, kb, check_time)
+        if regimen is not None:
+            regimens.append(regimen)
+    at = checked.start
+    return MedicationHistory(
+        regimens=tuple(regimens),
+        at=at,
+        current=current_regimen(regimens, at, "oral", kb),
+        current_intrathecal=current_regimen(regimens, at, "intrathecal", kb),
+    )
+
+
+def read_regimen(ref: str, r: JSON, checked: OrderFacts, resolve: Resolve, kb: Knowledge,
+                 check_time: datetime) -> Regimen | None:
+    """One baclofen regimen, or None (another drug, excluded status, unknown shape)."""
+    rtype = r.get("resourceType")
+    if rtype not in _EXCLUDED or r.get("status") in _EXCLUDED[rtype]:
+        return None
+    tz = check_time.tzinfo
+    status = as_str(r.get("status")) or "unknown"
+    source: RegimenSource
+    if rtype == "MedicationRequest":
+        source = "MedicationRequest"
+        order = read_order(r, ref, resolve, kb, check_time)
+        start = _bounds_start(r.get("dosageInstruction"), tz) or parse_instant(
+            r.get("authoredOn"), tz)
+        end, basis = order.end, "boundsPeriod.end"
+    elif rtype == "MedicationStatement":
+        source = "MedicationStatement"
+        order = read_order(_as_request(r, r.get("dosage")), ref, resolve, kb, check_time)
+        period = as_dict(r.get("effectivePeriod"))
+        start = (parse_instant(r.get("effectiveDateTime"), tz)
+                 or parse_instant(period.get("start"), tz)
+                 or _bounds_start(r.get("dosage"), tz))
+        end, basis = _end_of(period.get("end"), tz), "effectivePeriod.end"
+        if end is None:
+            end, basis = order.end, "boundsPeriod.end"
+    else:
+        source = "MedicationDispense"
+        order = read_order(_as_request(r, r.get("dosageInstruction")), ref, resolve, kb,
+                           check_time)
+        start = parse_instant(r.get("whenHandedOver"), tz)
+        if start is None:
+            return None  # choice: a dispense not handed over is not exposure
+        supply = _supply_days(r, order, resolve, kb)
+        if supply is not None:
+            end, basis = start + _days(supply[0]), supply[1]
+        else:
+            # choice: with no days supply and no quantity that can be turned into days, the
+            # dispense covers the day it was handed over.
+            end, basis = start + timedelta(days=1), "whenHandedOver (no days supply)"
+    if not order.is_baclofen:
+        return None
+    if end is None:
+        basis = "open"
+    if status in _ENDED_STATUSES:
+        last = parse_instant(as_dict(r.get("meta")).get("lastUpdated"), tz)
+        if last is not None and (end is None or last < end):
+            end, basis = last, "meta.lastUpdated"
+        before = checked.start - _JUST_BEFORE
+        if end is None or end > before:
+            end, basis = before, "just before the checked order"
+    return Regimen(ref=ref, source=source, status=status, route=order.route, start=start,
+                   end=end, end_basis=basis, order=order)
+
+
+def _as_request(r: JSON, dosage: Any) -> JSON:
+    """A statement or dispense shaped like a MedicationRequest, so that its dosage is read by
+    the same code as an order."""
+    out: JSON = {"resourceType": "MedicationRequest", "status": r.get("status", "unknown"),
+                 "dosageInstruction": dosage if isinstance(dosage, list) else dicts(dosage)}
+    for key in ("medicationCodeableConcept", "medicationReference", "contained"):
+        if key in r:
+            out[key] = r[key]
+    return out
+
+
+def _bounds_start(dosages: Any, tz: Any) -> datetime | None:
+    starts = [parse_instant(as_dict(as_dict(as_dict(d.get("timing")).get("repeat"))
+                                    .get("boundsPeriod")).get("start"), tz)
+              for d in dicts(dosages)]
+    known = [s for s in starts if s is not None]
+    return min(known) if known else None
+
+
+def _end_of(value: Any, tz: Any) -> datetime | None:
+    """An end given as a date includes that whole day (as for boundsPeriod)."""
+    r = parse_datetime_range(value, tz)
+    if r is None:
+        return None
+    return r.high if r.precision != "instant" else r.low
+
+
+def _supply_days(r: JSON, order: OrderFacts, resolve: Resolve, kb: Knowledge
+                 ) -> tuple[Fraction, str] | None:
+    """daysSupply, else the quantity dispensed over the daily dose."""
+    ds = as_dict(r.get("daysSupply"))
+    value = as_number(ds.get("value"))
+    unit = as_str(ds.get("code")) or as_str(ds.get("unit")) or "d"
+    unit = {"day": "d", "days": "d", "week": "wk", "weeks": "wk"}.get(unit, unit)
+    if value is not None and value > 0 and unit in kb.period_unit_days:
+        return value * kb.period_unit_days[unit], "whenHandedOver + daysSupply"
+    step = order.first_step
+    daily = step.daily_mg if step else None
+    q = as_dict(r.get("quantity"))
+    amount = as_number(q.get("value"))
+    if daily is None or daily <= 0 or amount is None or amount <= 0:
+        return None
+    table = UnitTable(kb)
+    kind = quantity_unit(q, table)
+    concept, med = medication_of(r, resolve)
+    per_unit = strengths(concept, med, table)
+    if kind is None:
+        return None
+    if kind[0] == "mass":
+        mg = amount * table.mass_factor[kind[1]]
+    elif kind[0] in per_unit:
+        mg = amount * per_unit[kind[0]]
+    else:
+        return None
+    return mg / daily, "whenHandedOver + quantity / daily dose"
+
+
+# --- questions about the history ------------------------------------------------------------
+
+def current_regimen(regimens: Iterable[Regimen], at: datetime, route: Route, kb: Knowledge
+                    ) -> Regimen | None:
+    """The newest regimen of ``route`` active at ``at`` or ended within the 14 days before it.
+
+    choice: "within the 14 days" includes an end exactly 14 days before. Regimens starting
+    after ``at`` are not current. The newest is the latest start (unknown starts count as
+    oldest); on a tie a regimen with a readable daily dose, then a MedicationRequest, wins.
+    """
+    window = _days(gap_days(kb))
+    eligible = [
+        r for r in regimens
+        if r.route == route
+        and (r.start is None or r.start <= at)
+        and (r.end is None or r.end >= at - window)
+    ]
+    if not eligible:
+        return None
+    rank = {"MedicationRequest": 2, "MedicationStatement": 1, "MedicationDispense": 0}
+    floor = datetime.min.replace(tzinfo=UTC)
+    return max(eligible, key=lambda r: (r.start or floor, r.daily_mg is not None,
+                                        rank[r.source], r.ref))
+
+
+@dataclass(frozen=True)
+class DoseLevel:
+    daily_mg: Fraction | None
+    since: datetime | None          # when this dose level started (None: unknown)
+    step_index: int                 # 0-based step of the regimen's plan
+
+
+def level_at(regimen: Regimen, t: datetime) -> DoseLevel:
+    """The regimen's daily dose in effect at ``t`` and when that level started."""
+    steps = regimen.order.steps
+    if not steps:
+        return DoseLevel(None, regimen.start, 0)
+    since = regimen.start
+    if len(steps) == 1 or since is None:
+        return DoseLevel(steps[0].daily_mg, since, 0)
+    for i, step in enumerate(steps):
+        duration = step.duration_days
+        if duration is None or i == len(steps) - 1:
+            return DoseLevel(step.daily_mg, since, i)
+        end = since + _days(duration)
+        if t < end:
+            return DoseLevel(step.daily_mg, since, i)
+        since = end
+    return DoseLevel(steps[-1].daily_mg, since, len(steps) - 1)  # pragma: no cover
+
+
+def time_on_therapy(regimens: Iterable[Regimen], route: Route, until: datetime,
+                    kb: Knowledge) -> TherapyTime | None:
+    """Continuous exposure to ``route`` baclofen up to ``until``, joining gaps shorter than
+    14 days. None when no regimen of that route is active at ``until`` or ended within the
+    14 days before it."""
+    gap = _days(gap_days(kb))
+    spans = sorted(
+        ((r.start, min(r.end, until) if r.end else until, r.ref)
+         for r in regimens if r.route == route and (r.start is None or r.start <= until)),
+        key=lambda s: (s[0] is not None, s[0] or until),
+    )
+    if not spans:
+        return None
+    if any(s[0] is None for s in spans):
+        unknown = [s for s in spans if s[0] is None]
+        ends = [s[1] for s in unknown]
+        if max(ends) >= until - gap:
+            return TherapyTime(None, None, tuple(s[2] for s in spans))
+        spans = [s for s in spans if s[0] is not None]
+        if not spans:
+            return None
+    # join from the newest exposure backwards
+    known = sorted(spans, key=lambda s: s[0] or until)
+    block_start: datetime | None = None
+    block_end: datetime | None = None
+    refs: list[str] = []
+    for start, end, ref in known:
+        assert start is not None
+        if block_end is None or start - block_end >= gap:
+            block_start, block_end, refs = start, end, [ref]
+        else:
+            block_end = max(block_end, end)
+            refs.append(ref)
+    assert block_start is not None and block_end is not None
+    if block_end < until - gap:
+        return None
+    micro = until - block_start
+    days = Fraction((micro.days * 86400 + micro.seconds) * 1_000_000 + micro.microseconds,
+                    86_400_000_000)
+    return TherapyTime(block_start, days, tuple(refs))

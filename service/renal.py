@@ -1,0 +1,511 @@
+"""Kidney function: Cockcroft-Gault, ideal and adjusted body weight, renal measures from
+Observations, bounded results, freshness, the one renal value, dialysis/ESRD and chronic
+kidney disease (clinical-rules sections 2 and 5).
+
+Units live in the names (``weight_kg``, ``creatinine_mg_dl``, ``ml_min``); numbers are exact
+``Fraction`` values. Bad input to the formulas raises ``RenalInputError`` (never a silent 0);
+``read_renal`` skips results it cannot use and says why in ``RenalFacts.notes``.
+
+Public API (used by the renal, titration, pediatric and withdrawal rules):
+
+- ``cockcroft_gault(age_years, weight_kg, creatinine_mg_dl, female, kb) -> Fraction``
+- ``ideal_body_weight_kg(height_cm, female, kb) -> Fraction``
+- ``adjusted_body_weight_kg(actual_kg, ideal_kg, kb) -> Fraction``
+- ``round_renal(ml_min, kb) -> Fraction`` (0.1 mL/min, half up)
+- ``band_of(rounded_ml_min, kb) -> RenalBand``
+- ``renal_cap(band, applicable_cap_mg_day, kb) -> RenalCap | None``: the band's cap, scaled
+  from the cap that applies to the patient (the age cap for children, the profile maximum
+  otherwise); None in the normal band.
+- ``read_renal(resources, patient, check_time, kb, egfr_only=False) -> RenalFacts``
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from decimal import ROUND_HALF_UP, Decimal
+from fractions import Fraction
+from typing import Any
+
+from .facts import (
+    BAND_ORDER,
+    ConditionEvidence,
+    PatientFacts,
+    RenalBand,
+    RenalCandidate,
+    RenalFacts,
+    RenalSource,
+)
+from .fhirjson import (
+    JSON,
+    as_dict,
+    as_number,
+    as_str,
+    codings,
+    concept_texts,
+    elapsed_days,
+    has_code,
+    parse_instant,
+)
+from .knowledge import Knowledge, frac
+from .numbers import fmt
+from .patient import Resource, condition_counts, has_loinc, observation_time, usable_result
+
+
+class RenalInputError(ValueError):
+    """An input to a kidney formula is out of range (the formula is not applied)."""
+
+
+def _spec(kb: Knowledge) -> dict[str, Any]:
+    return dict(kb.data["patient_context"]["renal"])
+
+
+# --- formulas ---------------------------------------------------------------------------
+
+def ideal_body_weight_kg(height_cm: Fraction, female: bool, kb: Knowledge) -> Fraction:
+    """Devine: 50 kg (men) or 45.5 kg (women) + 2.3 kg per inch over 60 inches; no negative
+    increment below 60 inches."""
+    if height_cm <= 0:
+        raise RenalInputError(f"height must be positive, got {height_cm} cm")
+    ibw = _spec(kb)["ideal_body_weight"]
+    base = frac(ibw["female_base_kg" if female else "male_base_kg"])
+    inches = height_cm / frac(ibw["cm_per_inch"])
+    over = max(inches - frac(ibw["base_height_in"]), Fraction(0))
+    return base + frac(ibw["kg_per_inch_over"]) * over
+
+
+def adjusted_body_weight_kg(actual_kg: Fraction, ideal_kg: Fraction, kb: Knowledge) -> Fraction:
+    """IBW + 0.4 x (actual - IBW)."""
+    fraction = frac(_spec(kb)["cockcroft_gault"]["adjusted_weight_fraction"])
+    return ideal_kg + fraction * (actual_kg - ideal_kg)
+
+
+def bmi(weight_kg: Fraction, height_cm: Fraction) -> Fraction:
+    if weight_kg <= 0 or height_cm <= 0:
+        raise RenalInputError("weight and height must be positive")
+    metres = height_cm / 100
+    return weight_kg / (metres * metres)
+
+
+def cockcroft_gault(age_years: Fraction, weight_kg: Fraction, creatinine_mg_dl: Fraction,
+                    female: bool, kb: Knowledge) -> Fraction:
+    """CrCl (mL/min) = (140 - age) x weight / (72 x SCr), x 0.85 for women (S39)."""
+    cg = _spec(kb)["cockcroft_gault"]
+    if age_years < frac(cg["age_from"]):
+        raise RenalInputError(f"Cockcroft-Gault is not used below {cg['age_from']} years")
+    if age_years >= frac(cg["age_constant"]):
+        raise RenalInputError(f"age {age_years} is out of range")
+    if weight_kg <= 0:
+        raise RenalInputError(f"weight must be positive, got {weight_kg} kg")
+    if creatinine_mg_dl <= 0:
+        raise RenalInputError(f"creatinine must be positive, got {creatinine_mg_dl} mg/dL")
+    value = (frac(cg["age_constant"]) - age_years) * weight_kg / (
+        frac(cg["divisor"]) * creatinine_mg_dl)
+    return value * frac(cg["female_factor"]) if female else value
+
+
+def round_renal(ml_min: Fraction, kb: Knowledge) -> Fraction:
+    """Round to 0.1 mL/min (half up) before any comparison."""
+    step = frac(_spec(kb)["round_to"])
+    d = Decimal(ml_min.numerator) / Decimal(ml_min.denominator) / _dec(step)
+    return Fraction(int(d.quantize(Decimal(1), rounding=ROUND_HALF_UP))) * step
+
+
+def _dec(value: Fraction) -> Decimal:
+    return Decimal(value.numerator) / Decimal(value.denominator)
+
+
+def band_of(rounded_ml_min: Fraction, kb: Knowledge) -> RenalBand:
+    """normal > 80; mild 50-80; moderate 30 to < 50; severe < 30; below 15 dialysis/ESRD."""
+    s = _spec(kb)
+    if rounded_ml_min > frac(s["band_normal_above"]):
+        return "normal"
+    if rounded_ml_min >= frac(s["band_mild_from"]):
+        return "mild"
+    if rounded_ml_min >= frac(s["band_moderate_from"]):
+        return "moderate"
+    if rounded_ml_min >= frac(s["esrd_below"]):
+        return "severe"
+    return "esrd"
+
+
+@dataclass(frozen=True)
+class RenalCap:
+    band: RenalBand
+    cap_mg_day: Fraction
+    fraction: Fraction | None      # of the applicable cap; None for a fixed cap
+    of_mg_day: Fraction            # the applicable cap it was scaled from
+    text: str                      # "cap 40 mg/day (half of 80 mg/day)"
+
+
+_FRACTION_WORDS = {Fraction(1, 2): "half", Fraction(2, 3): "two thirds",
+                   Fraction(1, 3): "one third"}
+
+
+def renal_cap(band: RenalBand, applicable_cap_mg_day: Fraction, kb: Knowledge
+              ) -> RenalCap | None:
+    """The kidney cap for ``band``: mild 2/3 and moderate 1/2 of ``applicable_cap_mg_day``
+    (the age cap for children, the profile maximum otherwise), 5 mg/day in the severe band
+    and on dialysis. Caps are not rounded. None in the normal band."""
+    s = _spec(kb)
+    if band in s["cap_fraction"]:
+        f = frac(s["cap_fraction"][band])
+        cap = f * applicable_cap_mg_day
+        words = _FRACTION_WORDS.get(f, f"{f.numerator}/{f.denominator}")
+        return RenalCap(band, cap, f, applicable_cap_mg_day,
+                        f"cap {fmt(cap)} mg/day ({words} of {fmt(applicable_cap_mg_day)} mg/day)")
+    if band == "severe":
+        cap = frac(s["severe_cap_mg_day"])
+        return RenalCap(band, cap, None, applicable_cap_mg_day, f"cap {fmt(cap)} mg/day")
+    if band == "esrd":
+        cap = frac(s["dialysis_cap_mg_day"])
+        return RenalCap(band, cap, None, applicable_cap_mg_day, f"about {fmt(cap)} mg/day")
+    return None
+
+
+# --- reading results --------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class _Reading:
+    value: Fraction
+    bound: str | None              # ">", "<" or None
+    written: str                   # as written (">60")
+
+
+def _read_value(obs: JSON) -> _Reading | None:
+    """A numeric result, with a comparator from valueQuantity or from a string (">60")."""
+    q = as_dict(obs.get("valueQuantity"))
+    if q:
+        value = as_number(q.get("value"))
+        if value is None:
+            return None
+        comp = as_str(q.get("comparator"))
+        bound = {">": ">", ">=": ">", "<": "<", "<=": "<="}.get(comp or "")
+        if bound == "<=":
+            bound = None  # choice: "at most X" counts as X
+        return _Reading(value, bound, f"{comp or ''}{fmt(value)}")
+    for key in ("valueString", "valueInteger"):
+        raw = obs.get(key)
+        if isinstance(raw, int) and not isinstance(raw, bool):
+            return _Reading(Fraction(raw), None, str(raw))
+        text = as_str(raw)
+        if text is None:
+            continue
+        t = text.strip().replace(" ", "")
+        bound = None
+        for prefix, b in ((">=", ">"), ("<=", None), (">", ">"), ("<", "<")):
+            if t.startswith(prefix):
+                bound, t = b, t[len(prefix):]
+                break
+        number = as_number(t.split("mL")[0].split("ml")[0])
+        if number is None:
+            return None
+        return _Reading(number, bound, text.strip())
+    return None
+
+
+def _unit(obs: JSON) -> str | None:
+    q = as_dict(obs.get("valueQuantity"))
+    return as_str(q.get("code")) or as_str(q.get("unit"))
+
+
+def _norm_unit(unit: str) -> str:
+    return unit.replace(" ", "").lower()
+
+
+def _date(t: datetime) -> str:
+    return t.date().isoformat()
+
+
+@dataclass(frozen=True)
+class _Creatinine:
+    ref: str
+    mg_dl: Fraction
+    written: str
+    at: datetime
+
+
+def read_renal(
+    resources: Iterable[Resource],
+    patient: PatientFacts,
+    check_time: datetime,
+    kb: Knowledge,
+    egfr_only: bool = False,
+) -> RenalFacts:
+    """Every usable kidney measure, the one renal value, dialysis/ESRD and CKD evidence.
+
+    ``egfr_only``: children (under 18) are judged on a reported eGFR only.
+    """
+    s = _spec(kb)
+    resources = list(resources)
+    notes: list[str] = []
+    candidates: list[RenalCandidate] = []
+    creatinines: list[_Creatinine] = []
+    max_days, stale_days = frac(s["max_age_days"]), frac(s["stale_after_days"])
+    rate_units = {_norm_unit(u) for u in s["rate_units"]}
+    for ref, obs in resources:
+        if obs.get("resourceType") != "Observation":
+            continue
+        kind: str | None = None
+        if has_loinc(obs, s["egfr_loinc"], kb):
+            kind = "egfr"
+        elif has_loinc(obs, s["crcl_loinc"], kb):
+            kind = "crcl"
+        elif has_loinc(obs, s["creatinine_loinc"], kb):
+            kind = "creatinine"
+        if kind is None:
+            continue
+        if not usable_result(obs, kb):
+            notes.append(f"{ref} not used: result status {obs.get('status')!r}")
+            continue
+        at = observation_time(obs, check_time.tzinfo)
+        if at is None:
+            notes.append(f"{ref} not used: the result has no date")
+            continue
+        age_days = elapsed_days(at, check_time)
+        if age_days > max_days:
+            notes.append(f"{ref} not used: the result of {_date(at)} is older than "
+                         f"{fmt(max_days)} days")
+            continue
+        reading = _read_value(obs)
+        if reading is None or reading.value <= 0:
+            notes.append(f"{ref} not used: the value cannot be read")
+            continue
+        unit = _unit(obs)
+        if kind == "creatinine":
+            if egfr_only:
+                continue
+            cr = _creatinine_mg_dl(obs, reading, unit, s)
+            if cr is None:
+                notes.append(f"{ref} not used: creatinine unit {unit!r} is not known")
+                continue
+            if reading.bound == ">":
+                notes.append(f"{ref} not used: creatinine {reading.written} gives only an upper "
+                             "bound of the clearance")
+                continue
+            creatinines.append(_Creatinine(ref, cr, f"{reading.written} {unit or ''}".strip(),
+                                           at))
+            continue
+        if kind == "crcl" and egfr_only:
+            continue
+        if unit is not None and _norm_unit(unit) not in rate_units:
+            notes.append(f"{ref} not used: unit {unit!r} is not mL/min")
+            continue
+        candidates.append(_reported(kind, ref, reading, at, age_days > stale_days, kb))
+    if not egfr_only:
+        candidates += _computed(creatinines, patient, check_time, stale_days, kb, notes)
+    value = choose(candidates, kb)
+    return RenalFacts(
+        value=value,
+        dialysis=dialysis_evidence(resources, check_time, kb),
+        ckd=ckd_evidence(resources, kb),
+        candidates=tuple(candidates),
+        notes=tuple(notes),
+        egfr_only=egfr_only,
+    )
+
+
+def _creatinine_mg_dl(obs: JSON, reading: _Reading, unit: str | None, s: dict[str, Any]
+                      ) -> Fraction | None:
+    """mg/dL from the result's unit; the LOINC code's property only when it has none."""
+    if unit is None:
+        for coding in codings(obs.get("code")):
+            code = as_str(coding.get("code"))
+            if code in s["creatinine_default_unit"]:
+                unit = s["creatinine_default_unit"][code]
+                break
+    if unit is None:
+        return None
+    u = _norm_unit(unit)
+    if u in {_norm_unit(x) for x in s["creatinine_mg_dl_units"]}:
+        return reading.value
+    if u in {_norm_unit(x) for x in s["creatinine_umol_l_units"]}:
+        return reading.value / frac(s["umol_l_per_mg_dl"])
+    return None
+
+
+def _reported(kind: str, ref: str, reading: _Reading, at: datetime, stale: bool,
+              kb: Knowledge) -> RenalCandidate:
+    s = _spec(kb)
+    source: RenalSource = "egfr" if kind == "egfr" else "crcl"
+    label = "eGFR" if source == "egfr" else "CrCl"
+    unit = "mL/min/1.73 m2" if source == "egfr" else "mL/min"
+    how = ("reported eGFR, used as a stand-in for creatinine clearance" if source == "egfr"
+           else "reported creatinine clearance")
+    value = reading.value
+    band: RenalBand
+    if reading.bound == ">" and value >= frac(s["bounded_normal_from"]):
+        rounded = round_renal(value, kb)
+        band = "normal"
+        how += (f"; a result above {fmt(frac(s['bounded_normal_from']))} places the patient "
+                "in the normal band")
+    elif reading.bound == "<":
+        # just under X: the largest 0.1 step below X
+        step = frac(s["round_to"])
+        rounded = (-((-value) // step)) * step - step
+        value = rounded
+        band = band_of(rounded, kb)
+        how += f"; counted as just under {fmt(reading.value)}"
+    else:
+        rounded = round_renal(value, kb)
+        band = band_of(rounded, kb)
+        if reading.bound == ">":
+            how += f"; counted as {fmt(reading.value)}"
+    text = f"{label} {reading.written} {unit} on {_date(at)} ({how})"
+    return RenalCandidate(source, value, rounded, band, at, stale, (ref,), text,
+                          reading.bound)
+
+
+def _computed(creatinines: list[_Creatinine], patient: PatientFacts, check_time: datetime,
+              stale_days: Fraction, kb: Knowledge, notes: list[str]) -> list[RenalCandidate]:
+    """Cockcroft-Gault for every usable creatinine (adults with a known weight).
+
+    choice: with a partial birth date the older end of the age range is used (the lower
+    clearance); the formula is applied only when the youngest possible age is 18 or more.
+    """
+    if not creatinines:
+        return []
+    s = _spec(kb)
+    cg = s["cockcroft_gault"]
+    age = patient.age
+    if age is None:
+        notes.append("Cockcroft-Gault not computed: the age is unknown")
+        return []
+    if age.low_years < frac(cg["age_from"]):
+        return []
+    if patient.weight_kg is None:
+        notes.append("Cockcroft-Gault not computed: no recent weight")
+        return []
+    female = patient.sex != "male"
+    sex_text = {"male": "male", "female": "female"}.get(patient.sex or "",
+                                                        "sex not recorded as male or female: "
+                                                        "female factor used")
+    weight, weight_text, refs = _weight_for_cg(patient, female, kb)
+    age_years = age.high_years
+    age_text = f"age {fmt(age_years)}"
+    if age.partial:
+        age_text += " (the older end of a partial birth date)"
+    older = frac(kb.data["patient_context"]["older_age"])
+    out = []
+    for cr in creatinines:
+        try:
+            value = cockcroft_gault(age_years, weight, cr.mg_dl, female, kb)
+        except RenalInputError as exc:
+            notes.append(f"Cockcroft-Gault not computed: {exc}")
+            continue
+        rounded = round_renal(value, kb)
+        mgdl = "" if cr.written.endswith("mg/dL") else f" = {fmt(cr.mg_dl, 2)} mg/dL"
+        text = (f"CrCl {fmt(rounded)} mL/min on {_date(cr.at)} (Cockcroft-Gault, {weight_text}, "
+                f"creatinine {cr.written}{mgdl}, {age_text}, {sex_text}")
+        if age_years >= older:
+            text += "; at 65 or older a low creatinine can overestimate clearance"
+        text += ")"
+        out.append(RenalCandidate(
+            "cockcroft-gault", value, rounded, band_of(rounded, kb), cr.at,
+            elapsed_days(cr.at, check_time) > stale_days, (cr.ref, *refs), text))
+    return out
+
+
+def _weight_for_cg(patient: PatientFacts, female: bool, kb: Knowledge
+                   ) -> tuple[Fraction, str, tuple[str, ...]]:
+    """Actual weight, or the adjusted weight when BMI >= 30 and the height is known."""
+    assert patient.weight_kg is not None
+    actual = patient.weight_kg
+    refs = tuple(r for r in [patient.weight_ref] if r)
+    cg = _spec(kb)["cockcroft_gault"]
+    if patient.height_cm is not None:
+        body_mass = bmi(actual, patient.height_cm)
+        if body_mass >= frac(cg["obesity_bmi_from"]):
+            ideal = ideal_body_weight_kg(patient.height_cm, female, kb)
+            if ideal < actual:
+                adjusted = adjusted_body_weight_kg(actual, ideal, kb)
+                refs += tuple(r for r in [patient.height_ref] if r)
+                return adjusted, (
+                    f"adjusted weight {fmt(adjusted)} kg = IBW {fmt(ideal)} kg + 0.4 x "
+                    f"(actual {fmt(actual)} kg - IBW), BMI {fmt(body_mass)}, height "
+                    f"{fmt(patient.height_cm)} cm"), refs
+    return actual, f"actual weight {fmt(actual)} kg", refs
+
+
+def choose(candidates: list[RenalCandidate], kb: Knowledge) -> RenalCandidate | None:
+    """*The* renal value: among candidates dated within 7 days of the newest, the one in the
+    more restrictive band (then the lower value, then the newer). Older candidates count only
+    when nothing newer exists (they are outside the window of the newest)."""
+    if not candidates:
+        return None
+    window = timedelta(days=float(frac(_spec(kb)["same_time_window_days"])))
+    newest = max(c.at for c in candidates)
+    recent = [c for c in candidates if c.at >= newest - window]
+    return min(recent, key=lambda c: (BAND_ORDER.index(c.band), c.rounded_ml_min,
+                                      -c.at.timestamp(), c.refs))
+
+
+# --- conditions and procedures ------------------------------------------------------------
+
+def _icd10(concept: Any, kb: Knowledge) -> list[str]:
+    systems = set(kb.data["patient_context"]["icd10_systems"])
+    return [str(c.get("code")).replace(".", "").upper() for c in codings(concept)
+            if c.get("system") in systems and as_str(c.get("code"))]
+
+
+def _condition_label(ref: str, r: JSON) -> str:
+    texts = concept_texts(r.get("code"))
+    codes = [str(c.get("code")) for c in codings(r.get("code")) if as_str(c.get("code"))]
+    label = texts[0] if texts else "a condition"
+    return f"{label} ({', '.join(codes)}; {ref})" if codes else f"{label} ({ref})"
+
+
+def dialysis_evidence(resources: Iterable[Resource], check_time: datetime, kb: Knowledge
+                      ) -> tuple[ConditionEvidence, ...]:
+    """Conditions naming dialysis/ESRD (status respected) and dialysis Procedures within the
+    last 90 days.
+
+    choice: a Procedure without a date, or with status not-done or entered-in-error, does not
+    count (its time cannot be judged)."""
+    spec = kb.data["patient_context"]["dialysis"]
+    snomed = kb.recognition["snomed_system"]
+    icd = {c.replace(".", "") for c in spec["icd10"]}
+    out: list[ConditionEvidence] = []
+    for ref, r in resources:
+        rtype = r.get("resourceType")
+        text = " ".join(concept_texts(r.get("code"))).lower()
+        if rtype == "Condition":
+            if not condition_counts(r, kb):
+                continue
+            if (set(_icd10(r.get("code"), kb)) & icd
+                    or has_code(r.get("code"), snomed, spec["snomed"])
+                    or any(w in text for w in spec["words"])):
+                out.append(ConditionEvidence(ref, _condition_label(ref, r)))
+        elif rtype == "Procedure":
+            if r.get("status") in {"not-done", "entered-in-error"}:
+                continue
+            if not (has_code(r.get("code"), snomed, spec["procedure_snomed"])
+                    or any(w in text for w in spec["procedure_words"])):
+                continue
+            tz = check_time.tzinfo
+            period = as_dict(r.get("performedPeriod"))
+            at = (parse_instant(r.get("performedDateTime"), tz)
+                  or parse_instant(period.get("end"), tz)
+                  or parse_instant(period.get("start"), tz))
+            if at is None:
+                continue
+            if elapsed_days(at, check_time) <= frac(spec["procedure_max_age_days"]):
+                out.append(ConditionEvidence(
+                    ref, f"dialysis procedure on {_date(at)} ({ref})"))
+    return tuple(out)
+
+
+def ckd_evidence(resources: Iterable[Resource], kb: Knowledge) -> tuple[ConditionEvidence, ...]:
+    """Chronic kidney disease: ICD-10-CM N18.* or text "chronic kidney disease"."""
+    spec = kb.data["patient_context"]["ckd"]
+    out = []
+    for ref, r in resources:
+        if r.get("resourceType") != "Condition" or not condition_counts(r, kb):
+            continue
+        text = " ".join(concept_texts(r.get("code"))).lower()
+        if any(c.startswith(spec["icd10_prefix"]) for c in _icd10(r.get("code"), kb)) or any(
+            w in text for w in spec["words"]
+        ):
+            out.append(ConditionEvidence(ref, _condition_label(ref, r)))
+    return tuple(out)
