@@ -75,6 +75,11 @@ class ResourceIndex:
         if full_url:
             self._by_key.setdefault(full_url, resource)
 
+    def urn_entries(self) -> list[tuple[str, JSON]]:
+        """Resources known by a ``urn:`` fullUrl and having no id (Bundle entries)."""
+        return [(key, res) for key, res in self._by_key.items()
+                if key.startswith("urn:") and not as_str(res.get("id"))]
+
     def resolve(self, reference: Any, within: JSON | None = None) -> JSON | None:
         ref = as_str(as_dict(reference).get("reference"))
         if ref is None:
@@ -134,14 +139,45 @@ def validate_model(resource: JSON, what: str) -> None:
     if rtype == "MedicationRequest" and not resource.get("status"):
         raise bad_request(f"{what}: MedicationRequest.status is required",
                           "MedicationRequest.status", "required")
+    _check_required_codes(resource, rtype, what)
+
+
+# Codes from required value sets that the models accept as any string (FHIR R4).
+_REQUIRED_CODES: dict[str, dict[str, frozenset[str]]] = {
+    "MedicationRequest": {
+        "status": frozenset({"active", "on-hold", "cancelled", "completed", "entered-in-error",
+                             "stopped", "draft", "unknown"}),
+        "intent": frozenset({"proposal", "plan", "order", "original-order", "reflex-order",
+                             "filler-order", "instance-order", "option"}),
+    },
+    "Patient": {"gender": frozenset({"male", "female", "other", "unknown"})},
+}
+
+
+def _check_required_codes(resource: JSON, rtype: str, what: str) -> None:
+    for element, allowed in _REQUIRED_CODES.get(rtype, {}).items():
+        value = resource.get(element)
+        if value is not None and value not in allowed:
+            expression = f"{rtype}.{element}"
+            raise bad_request(
+                f"{what}: {expression}: {value!r} is not one of {', '.join(sorted(allowed))}",
+                expression, "code-invalid")
 
 
 def _usable_context(item: Item) -> str | None:
-    """Why a context resource cannot be used, or None."""
+    """Why a context resource cannot be used, or None.
+
+    choice: context resources are validated with the R4B models like orders are; an invalid
+    one is skipped with a warning naming the field (interfaces.md section 2), so that a
+    malformed resource never reaches a rule half-read.
+    """
     r = item.resource
     t = item.type
     if t not in CONTEXT_TYPES:
         return f"a {t} is not a resource the checker reads"
+    invalid = _model_problem(r, t)
+    if invalid:
+        return invalid
     if t in {"MedicationRequest", "MedicationStatement", "MedicationDispense",
              "MedicationAdministration"} and not (
         isinstance(r.get("medicationCodeableConcept"), dict)
@@ -154,6 +190,23 @@ def _usable_context(item: Item) -> str | None:
         return "it has no code"
     if t != "Medication" and "status" in r and not isinstance(r.get("status"), str):
         return "its status is not a code"
+    return None
+
+
+def _model_problem(resource: JSON, rtype: str) -> str | None:
+    from fhir.resources.R4B import get_fhir_model_class
+
+    try:
+        get_fhir_model_class(rtype).model_validate(resource)
+    except ValidationError as exc:
+        errors = exc.errors()
+        if not errors:
+            return "it is not valid FHIR"
+        where = _expression(rtype, tuple(errors[0].get("loc", ())))
+        more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+        return f"it is not valid FHIR: {where}: {errors[0].get('msg')}{more}"
+    except (ValueError, TypeError, RecursionError) as exc:
+        return f"it is not valid FHIR: {type(exc).__name__}"
     return None
 
 
@@ -191,7 +244,7 @@ def _check_time(value: Any, now: datetime) -> datetime:
 
 
 def parse_parameters(body: JSON, now: datetime, default_profile: str) -> CheckRequest:
-    params = body.get("parameter")
+    params = body.get("parameter", [])
     if not isinstance(params, list):
         raise bad_request("Parameters.parameter must be a list", "Parameters.parameter")
     check_time = now

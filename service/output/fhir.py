@@ -13,8 +13,8 @@ from datetime import datetime
 
 from ..engine import CheckOutcome
 from ..errors import Problem
-from ..fhir_input.request import CheckRequest
-from ..fhirjson import JSON
+from ..fhir_input.request import CheckRequest, Item
+from ..fhirjson import JSON, walk
 from ..findings import Finding
 from ..knowledge import Knowledge
 
@@ -87,6 +87,11 @@ def operation_outcome(problems: Iterable[Problem]) -> JSON:
     return {"resourceType": "OperationOutcome", "issue": issues}
 
 
+def _references(resource: JSON) -> list[str]:
+    return [v["reference"] for v in walk(resource)
+            if isinstance(v, dict) and isinstance(v.get("reference"), str)]
+
+
 def _urn(text: str) -> str:
     return f"urn:uuid:{uuid.UUID(hex=hashlib.sha256(text.encode()).hexdigest()[:32])}"
 
@@ -101,11 +106,22 @@ def result_bundle(
         issue = detected_issue(f, kb, patient_ref, req.check_time, status)
         referenced.update((f.order_ref, *f.implicated, *f.evidence))
         entries.append({"fullUrl": _urn(issue["id"]), "resource": issue})
-    # Input resources without an id travel in the result so that references to them resolve.
+    # Input resources without an id travel in the result so that references to them resolve,
+    # and so do the id-less resources those reference in turn (a bundled Medication).
     if outcome.findings:
-        for item in req.items():
-            if not item.has_id and item.ref in referenced:
-                entries.append({"fullUrl": item.ref, "resource": item.resource})
+        idless = {item.ref: item for item in req.items() if not item.has_id}
+        if req.index is not None:
+            idless.update((ref, Item(res, ref, False)) for ref, res in req.index.urn_entries())
+        pending = [r for r in referenced if r in idless]
+        included: set[str] = set()
+        while pending:
+            ref = pending.pop(0)
+            if ref in included:
+                continue
+            included.add(ref)
+            resource = idless[ref].resource
+            entries.append({"fullUrl": ref, "resource": resource})
+            pending += [r for r in _references(resource) if r in idless and r not in included]
     if outcome.notes:
         entries.append({
             "fullUrl": _urn("outcome:" + "|".join(p.message for p in outcome.notes)),
