@@ -1,0 +1,318 @@
+"""Outbound FHIR client: allow-listed, no redirects, one deadline per request, size-capped.
+
+Used for the orders checked by id (``POST /MedicationRequest/{id}/$check``) and by the CDS
+Hooks endpoints to fetch prefetch keys themselves. Rules (interfaces.md section 1,
+``FHIR_ALLOWLIST``):
+
+- a URL is called only when its scheme, host, port and path prefix match an allow-listed base
+  after normalisation (lower-case scheme and host, default ports, percent-decoding and dot
+  segments resolved, prefix on a path-segment boundary); a URL that is not allowed is never
+  contacted and never receives the token;
+- ``Authorization: Bearer`` is sent only when a token is given;
+- redirects are never followed: a 3xx answer is a failure;
+- all the calls made while answering one request share one ``Deadline``: each call's connect
+  and read timeouts are the time that remains, and a body still arriving at the deadline is
+  abandoned;
+- a body larger than ``max_bytes`` is abandoned; JSON is parsed strictly (no NaN/Infinity),
+  as request bodies are;
+- searches follow ``Bundle.link[next]`` only under the same base, and stop on a loop.
+
+Failures are typed (``FetchFailure.reason``): ``not-allowed``, ``timeout``, ``refused``,
+``http-status``, ``redirect``, ``invalid-json``, ``too-large``, ``error``.
+"""
+
+from __future__ import annotations
+
+import posixpath
+import time
+from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import ALL_COMPLETED, ThreadPoolExecutor, wait
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import unquote, urljoin, urlsplit
+
+import requests
+
+from .. import metrics
+from ..errors import ServiceError
+
+FHIR_JSON = "application/fhir+json"
+MAX_PAGES = 50
+MAX_PARALLEL = 8
+
+
+class Deadline:
+    """One budget of seconds for every outbound call made while answering one request."""
+
+    def __init__(self, seconds: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self.seconds = seconds
+        self.ends = clock() + seconds
+
+    def remaining(self) -> float:
+        return max(0.0, self.ends - self._clock())
+
+    @property
+    def expired(self) -> bool:
+        return self.remaining() <= 0
+
+
+@dataclass
+class FetchFailure(Exception):
+    """A failed outbound call. ``url`` never carries a token; ``status`` is the HTTP status
+    for ``http-status`` and ``redirect`` failures."""
+
+    reason: str
+    url: str
+    message: str
+    status: int | None = None
+
+    def __str__(self) -> str:
+        return self.message
+
+
+# --- allow-list -------------------------------------------------------------------------------
+
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+@dataclass(frozen=True)
+class _Origin:
+    scheme: str
+    host: str
+    port: int
+    path: str  # normalised, without a trailing slash ("" for the root)
+
+
+def _normalise(url: str) -> _Origin | None:
+    try:
+        parts = urlsplit(url.strip())
+        port = parts.port
+    except ValueError:
+        return None
+    scheme = parts.scheme.lower()
+    if scheme not in _DEFAULT_PORTS or not parts.hostname:
+        return None
+    if parts.username is not None or parts.password is not None:
+        return None  # credentials in a URL are never used
+    path = unquote(parts.path or "/")
+    if "\\" in path or "\x00" in path:
+        return None
+    path = posixpath.normpath("/" + path.lstrip("/"))
+    if path.startswith("//"):
+        path = "/" + path.lstrip("/")
+    return _Origin(scheme, parts.hostname.lower().rstrip("."), port or _DEFAULT_PORTS[scheme],
+                   "" if path == "/" else path.rstrip("/"))
+
+
+def allowed(url: str, allowlist: Iterable[str]) -> bool:
+    """True when ``url`` is under one of the allow-listed base URLs (see the module docstring).
+    """
+    target = _normalise(url)
+    if target is None:
+        return False
+    for base in allowlist:
+        origin = _normalise(base)
+        if origin is None:
+            continue
+        if (target.scheme, target.host, target.port) != (origin.scheme, origin.host,
+                                                         origin.port):
+            continue
+        if target.path == origin.path or target.path.startswith(origin.path + "/"):
+            return True
+    return False
+
+
+# --- the client -------------------------------------------------------------------------------
+
+class FhirClient:
+    """Reads (and, for write-back, writes) one FHIR server within the rules above."""
+
+    def __init__(self, base_url: str, token: str | None, allowlist: Iterable[str],
+                 max_bytes: int) -> None:
+        self.base_url = base_url.rstrip("/")
+        self._token = token
+        self.allowlist = tuple(allowlist)
+        self.max_bytes = max_bytes
+
+    def __repr__(self) -> str:  # never shows the token
+        return f"FhirClient({self.base_url!r})"
+
+    def url_for(self, relative_url: str) -> str:
+        if relative_url.startswith(("http://", "https://")):
+            return relative_url
+        return f"{self.base_url}/{relative_url.lstrip('/')}"
+
+    # --- reads --------------------------------------------------------------------------------
+
+    def read(self, relative_url: str, deadline: Deadline) -> dict[str, Any]:
+        """GET one resource (``Patient/123``); raises FetchFailure."""
+        return self.request("GET", relative_url, deadline, operation="read")
+
+    def search(self, relative_url: str, deadline: Deadline) -> list[dict[str, Any]]:
+        """GET a search and every ``next`` page under the same base; returns the resources
+        (entries with ``search.mode: outcome`` are left out). Raises FetchFailure."""
+        url = self.url_for(relative_url)
+        seen: set[str] = set()
+        resources: list[dict[str, Any]] = []
+        for _ in range(MAX_PAGES):
+            seen.add(url)
+            page = self.request("GET", url, deadline, operation="search")
+            if page.get("resourceType") != "Bundle":
+                raise self._fail("invalid-json", url, f"the search {_show(url)} answered a "
+                                 f"{page.get('resourceType')}, not a Bundle", "search")
+            for entry in page.get("entry") or []:
+                if not isinstance(entry, dict):
+                    continue
+                search = entry.get("search")
+                if isinstance(search, dict) and search.get("mode") == "outcome":
+                    continue
+                res = entry.get("resource")
+                if isinstance(res, dict) and isinstance(res.get("resourceType"), str):
+                    resources.append(res)
+            nxt = _next_link(page)
+            if nxt is None:
+                return resources
+            nxt = urljoin(url, nxt)
+            if nxt in seen or not allowed(nxt, (self.base_url,)):
+                return resources  # a loop, or a next link outside this server: stop here
+            url = nxt
+        return resources
+
+    # --- writes (write-back) --------------------------------------------------------------------
+
+    def transaction(self, bundle: dict[str, Any], deadline: Deadline) -> dict[str, Any]:
+        """POST a transaction Bundle to the base; returns the transaction-response Bundle."""
+        return self.request("POST", self.base_url, deadline, body=bundle,
+                            operation="transaction")
+
+    # --- one HTTP call --------------------------------------------------------------------------
+
+    def request(self, method: str, relative_url: str, deadline: Deadline,
+                body: Mapping[str, Any] | None = None, operation: str = "read"
+                ) -> dict[str, Any]:
+        url = self.url_for(relative_url)
+        if not allowed(url, self.allowlist):
+            raise self._fail("not-allowed", url, f"{_show(url)} is not in FHIR_ALLOWLIST",
+                             operation)
+        if deadline.expired:
+            raise self._fail("timeout", url, f"no time was left to call {_show(url)}",
+                             operation)
+        metrics.OUTBOUND.labels(operation).inc()
+        headers = {"Accept": FHIR_JSON}
+        if self._token:
+            headers["Authorization"] = f"Bearer {self._token}"
+        if body is not None:
+            headers["Content-Type"] = FHIR_JSON
+        remaining = deadline.remaining()
+        session = requests.Session()
+        session.trust_env = False  # no .netrc credentials; proxies are taken explicitly below
+        try:
+            with session.request(
+                method, url, headers=headers, json=body, stream=True, allow_redirects=False,
+                timeout=(remaining, remaining),
+                proxies=requests.utils.get_environ_proxies(url),
+            ) as resp:
+                if 300 <= resp.status_code < 400:
+                    raise self._fail("redirect", url, f"{_show(url)} answered a redirect "
+                                     f"({resp.status_code}), which is not followed",
+                                     operation, resp.status_code)
+                if not 200 <= resp.status_code < 300:
+                    raise self._fail("http-status", url, f"{_show(url)} answered HTTP "
+                                     f"{resp.status_code}", operation, resp.status_code)
+                data = self._body(resp, url, deadline, operation)
+        except requests.Timeout as exc:
+            raise self._fail("timeout", url, f"{_show(url)} did not answer within the "
+                             f"{deadline.seconds:g} s deadline", operation) from exc
+        except requests.ConnectionError as exc:
+            raise self._fail("refused", url, f"{_show(url)} could not be reached",
+                             operation) from exc
+        except requests.RequestException as exc:
+            raise self._fail("error", url, f"{_show(url)} failed: {type(exc).__name__}",
+                             operation) from exc
+        finally:
+            session.close()
+        return data
+
+    def _body(self, resp: requests.Response, url: str, deadline: Deadline,
+              operation: str) -> dict[str, Any]:
+        from ..web.body import parse_json_text
+
+        length = resp.headers.get("Content-Length")
+        if length and length.isdigit() and int(length) > self.max_bytes:
+            raise self._fail("too-large", url, f"{_show(url)} answered {length} bytes, more "
+                             f"than the {self.max_bytes} allowed", operation)
+        chunks: list[bytes] = []
+        size = 0
+        for chunk in resp.iter_content(65536):
+            size += len(chunk)
+            if size > self.max_bytes:
+                raise self._fail("too-large", url, f"{_show(url)} answered more than "
+                                 f"{self.max_bytes} bytes", operation)
+            if deadline.expired:
+                raise self._fail("timeout", url, f"{_show(url)} was still answering at the "
+                                 f"{deadline.seconds:g} s deadline", operation)
+            chunks.append(chunk)
+        raw = b"".join(chunks)
+        try:
+            value = parse_json_text(raw)
+        except ServiceError as exc:
+            raise self._fail("invalid-json", url, f"{_show(url)} answered invalid JSON: "
+                             f"{exc}", operation) from exc
+        if not isinstance(value, dict) or not isinstance(value.get("resourceType"), str):
+            raise self._fail("invalid-json", url, f"{_show(url)} did not answer a FHIR "
+                             "resource", operation)
+        return value
+
+    @staticmethod
+    def _fail(reason: str, url: str, message: str, operation: str,
+              status: int | None = None) -> FetchFailure:
+        metrics.OUTBOUND_FAILURES.labels(operation, reason).inc()
+        return FetchFailure(reason, url, message, status)
+
+
+def _show(url: str) -> str:
+    """A URL for messages: without query string (search values can hold clinical codes)."""
+    return url.split("?", 1)[0]
+
+
+def _next_link(page: Mapping[str, Any]) -> str | None:
+    for link in page.get("link") or []:
+        if isinstance(link, dict) and link.get("relation") == "next":
+            url = link.get("url")
+            if isinstance(url, str) and url:
+                return url
+    return None
+
+
+# --- several calls in parallel ------------------------------------------------------------------
+
+def fetch_all(calls: Mapping[str, Callable[[], Any]], deadline: Deadline
+              ) -> dict[str, Any | FetchFailure]:
+    """Run the calls in parallel; return each one's value or its FetchFailure, in the order
+    given. A call still running at the deadline is reported as a ``timeout`` failure (its
+    thread ends by itself: every call's timeouts are bounded by the same deadline)."""
+    if not calls:
+        return {}
+    pool = ThreadPoolExecutor(max_workers=min(MAX_PARALLEL, len(calls)),
+                              thread_name_prefix="fhir-fetch")
+    futures = {name: pool.submit(call) for name, call in calls.items()}
+    try:
+        wait(futures.values(), timeout=deadline.remaining() + 0.05, return_when=ALL_COMPLETED)
+    finally:
+        pool.shutdown(wait=False, cancel_futures=True)
+    results: dict[str, Any | FetchFailure] = {}
+    for name, future in futures.items():
+        if not future.done() or future.cancelled():
+            results[name] = FetchFailure("timeout", "", f"{name} did not finish within the "
+                                         f"{deadline.seconds:g} s deadline")
+            continue
+        error = future.exception()
+        if error is None:
+            results[name] = future.result()
+        elif isinstance(error, FetchFailure):
+            results[name] = error
+        else:
+            results[name] = FetchFailure("error", "", f"{name} failed: "
+                                         f"{type(error).__name__}")
+    return results
