@@ -1,0 +1,47 @@
+"""Fetch the prefetch keys a client omitted, from its fhirServer, with its token.
+
+All keys in parallel, following ``next`` links under the same base, within the request's one
+outbound deadline (service/fhir_input/fetch.py does the HTTP). A fhirServer that is not on
+FHIR_ALLOWLIST is never called and its token never sent.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from ..config import Settings
+from ..fhir_input import fetch
+from ..fhir_input.fetch import Deadline
+from ..fhirjson import JSON
+from .request import HookCall, KeyData
+
+READ_KEYS = frozenset({"patient"})
+
+
+def fetch_keys(call: HookCall, urls: Mapping[str, str], settings: Settings, deadline: Deadline
+               ) -> dict[str, KeyData]:
+    server = call.fhir_server
+    if server is None or not fetch.allowed(server, settings.fhir_allowlist):
+        return {key: KeyData([], failed=True) for key in urls}
+    client = fetch.FhirClient(server, call.fhir_token, settings.fhir_allowlist,
+                              settings.max_request_bytes)
+    def reader(url: str) -> Callable[[], list[JSON]]:
+        return lambda: [client.read(url, deadline)]
+
+    def searcher(url: str) -> Callable[[], list[JSON]]:
+        return lambda: client.search(url, deadline)
+
+    calls: dict[str, Callable[[], Any]] = {
+        key: (reader if key in READ_KEYS else searcher)(url) for key, url in urls.items()
+    }
+    results = fetch.fetch_all(calls, deadline)
+    out: dict[str, KeyData] = {}
+    for key in urls:
+        value = results.get(key)
+        if isinstance(value, list):
+            resources: list[JSON] = [r for r in value if isinstance(r, dict)]
+            out[key] = KeyData(resources)
+        else:
+            out[key] = KeyData([], failed=True)
+    return out

@@ -1,0 +1,276 @@
+"""A CDS Hooks call -> one CheckRequest (hook set, mode "order").
+
+``parse_call`` validates the body (400 with an OperationOutcome naming the fault);
+``build_request`` turns the orders of the hook context plus the prefetched (or fetched) data
+into the same CheckRequest the FHIR endpoint builds, so both paths run the same checker.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from ..errors import Problem, ServiceError, bad_request
+from ..fhir_input.normalise import normalise_resource, offset_text
+from ..fhir_input.request import (
+    CheckRequest,
+    Item,
+    ResourceIndex,
+    _check_subjects,
+    _usable_context,
+    item_for,
+    validate_model,
+)
+from ..fhirjson import JSON, as_dict, as_str, dicts
+from .discovery import CdsService
+
+ORDER_SELECT = "order-select"
+
+
+@dataclass
+class HookCall:
+    """A validated CDS Hooks request. ``fhir_token`` is never logged or stored."""
+
+    service: CdsService
+    hook_instance: str
+    patient_id: str
+    context: JSON
+    orders_json: list[JSON]            # the MedicationRequests to check, as sent
+    other_drafts: list[JSON]           # other resources of the orders container (context)
+    prefetch: dict[str, Any]
+    fhir_server: str | None = None
+    fhir_token: str | None = field(default=None, repr=False)
+    user_id: str | None = None
+
+
+def _fail(message: str, expression: str | None = None, code: str = "invalid") -> ServiceError:
+    return bad_request(message, expression, code)
+
+
+def _bundle_resources(bundle: JSON, where: str) -> list[JSON]:
+    entries = bundle.get("entry", [])
+    if entries is None:
+        return []
+    if not isinstance(entries, list):
+        raise _fail(f"{where}.entry must be a list", f"{where}.entry", "structure")
+    out = []
+    for i, entry in enumerate(entries):
+        res = as_dict(entry).get("resource")
+        if not isinstance(res, dict) or not isinstance(res.get("resourceType"), str):
+            raise _fail(f"{where}.entry[{i}] holds no resource", f"{where}.entry[{i}]",
+                        "structure")
+        out.append(res)
+    return out
+
+
+def _orders_container(service: CdsService, context: JSON) -> list[JSON]:
+    key = service.orders_key
+    where = f"context.{key}"
+    if key not in context:
+        raise _fail(f"{where} is required for the {service.hook} hook", where, "required")
+    value = context[key]
+    if isinstance(value, dict) and value.get("resourceType") == "Bundle":
+        return _bundle_resources(value, where)
+    if service.legacy and isinstance(value, list):
+        # medication-prescribe clients sent an array of resources (CDS Hooks 1.0).
+        if not all(isinstance(r, dict) and isinstance(r.get("resourceType"), str)
+                   for r in value):
+            raise _fail(f"every item of {where} must be a FHIR resource", where, "structure")
+        return list(value)
+    if service.legacy and isinstance(value, dict) and isinstance(value.get("resourceType"), str):
+        return [value]
+    raise _fail(f"{where} must be a FHIR Bundle", where, "structure")
+
+
+def _selected(resources: list[JSON], selections: Any) -> tuple[list[JSON], list[JSON]]:
+    """order-select: only the orders named in ``selections`` are checked (and read at all)."""
+    if not isinstance(selections, list) or not selections or not all(
+            isinstance(s, str) and s.strip() for s in selections):
+        raise _fail("context.selections must be a non-empty list of references",
+                    "context.selections", "required")
+    chosen: list[JSON] = []
+    missing = []
+    for ref in selections:
+        parts = ref.split("/_history/")[0].rstrip("/").split("/")
+        match = None
+        if len(parts) >= 2:
+            for res in resources:
+                if res.get("resourceType") == parts[-2] and res.get("id") == parts[-1]:
+                    match = res
+                    break
+        if match is None:
+            missing.append(ref)
+        elif match not in chosen and match.get("resourceType") == "MedicationRequest":
+            chosen.append(match)
+    if missing:
+        # The order to check cannot be had: CDS Hooks answers 412 here.
+        raise ServiceError(412, [Problem(
+            "context.selections names orders that are not in context.draftOrders: "
+            + ", ".join(missing[:10]), "not-found", "context.selections")])
+    return chosen, []
+
+
+def parse_call(body: Any, service: CdsService) -> HookCall:
+    if not isinstance(body, dict):
+        raise _fail("the request body must be a JSON object (a CDS Hooks request)")
+    hook = body.get("hook")
+    if hook != service.hook:
+        raise _fail(f"service {service.id} answers the {service.hook} hook, not "
+                    f"{hook if isinstance(hook, str) else '(none)'}", "hook", "invalid")
+    instance = as_str(body.get("hookInstance"))
+    if instance is None:
+        raise _fail("hookInstance is required", "hookInstance", "required")
+    context = body.get("context")
+    if not isinstance(context, dict):
+        raise _fail("context is required and must be an object", "context", "required")
+    patient_id = as_str(context.get("patientId"))
+    if patient_id is None:
+        raise _fail("context.patientId is required", "context.patientId", "required")
+    if "/" in patient_id:
+        raise _fail("context.patientId must be a plain id", "context.patientId")
+    fhir_server = body.get("fhirServer")
+    if fhir_server is not None and (not isinstance(fhir_server, str) or not fhir_server.startswith(
+            ("http://", "https://"))):
+        raise _fail("fhirServer must be an http(s) URL", "fhirServer")
+    token = None
+    auth = body.get("fhirAuthorization")
+    if auth is not None:
+        if not isinstance(auth, dict) or as_str(auth.get("access_token")) is None:
+            raise _fail("fhirAuthorization must be an object with an access_token",
+                        "fhirAuthorization")
+        if fhir_server is None:
+            raise _fail("fhirAuthorization is given without fhirServer", "fhirAuthorization")
+        token = str(auth["access_token"])
+    prefetch = body.get("prefetch", {})
+    if prefetch is None:
+        prefetch = {}
+    if not isinstance(prefetch, dict):
+        raise _fail("prefetch must be an object", "prefetch", "structure")
+
+    resources = _orders_container(service, context)
+    if service.hook == ORDER_SELECT:
+        orders, others = _selected(resources, context.get("selections"))
+    else:
+        orders = [r for r in resources if r.get("resourceType") == "MedicationRequest"]
+        others = [r for r in resources if r.get("resourceType") != "MedicationRequest"]
+    return HookCall(
+        service=service,
+        hook_instance=instance,
+        patient_id=patient_id,
+        context=context,
+        orders_json=orders,
+        other_drafts=others,
+        prefetch=prefetch,
+        fhir_server=fhir_server.rstrip("/") if isinstance(fhir_server, str) else None,
+        fhir_token=token,
+        user_id=as_str(context.get("userId")),
+    )
+
+
+# --- prefetch values ------------------------------------------------------------------------
+
+@dataclass
+class KeyData:
+    """What one prefetch key gave: resources, or failed (the client or the fetch failed)."""
+
+    resources: list[JSON]
+    failed: bool = False
+
+
+def read_prefetch_value(key: str, value: Any) -> KeyData:
+    """A prefetch value as sent: null (nothing there), an OperationOutcome (the client tried and
+    failed), a Bundle (search results) or one resource (a read)."""
+    where = f"prefetch.{key}"
+    if value is None:
+        return KeyData([])
+    if not isinstance(value, dict) or not isinstance(value.get("resourceType"), str):
+        raise _fail(f"{where} must be a FHIR resource or null", where, "structure")
+    rtype = value["resourceType"]
+    if rtype == "OperationOutcome":
+        return KeyData([], failed=True)
+    if rtype == "Bundle":
+        out = []
+        for entry in dicts(value.get("entry")):
+            if as_dict(entry.get("search")).get("mode") == "outcome":
+                continue
+            res = entry.get("resource")
+            if isinstance(res, dict) and isinstance(res.get("resourceType"), str):
+                out.append(res)
+        return KeyData(out)
+    return KeyData([value])
+
+
+# --- the CheckRequest -----------------------------------------------------------------------
+
+def build_request(
+    call: HookCall,
+    data: Mapping[str, KeyData],
+    now: datetime,
+    profile: str,
+) -> CheckRequest:
+    """The CheckRequest of one hook call; ``data`` holds every prefetch key, prefetched or
+    fetched. Keys that failed go to ``unavailable`` (the context.unavailable rule names them)."""
+    offset = offset_text(now.tzinfo)
+    unavailable = [key for key, kd in data.items() if kd.failed]
+    index = ResourceIndex()
+    warnings: list[Problem] = []
+
+    orders: list[Item] = []
+    for n, raw in enumerate(call.orders_json):
+        res = normalise_resource(copy.deepcopy(raw), offset)
+        if res.get("resourceType") != "MedicationRequest":
+            raise _fail(f"selected order {n + 1} is a {res.get('resourceType')}, not a "
+                        "MedicationRequest", "context.selections", "not-supported")
+        validate_model(res, f"order {n + 1} ({res.get('resourceType')}/{res.get('id')})")
+        orders.append(item_for(res))
+
+    pid = call.patient_id
+    patient: Item | None = None
+    for res in data.get("patient", KeyData([])).resources:
+        if res.get("resourceType") == "Patient" and res.get("id") in {pid, None}:
+            res = normalise_resource(copy.deepcopy(res), offset)
+            res.setdefault("id", pid)
+            validate_model(res, "the prefetched patient")
+            patient = item_for(res)
+            break
+    if patient is None:
+        # choice: when the Patient cannot be had the orders are still checked (the dose
+        # ceilings do not need it) against a bare Patient carrying only the id, and
+        # context.unavailable says what could not be checked.
+        patient = Item({"resourceType": "Patient", "id": pid}, f"Patient/{pid}", True)
+        if "patient" not in unavailable:
+            unavailable.insert(0, "patient")
+
+    seen = {it.ref for it in orders} | {patient.ref}
+    context: list[Item] = []
+    sources: list[tuple[str, JSON]] = [("context", r) for r in call.other_drafts]
+    for key, kd in data.items():
+        if key != "patient":
+            sources += [(key, r) for r in kd.resources]
+    for key, raw in sources:
+        res = normalise_resource(copy.deepcopy(raw), offset)
+        item = item_for(res)
+        if item.ref in seen:
+            continue
+        seen.add(item.ref)
+        if item.type == "Patient":
+            continue
+        why = _usable_context(item)
+        if why:
+            if item.type != "OperationOutcome":
+                warnings.append(Problem(f"context {item.type} {item.ref} ({key}) skipped: {why}",
+                                        "invalid", None, "warning"))
+            continue
+        context.append(item)
+    for item in [*orders, patient, *context]:
+        index.add(item.resource, None if item.has_id else item.ref)
+    req = CheckRequest(orders, patient, context, now, profile, "order", call.service.hook,
+                       warnings, unavailable, index=index)
+    try:
+        _check_subjects(req)
+    except ServiceError as exc:
+        raise ServiceError(400, exc.problems) from exc
+    return req

@@ -1,0 +1,283 @@
+"""Findings -> CDS Hooks 2.0 cards (interfaces.md section 4). The one card renderer.
+
+One card per high or moderate finding; for every order with low findings exactly one ``info``
+card gathering them. Each card carries its DetectedIssue(s) under the extension key
+``baclofen-check.detectedIssue``; critical and warning cards carry the override reasons; a
+finding with a safe correction gets an ``update`` suggestion carrying the whole corrected draft
+MedicationRequest.
+"""
+
+from __future__ import annotations
+
+import copy
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from fractions import Fraction
+
+from ..engine import CheckOutcome
+from ..facts import DoseLine, OrderFacts
+from ..fhir_input.request import CheckRequest
+from ..fhirjson import JSON, as_dict, dicts
+from ..findings import Correction, Finding
+from ..knowledge import Knowledge
+from ..numbers import fmt, mg, mg_day, micrograms
+from .fhir import RULE_SYSTEM, detected_issue, finding_id
+
+SOURCE_LABEL = "baclofen-check"
+EXTENSION_KEY = "baclofen-check.detectedIssue"
+GATHERED_CODE = "low-findings"
+NOT_CHECKED_CODE = "not-checked"
+INDICATOR = {"high": "critical", "moderate": "warning", "low": "info"}
+OVERRIDE_SYSTEM = "urn:baclofen-check:override-reason"
+OVERRIDE_REASONS = (
+    ("patient-tolerating", "Patient already tolerating this dose"),
+    ("specialist-directed", "Dose directed by a specialist"),
+    ("renal-reviewed", "Kidney function reviewed; dose appropriate"),
+    ("will-monitor", "Will monitor closely"),
+    ("inaccurate", "Warning is inaccurate for this patient"),
+    ("other", "Other reason"),
+)
+UCUM = "http://unitsofmeasure.org"
+SUMMARY_MAX = 139
+
+
+@dataclass
+class CardRecord:
+    """What the audit trail keeps of one card: its uuid and the findings it carries."""
+
+    card_uuid: str
+    findings: list[tuple[Finding, JSON]] = field(default_factory=list)
+
+
+@dataclass
+class Rendered:
+    cards: list[JSON]
+    records: list[CardRecord]
+
+
+def override_reasons() -> list[JSON]:
+    return [{"system": OVERRIDE_SYSTEM, "code": c, "display": d} for c, d in OVERRIDE_REASONS]
+
+
+def short(text: str, limit: int = SUMMARY_MAX) -> str:
+    text = " ".join(text.split())
+    if len(text) <= limit:
+        return text
+    return text[: limit - 1].rstrip(" ,;:") + "\u2026"
+
+
+# --- the arithmetic, for the Markdown detail ------------------------------------------------
+
+def _line_arithmetic(line: DoseLine, ug: bool) -> str | None:
+    def amount(v: Fraction) -> str:
+        return micrograms(v * 1000) if ug else mg(v)
+
+    if line.rate_mg_day is not None:
+        per = micrograms(line.rate_mg_day * 1000) + "/day" if ug else mg_day(line.rate_mg_day)
+        return f"{line.written} continuous = {per}"
+    if line.dose_mg is None:
+        return None
+    written = f"{line.written} = {amount(line.dose_mg)}" if line.written_unit in {
+        "count", "mL", "g", "ug"} and not ug else amount(line.dose_mg)
+    if line.single:
+        return f"{written} once"
+    daily = line.daily_mg
+    if line.per_day is not None and daily is not None:
+        prn = " (as needed, worst case)" if line.prn else ""
+        total = micrograms(daily * 1000) + "/day" if ug else mg_day(daily)
+        text = f"{written} \u00d7 {fmt(line.per_day)} a day = {total}{prn}"
+        if line.prn and line.prn_max_mg_day is not None and daily == line.prn_max_mg_day:
+            text = f"{written} as needed, at most {total} (maximum per period){prn}"
+        return text
+    if line.prn and line.prn_max_mg_day is not None:
+        return f"{written} as needed, at most {mg_day(line.prn_max_mg_day)}"
+    return None
+
+
+def arithmetic(order: OrderFacts | None) -> list[str]:
+    if order is None:
+        return []
+    ug = order.route == "intrathecal"
+    out: list[str] = []
+    for n, step in enumerate(order.steps):
+        prefix = f"Step {n + 1}: " if order.is_plan else ""
+        parts = [p for p in (_line_arithmetic(ln, ug) for ln in step.lines) if p]
+        if not parts:
+            continue
+        text = prefix + "; ".join(parts)
+        if len(step.lines) > 1 and step.daily_mg is not None:
+            total = micrograms(step.daily_mg * 1000) + "/day" if ug else mg_day(step.daily_mg)
+            text += f"; together {total}"
+        out.append(text)
+    return out
+
+
+# --- the corrected order --------------------------------------------------------------------
+
+def _number(value: Fraction) -> int | float:
+    return int(value) if value.denominator == 1 else float(value)
+
+
+_TIMING_FIELDS = ("frequency", "frequencyMax", "period", "periodMax", "periodUnit", "when",
+                  "timeOfDay", "count", "countMax", "offset")
+
+
+def corrected_order(order: JSON, correction: Correction, facts: OrderFacts | None) -> JSON:
+    """The whole draft MedicationRequest with its dose replaced by the correction: one dosage
+    line, the dose per administration (mg; micrograms for intrathecal corrections) and the
+    administrations per day; everything else kept."""
+    new = copy.deepcopy(order)
+    dosages = dicts(new.get("dosageInstruction"))
+    base: JSON = copy.deepcopy(dosages[0]) if dosages else {}
+    for key in ("sequence", "text", "doseAndRate", "patientInstruction",
+                "maxDosePerAdministration"):
+        base.pop(key, None)
+    unit = "ug" if correction.unit == "ug" else "mg"
+    dose = correction.dose_mg
+    base["text"] = correction.label
+    base["doseAndRate"] = [{"doseQuantity": {
+        "value": _number(dose), "unit": unit, "system": UCUM, "code": unit}}]
+    lines = facts.lines if facts else ()
+    keep_timing = len(dosages) == 1 and len(lines) == 1 and (
+        lines[0].single or lines[0].per_day == correction.per_day)
+    if not keep_timing:
+        timing = as_dict(base.get("timing"))
+        repeat = {k: v for k, v in as_dict(timing.get("repeat")).items()
+                  if k not in _TIMING_FIELDS}
+        per_day = correction.per_day
+        repeat.update(frequency=per_day.numerator, period=per_day.denominator, periodUnit="d")
+        base["timing"] = {"repeat": repeat}
+    if base.get("asNeededBoolean") or "asNeededCodeableConcept" in base:
+        daily = dose * correction.per_day
+        base["maxDosePerPeriod"] = {
+            "numerator": {"value": _number(daily), "unit": unit, "system": UCUM, "code": unit},
+            "denominator": {"value": 1, "unit": "d", "system": UCUM, "code": "d"},
+        }
+    else:
+        base.pop("maxDosePerPeriod", None)
+    new["dosageInstruction"] = [base]
+    return new
+
+
+# --- cards ----------------------------------------------------------------------------------
+
+def _detail(findings: list[Finding], facts: OrderFacts | None, kb: Knowledge) -> str:
+    parts: list[str] = []
+    for f in findings:
+        title = kb.rule(f.rule_id).title
+        parts.append(f"**{title}** ({f.severity})\n\n{f.detail}")
+        if f.correction:
+            parts.append(f"Suggested: {f.correction.label}.")
+    sums = arithmetic(facts)
+    if sums:
+        parts.append("Dose as ordered:\n\n" + "\n".join(f"- {s}" for s in sums))
+    sources = dict.fromkeys(kb.rule(f.rule_id).source_url for f in findings)
+    parts.append("Source: " + ", ".join(f"<{u}>" for u in sources))
+    return "\n\n".join(parts)
+
+
+def render_cards(
+    req: CheckRequest,
+    outcome: CheckOutcome,
+    kb: Knowledge,
+    status: str = "final",
+    new_uuid: Callable[[], str] = lambda: str(uuid.uuid4()),
+) -> Rendered:
+    patient_ref = req.patient.ref if req.patient else "Patient/unknown"
+    orders_json = {it.ref: it.resource for it in req.orders}
+    facts = {o.ref: o for o in outcome.orders}
+    cards: list[JSON] = []
+    records: list[CardRecord] = []
+
+    def issue(f: Finding) -> JSON:
+        return detected_issue(f, kb, patient_ref, req.check_time, status)
+
+    ranked = sorted(outcome.findings, key=lambda f: -f.rank)
+    for f in ranked:
+        if f.severity == "low":
+            continue
+        spec = kb.rule(f.rule_id)
+        di = issue(f)
+        card_uuid = new_uuid()
+        card: JSON = {
+            "uuid": card_uuid,
+            "summary": short(f.summary),
+            "indicator": INDICATOR[f.severity],
+            "detail": _detail([f], facts.get(f.order_ref), kb),
+            "source": {
+                "label": SOURCE_LABEL,
+                "url": spec.source_url,
+                "topic": {"system": RULE_SYSTEM, "code": f.rule_id, "display": spec.title},
+            },
+            "overrideReasons": override_reasons(),
+        }
+        order = orders_json.get(f.order_ref)
+        if f.correction is not None and order is not None:
+            card["suggestions"] = [{
+                "label": short(f"Change to {f.correction.label}"),
+                "uuid": new_uuid(),
+                "isRecommended": True,
+                "actions": [{
+                    "type": "update",
+                    "description": short(f"Replace the draft order's dose with "
+                                         f"{f.correction.label}", 500),
+                    "resource": corrected_order(order, f.correction, facts.get(f.order_ref)),
+                }],
+            }]
+            card["selectionBehavior"] = "at-most-one"
+        card["extension"] = {EXTENSION_KEY: di}
+        cards.append(card)
+        records.append(CardRecord(card_uuid, [(f, di)]))
+
+    low_by_order: dict[str, list[Finding]] = {}
+    for f in outcome.findings:
+        if f.severity == "low":
+            low_by_order.setdefault(f.order_ref, []).append(f)
+    for order_ref, lows in low_by_order.items():
+        issues = [issue(f) for f in lows]
+        card_uuid = new_uuid()
+        if len(lows) == 1:
+            summary = lows[0].summary
+        else:
+            summary = f"{len(lows)} notes on this baclofen order: " + "; ".join(
+                f.summary for f in lows)
+        cards.append({
+            "uuid": card_uuid,
+            "summary": short(summary),
+            "indicator": "info",
+            "detail": _detail(lows, facts.get(order_ref), kb),
+            "source": {
+                "label": SOURCE_LABEL,
+                "url": kb.rule(lows[0].rule_id).source_url,
+                "topic": {"system": RULE_SYSTEM, "code": GATHERED_CODE,
+                          "display": "Lower-priority notes"},
+            },
+            "extension": {EXTENSION_KEY: issues},
+        })
+        records.append(CardRecord(card_uuid, list(zip(lows, issues, strict=True))))
+
+    # choice: an order the checker could not check at all (a note of the engine, such as an
+    # intrathecal order before those checks exist) is said on an info card, so that silence
+    # never reads as "checked, nothing found".
+    not_checked = [p for p in outcome.notes if p.severity == "warning" and p.code ==
+                   "not-supported"]
+    if not_checked:
+        cards.append({
+            "uuid": new_uuid(),
+            "summary": short("Not checked: " + not_checked[0].message),
+            "indicator": "info",
+            "detail": "\n\n".join(p.message for p in not_checked),
+            "source": {"label": SOURCE_LABEL,
+                       "topic": {"system": RULE_SYSTEM, "code": NOT_CHECKED_CODE,
+                                 "display": "Not checked"}},
+        })
+    return Rendered(cards, records)
+
+
+def finding_key(f: Finding, kb: Knowledge) -> str:
+    return finding_id(f, kb)
+
+
+__all__ = ["render_cards", "corrected_order", "override_reasons", "Rendered", "CardRecord",
+           "EXTENSION_KEY", "SOURCE_LABEL", "short"]

@@ -1,0 +1,169 @@
+"""CDS Hooks 2.0 endpoints: discovery, the three services, feedback (interfaces.md section 4).
+
+Thin: authentication, body reading, then service/cds (call -> CheckRequest), the engine, and
+service/output/cards.py. Stateless between calls; every call is recorded in the store.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+from flask import Blueprint, Flask, Response, current_app, g, json, request
+
+from ..cds.discovery import SERVICES, CdsService, discovery, prefetch_templates
+from ..cds.feedback import parse_feedback
+from ..cds.fetching import fetch_keys
+from ..cds.prefetch import gather
+from ..cds.request import build_request, parse_call
+from ..cds.tokens import JwksCache, TokenRejected, verify
+from ..config import Settings
+from ..engine import run_check
+from ..errors import Problem, ServiceError, unauthorized
+from ..fhir_input.fetch import Deadline
+from ..knowledge import load
+from ..output.cards import render_cards
+from .auth import bearer
+from .body import read_json
+
+bp = Blueprint("cds_hooks", __name__)
+JWKS_KEY = "baclofen_check.jwks"
+
+
+def settings() -> Settings:
+    s: Settings = current_app.config["SETTINGS"]
+    return s
+
+
+def outbound_deadline() -> Deadline:
+    """One deadline for every outbound call made while answering this request."""
+    if "outbound_deadline" not in g:
+        g.outbound_deadline = Deadline(settings().outbound_timeout_s)
+    deadline: Deadline = g.outbound_deadline
+    return deadline
+
+
+def jwks_cache(app: Flask) -> JwksCache:
+    cache: JwksCache = app.extensions[JWKS_KEY]
+    return cache
+
+
+def _store() -> Any:
+    store = current_app.extensions.get("store")
+    return store
+
+
+def verify_jwt(token: str) -> str:
+    """The caller (``jwt:<issuer>``) for a valid token; raises TokenRejected otherwise."""
+    cfg = settings()
+    store = _store()
+
+    def use_jti(issuer: str, jti: str, expires: datetime) -> bool:
+        return bool(store.use_jti(issuer, jti, expires)) if store is not None else False
+
+    audience = cfg.public_base_url + request.path
+    verified = verify(token, audience, jwks_cache(current_app), use_jti, outbound_deadline())
+    return f"jwt:{verified.issuer}"
+
+
+def authenticate_cds() -> str:
+    cfg = settings()
+    if not cfg.cds_require_jwt:
+        return "anonymous"
+    token = bearer(request)
+    if token is None:
+        raise unauthorized()
+    try:
+        return verify_jwt(token)
+    except TokenRejected as exc:
+        current_app.logger.info("CDS JWT refused: %s", exc)
+        raise unauthorized() from exc
+
+
+def _json(data: Any, status: int = 200) -> Response:
+    return Response(json.dumps(data), status=status, mimetype="application/json")
+
+
+def _service(service_id: str) -> CdsService:
+    service = SERVICES.get(service_id)
+    if service is None:
+        raise ServiceError(404, [Problem(f"no CDS service {service_id!r}", "not-found")])
+    return service
+
+
+@bp.get("/cds-services")
+def list_services() -> Response:
+    authenticate_cds()
+    return _json(discovery(load()))
+
+
+@bp.post("/cds-services/<service_id>")
+def call_service(service_id: str) -> Response:
+    started = time.perf_counter()
+    service = _service(service_id)
+    caller = authenticate_cds()
+    cfg = settings()
+    kb = load()
+    body = read_json(request, cfg.max_request_bytes)
+    call = parse_call(body, service)
+    data = gather(call, prefetch_templates(kb), lambda c, urls: fetch_keys(
+        c, urls, cfg, outbound_deadline()))
+    now = datetime.now(UTC)
+    req = build_request(call, data, now, cfg.profile)
+    outcome = run_check(req, kb)
+    status = "preliminary" if service.hook == "order-select" else "final"
+    rendered = render_cards(req, outcome, kb, status)
+    _record(service, call.hook_instance, caller, req, rendered,
+            (time.perf_counter() - started) * 1000, now)
+    return _json({"cards": rendered.cards})
+
+
+def _record(service: CdsService, hook_instance: str, caller: str, req: Any, rendered: Any,
+            latency_ms: float, now: datetime) -> None:
+    store = _store()
+    if store is None:
+        return
+    from ..output.fhir import FINDING_SYSTEM
+    from ..store import CheckRecord, FindingRecord
+
+    findings = []
+    for card in rendered.records:
+        for f, di in card.findings:
+            fid = next((i["value"] for i in di["identifier"] if i["system"] == FINDING_SYSTEM),
+                       "")
+            findings.append(FindingRecord(f.rule_id, f.severity, fid, card.card_uuid, di))
+    store.record_check(CheckRecord(
+        time=now,
+        caller=caller,
+        endpoint=f"cds-services/{service.id}",
+        hook=service.hook,
+        hook_instance=hook_instance,
+        patient_ref=req.patient.ref if req.patient else None,
+        order_refs=[it.ref for it in req.orders],
+        knowledge_version=load().version,
+        latency_ms=latency_ms,
+        findings=findings,
+    ))
+
+
+@bp.post("/cds-services/<service_id>/feedback")
+def feedback(service_id: str) -> Response:
+    service = _service(service_id)
+    authenticate_cds()
+    body = read_json(request, settings().max_request_bytes)
+    items = parse_feedback(body)
+    store = _store()
+    joined = 0
+    for item in items:
+        if store is not None and store.record_feedback(
+                service.id, item.card, item.outcome, item.accepted_suggestions,
+                item.override_reason, item.outcome_time):
+            joined += 1
+    return _json({"received": len(items), "joined": joined})
+
+
+def register(app: Flask) -> None:
+    cfg: Settings = app.config["SETTINGS"]
+    app.extensions[JWKS_KEY] = JwksCache(cfg.cds_trusted_issuers)
+    app.register_blueprint(bp)
