@@ -34,6 +34,13 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     errors.register(app)
     app.register_blueprint(fhir_api.bp)
     app.register_blueprint(ops.bp)
+    from .web import cds_hooks, cors
+
+    cds_hooks.register(app)
+    cors.register(app)
+    if not settings.cds_require_jwt:
+        logging.getLogger("baclofen_check").warning(
+            "CDS_REQUIRE_JWT is off: every CDS Hooks call is allowed")
     return app
 
 
