@@ -14,9 +14,11 @@ from .errors import Problem
 from .facts import OrderFacts
 from .fhir_input.request import CheckRequest
 from .findings import Finding
-from .knowledge import Knowledge
+from .history import build_history
+from .knowledge import Knowledge, frac
 from .medications import medication_uses, pregnancy
 from .patient import patient_facts
+from .renal import read_renal
 from .rules import (
     RuleContext,
     interactions,
@@ -24,8 +26,11 @@ from .rules import (
     oral,
     order_quality,
     pediatric,
+    titration,
     withdrawal,
 )
+from .rules import context as context_rules
+from .rules import renal as renal_rules
 
 Family = Callable[[RuleContext, OrderFacts], list[Finding]]
 
@@ -34,6 +39,7 @@ Family = Callable[[RuleContext, OrderFacts], list[Finding]]
 ORAL_FAMILIES: tuple[Family, ...] = (
     order_quality.rules, oral.rules, pediatric.rules, intrathecal.with_oral_rule,
     interactions.rules, interactions.pregnancy_rule, withdrawal.short_taper,
+    renal_rules.rules, titration.rules,
 )
 INTRATHECAL_FAMILIES: tuple[Family, ...] = (
     order_quality.rules, intrathecal.rules, interactions.rules, interactions.pregnancy_rule,
@@ -66,11 +72,22 @@ def run_check(req: CheckRequest, kb: Knowledge) -> CheckOutcome:
     patient_ref = req.patient.ref if req.patient else "Patient/unknown"
     patient_json = req.patient.resource if req.patient else {}
 
+    context_items = [(it.ref, it.resource) for it in req.context]
+    # the other orders of the call that are not drafts are history too (a stopped order)
+    history_items = context_items + [(it.ref, it.resource) for it in req.orders
+                                     if it.resource.get("status") != "draft"]
+    adult_from = frac(kb.data["patient_context"]["renal"]["cockcroft_gault"]["age_from"])
+
     def context_for(order: OrderFacts) -> RuleContext:
+        patient = patient_facts(patient_json, patient_ref, order.start, context_items,
+                                req.check_time, kb)
+        egfr_only = patient.age is not None and patient.age.low_years < adult_from
         return RuleContext(
             kb=kb,
             profile=kb.profile(req.profile),
-            patient=patient_facts(patient_json, patient_ref, order.start),
+            patient=patient,
+            renal=read_renal(context_items, patient, req.check_time, kb, egfr_only),
+            history=build_history(history_items, order, req.resolve, kb, req.check_time),
             check_time=req.check_time,
             orders=tuple(orders),
             others=others,
@@ -105,4 +122,5 @@ def run_check(req: CheckRequest, kb: Knowledge) -> CheckOutcome:
             continue
         for family in families:
             findings.extend(family(ctx, order))
+        findings.extend(context_rules.unavailable(ctx, order, req.unavailable))
     return CheckOutcome(findings, notes, orders)

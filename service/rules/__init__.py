@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from fractions import Fraction
 
-from ..facts import OrderFacts, PatientFacts
+from ..facts import MedicationHistory, OrderFacts, PatientFacts, RenalFacts
 from ..findings import Correction, Finding
 from ..knowledge import Knowledge, Profile
 from ..medications import MedicationUse, PregnancyFacts
@@ -27,8 +27,8 @@ class RuleContext:
     others: tuple[OrderFacts, ...]          # MedicationRequests from the context
     mode: str = "order"                     # "order" (a new or changed order) or "review"
     hook: str | None = None                 # CDS hook name when called through CDS Hooks
-    renal: object | None = None             # renal facts (patient-context rules)
-    history: object | None = None           # medication history facts
+    renal: RenalFacts | None = None         # kidney function (service/renal.py)
+    history: MedicationHistory | None = None  # baclofen history (service/history.py)
     medications: tuple[MedicationUse, ...] = ()   # medicines in use (section 8)
     pregnancy: PregnancyFacts | None = None
     extra: dict[str, object] = field(default_factory=dict)
