@@ -12,7 +12,7 @@ def test_overdose_order_gets_high_max_daily_through_http(client):
     assert resp.mimetype == "application/fhir+json"
     result = resp.get_json()
     validate(result)
-    assert rule_ids(result) == ["oral.max-daily", "oral.max-single"]
+    assert rule_ids(result) == ["oral.max-daily", "oral.max-single", "oral.start-dose"]
     di = by_rule(result, "oral.max-daily")
     assert di["severity"] == "high"
     assert "120 mg/day" in di["detail"] and "80 mg/day" in di["detail"]
