@@ -39,13 +39,54 @@ Family = Callable[[RuleContext, OrderFacts], list[Finding]]
 ORAL_FAMILIES: tuple[Family, ...] = (
     order_quality.rules, oral.rules, pediatric.rules, intrathecal.with_oral_rule,
     interactions.rules, interactions.pregnancy_rule, withdrawal.short_taper,
-    renal_rules.rules, titration.rules,
+    renal_rules.rules, titration.rules, withdrawal.cut_rules,
 )
 INTRATHECAL_FAMILIES: tuple[Family, ...] = (
-    order_quality.rules, intrathecal.rules, interactions.rules, interactions.pregnancy_rule,
+    order_quality.rules, intrathecal.rules, withdrawal.it_changes, interactions.rules,
+    interactions.pregnancy_rule,
 )
-STOP_FAMILIES: tuple[Family, ...] = ()
+STOP_FAMILIES: tuple[Family, ...] = (withdrawal.stop_rules,)
 DOSE_STATUSES = frozenset({"draft", "active", "on-hold"})
+
+
+def was_taken(req: CheckRequest, order: OrderFacts) -> bool:
+    """A cancelled order counts as a stop only when a dispense, an administration or a start
+    in the past shows the drug was taken (clinical-rules section 1).
+
+    choice: the start in the past is the order's boundsPeriod.start (authoredOn is always in
+    the past and says nothing about taking); any baclofen dispense handed over or
+    administration in the context counts.
+    """
+    if order.start < req.check_time and order.start != order_authored(req, order):
+        return True
+    for item in req.context:
+        if item.type not in {"MedicationDispense", "MedicationAdministration"}:
+            continue
+        status = item.resource.get("status")
+        if status in {"entered-in-error", "cancelled", "declined", "not-done", "preparation"}:
+            continue
+        if item.type == "MedicationDispense" and not item.resource.get("whenHandedOver"):
+            continue
+        if _names_baclofen(req, item.resource):
+            return True
+    return False
+
+
+def order_authored(req: CheckRequest, order: OrderFacts) -> object:
+    from .fhirjson import parse_instant
+
+    for it in req.orders:
+        if it.ref == order.ref:
+            return parse_instant(it.resource.get("authoredOn"), req.check_time.tzinfo)
+    return None
+
+
+def _names_baclofen(req: CheckRequest, resource: dict[str, object]) -> bool:
+    from .dosing import is_baclofen, medication_of
+    from .knowledge import load
+
+    concept, med = medication_of(resource, req.resolve)
+    return is_baclofen(concept, med, load())
 
 
 @dataclass
@@ -113,8 +154,16 @@ def run_check(req: CheckRequest, kb: Knowledge) -> CheckOutcome:
         ctx = context_for(order)
         if order.status in DOSE_STATUSES:
             families = ORAL_FAMILIES if order.route == "oral" else INTRATHECAL_FAMILIES
-        elif order.status in {"stopped", "cancelled"} and STOP_FAMILIES:
+        elif order.status == "stopped" or (
+            order.status == "cancelled" and was_taken(req, order)
+        ):
             families = STOP_FAMILIES
+        elif order.status == "cancelled":
+            notes.append(Problem(
+                f"{order.ref}: a cancelled order that shows no sign of having been taken (no "
+                "dispense, administration or start in the past) is not a stop: nothing to "
+                "check", "informational", None, "information"))
+            continue
         else:
             notes.append(Problem(
                 f"{order.ref}: an order with status {order.status!r} is not dose-checked",

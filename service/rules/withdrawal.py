@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from fractions import Fraction
 
-from ..facts import OrderFacts
+from ..facts import MedicationHistory, OrderFacts, Regimen
+from ..fhirjson import elapsed_days
 from ..findings import Finding
-from ..numbers import fmt, mg_day
+from ..history import level_at, time_on_therapy
+from ..numbers import fmt, mg_day, micrograms
 from . import RuleContext
+from .intrathecal import maintenance_ug_day
 
 
 def taper_length_days(order: OrderFacts) -> Fraction | None:
@@ -53,3 +57,180 @@ def short_taper(ctx: RuleContext, order: OrderFacts) -> list[Finding]:
                f"over less than 1 to 2 weeks risks withdrawal (hallucinations, seizures): "
                f"taper over at least {fmt(spec.num('low_below_days'))} days.",
     )]
+
+
+# --- stops and cuts (section 7) and the intrathecal counterparts (section 6) -------------
+
+def _history(ctx: RuleContext) -> MedicationHistory | None:
+    hist = ctx.history
+    return hist if isinstance(hist, MedicationHistory) else None
+
+
+def _remaining(ctx: RuleContext, order: OrderFacts, hist: MedicationHistory | None
+               ) -> list[str]:
+    """Baclofen of the same route that goes on after ``order`` stops: other orders of this
+    call that are not stopped, and other orders still active at the check time.
+
+    choice: only MedicationRequests count as going on. An active MedicationStatement or a
+    recent dispense most often describes the very therapy being stopped, so counting it would
+    hide an abrupt stop.
+    """
+    refs = [o.ref for o in ctx.orders
+            if o.ref != order.ref and o.is_baclofen and o.route == order.route
+            and o.status in {"draft", "active", "on-hold"}]
+    if hist is not None:
+        refs += [r.ref for r in hist.regimens
+                 if r.route == order.route and r.ref != order.ref
+                 and r.source == "MedicationRequest" and r.ref not in order.prior_refs
+                 and r.active_at(ctx.check_time)]
+    return refs
+
+
+def _exposure(ctx: RuleContext, order: OrderFacts, hist: MedicationHistory | None,
+              until: datetime, include_order: bool) -> tuple[Fraction | None, str]:
+    """(days on therapy or None when unknown, how it was found)."""
+    regimens: list[Regimen] = list(hist.regimens) if hist else []
+    if include_order:
+        regimens.append(Regimen(ref=order.ref, source="MedicationRequest", status="active",
+                                route=order.route, start=order.start, end=None,
+                                end_basis="the stop", order=order))
+    therapy = time_on_therapy(regimens, order.route, until, ctx.kb)
+    if therapy is None:
+        return Fraction(0), "no exposure found"
+    if therapy.days is None or therapy.start is None:
+        return None, "a regimen in the exposure has no known start"
+    return therapy.days, f"since {therapy.start.date().isoformat()}"
+
+
+def stop_rules(ctx: RuleContext, order: OrderFacts) -> list[Finding]:
+    """A stopped (or taken, then cancelled) order: is baclofen stopped abruptly?"""
+    hist = _history(ctx)
+    if _remaining(ctx, order, hist):
+        return []
+    if order.route == "intrathecal":
+        daily_ug = maintenance_ug_day(order)
+        amount = f" ({micrograms(daily_ug)} a day)" if daily_ug else ""
+        return [ctx.finding(
+            "intrathecal.abrupt-stop", "high", order,
+            summary="Intrathecal baclofen stopped abruptly: risk of life-threatening withdrawal",
+            detail=f"This stops intrathecal baclofen{amount}. Abrupt discontinuation can cause "
+                   f"high fever, altered mental state, rebound spasticity and muscle rigidity, "
+                   f"rhabdomyolysis and death: reduce the dose gradually and have oral "
+                   f"baclofen and close monitoring in place.",
+            evidence=tuple(r.ref for r in (hist.regimens if hist else ())
+                           if r.route == "intrathecal"),
+        )]
+    spec = ctx.kb.rule("withdrawal.abrupt")
+    days, how = _exposure(ctx, order, hist, ctx.check_time, include_order=True)
+    if days is not None and days < spec.num("min_days_on_therapy"):
+        return []
+    daily = order.first_step.daily_mg if order.first_step else None
+    if daily is None and hist is not None and hist.current is not None:
+        daily = hist.current.daily_mg
+    severity = "high" if daily is not None and daily >= spec.num("high_mg_day") else "moderate"
+    dose = f" of {mg_day(daily)}" if daily is not None else " (dose unknown)"
+    exposure = (f"{fmt(days)} days on therapy ({how})" if days is not None
+                else f"time on therapy unknown ({how})")
+    return [ctx.finding(
+        "withdrawal.abrupt", severity, order,
+        summary=f"Baclofen{dose} stopped without a taper after "
+                f"{fmt(days) + ' days' if days is not None else 'an unknown time'}",
+        detail=f"This stops oral baclofen{dose} with no taper, after {exposure}. Abrupt "
+               f"withdrawal can cause hallucinations and seizures: taper over 1 to 2 weeks "
+               f"instead.",
+        evidence=tuple(r.ref for r in (hist.regimens if hist else ()) if r.route == "oral"),
+    )]
+
+
+def cut_rules(ctx: RuleContext, order: OrderFacts) -> list[Finding]:
+    """A new order that cuts the current regimen sharply in one step."""
+    hist = _history(ctx)
+    if ctx.mode == "review" or hist is None:
+        return []
+    current = hist.current_intrathecal if order.route == "intrathecal" else hist.current
+    first = order.first_step
+    if current is None or first is None or first.daily_mg is None:
+        return []
+    level = level_at(current, order.start)
+    before = level.daily_mg
+    if before is None or before <= 0:
+        return []
+    after = first.daily_mg
+    if order.route == "intrathecal":
+        spec = ctx.kb.rule("intrathecal.abrupt-stop")
+        cut = (before - after) / before
+        if cut <= spec.num("max_cut_fraction"):
+            return []
+        return [ctx.finding(
+            "intrathecal.abrupt-stop", "moderate", order,
+            summary=f"Intrathecal baclofen cut by {fmt(cut * 100)}% in one step",
+            detail=f"This lowers intrathecal baclofen from {micrograms(before * 1000)} to "
+                   f"{micrograms(after * 1000)} a day ({current.ref}), a cut of "
+                   f"{fmt(cut * 100)}% in one step (more than "
+                   f"{fmt(spec.num('max_cut_fraction') * 100)}%): reduce gradually to avoid "
+                   f"withdrawal.",
+            implicated=(current.ref,), evidence=(current.ref,),
+        )]
+    spec = ctx.kb.rule("withdrawal.abrupt")
+    if not after < before * spec.num("cut_fraction"):
+        return []
+    days, how = _exposure(ctx, order, hist, order.start, include_order=False)
+    if days is not None and days < spec.num("min_days_on_therapy"):
+        return []
+    severity = "high" if before >= spec.num("high_mg_day") else "moderate"
+    exposure = (f"{fmt(days)} days on therapy ({how})" if days is not None
+                else f"time on therapy unknown ({how})")
+    return [ctx.finding(
+        "withdrawal.abrupt", severity, order,
+        summary=f"Baclofen cut from {mg_day(before)} to {mg_day(after)} in one step",
+        detail=f"This cuts oral baclofen from {mg_day(before)} ({current.ref}) to "
+               f"{mg_day(after)} in one step, to less than half, after {exposure}. Reduce "
+               f"gradually over 1 to 2 weeks to avoid withdrawal.",
+        implicated=(current.ref,), evidence=(current.ref,),
+    )]
+
+
+def it_titration(ctx: RuleContext, order: OrderFacts) -> list[Finding]:
+    """Intrathecal maintenance raised by more than 30%, or less than 24 h after the current
+    intrathecal regimen started."""
+    hist = _history(ctx)
+    if ctx.mode == "review" or hist is None or hist.current_intrathecal is None:
+        return []
+    current = hist.current_intrathecal
+    before_ug = maintenance_ug_day(current.order)
+    after_ug = maintenance_ug_day(order)
+    if before_ug is None or after_ug is None or before_ug <= 0 or after_ug <= before_ug:
+        return []
+    spec = ctx.kb.rule("intrathecal.titration")
+    rise = (after_ug - before_ug) / before_ug
+    reasons = []
+    if rise > spec.num("max_increase_fraction"):
+        reasons.append(f"by {fmt(rise * 100)}% (more than "
+                       f"{fmt(spec.num('max_increase_fraction') * 100)}%)")
+    if current.start is not None:
+        hours = elapsed_days(current.start, order.start) * 24
+        if hours < spec.num("min_hours"):
+            reasons.append(f"{fmt(hours)} hours after the current dose started (less than "
+                           f"{fmt(spec.num('min_hours'))} hours)")
+    if not reasons:
+        return []
+    return [ctx.finding(
+        "intrathecal.titration", "moderate", order,
+        summary=f"Intrathecal baclofen raised from {micrograms(before_ug)} to "
+                f"{micrograms(after_ug)} a day too fast",
+        detail=f"This raises intrathecal baclofen from {micrograms(before_ug)} to "
+               f"{micrograms(after_ug)} a day ({current.ref}) {' and '.join(reasons)}. "
+               f"Titrate once every 24 hours by 10 to 30%.",
+        implicated=(current.ref,), evidence=(current.ref,),
+    )]
+
+
+def it_changes(ctx: RuleContext, order: OrderFacts) -> list[Finding]:
+    """Intrathecal cuts and raises against the current intrathecal regimen; not run when the
+    dose is a probable mg/micrograms error (intrathecal.mg-unit high)."""
+    from .intrathecal import mg_unit_rule
+
+    mg_unit = mg_unit_rule(ctx, order)
+    if mg_unit is not None and mg_unit.severity == "high":
+        return []
+    return cut_rules(ctx, order) + it_titration(ctx, order)
