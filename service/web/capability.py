@@ -105,6 +105,25 @@ def openapi(base: str, version: str) -> JSON:
             "/OperationDefinition/MedicationRequest-check": {"get": {
                 "summary": "OperationDefinition of $check",
                 "responses": {"200": {"description": "ok", "content": fhir}}}},
+            "/openapi.json": {"get": {
+                "summary": "This OpenAPI description",
+                "responses": {"200": {"description": "ok", "content": {
+                    "application/json": {"schema": {"type": "object"}}}}}}},
+            "/cds-services": {"get": {
+                "summary": "CDS Hooks discovery",
+                "responses": {"200": {"description": "the CDS services"}}}},
+            "/cds-services/{service_id}": {"post": {
+                "summary": "CDS Hooks call (order-select, order-sign, medication-prescribe)",
+                "parameters": [{"name": "service_id", "in": "path", "required": True,
+                                "schema": {"type": "string"}}],
+                "responses": {"200": {"description": "cards"},
+                              "400": {"description": "bad request"},
+                              "401": {"description": "no or bad JWT"}}}},
+            "/cds-services/{service_id}/feedback": {"post": {
+                "summary": "CDS Hooks feedback on cards",
+                "parameters": [{"name": "service_id", "in": "path", "required": True,
+                                "schema": {"type": "string"}}],
+                "responses": {"200": {"description": "recorded"}}}},
             "/healthz": {"get": {"summary": "process alive",
                                  "responses": {"200": {"description": "ok"}}}},
             "/readyz": {"get": {"summary": "ready to serve",
