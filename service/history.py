@@ -123,7 +123,7 @@ def read_regimen(ref: str, r: JSON, checked: OrderFacts, resolve: Resolve, kb: K
         return None
     if end is None:
         basis = "open"
-    if status in _ENDED_STATUSES:
+    if status in _ENDED_STATUSES and source != "MedicationDispense":
         last = parse_instant(as_dict(r.get("meta")).get("lastUpdated"), tz)
         if last is not None and (end is None or last < end):
             end, basis = last, "meta.lastUpdated"
