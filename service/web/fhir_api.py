@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+import uuid
 from datetime import UTC, datetime
 
 from flask import Blueprint, Response, current_app, json, request
@@ -11,10 +12,12 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from ..checker import check_body
 from ..config import Settings
-from ..errors import ServiceError
+from ..engine import run_check
+from ..errors import Problem, ServiceError, bad_request
 from ..fhir_input.request import CheckRequest
 from ..fhirjson import JSON
 from ..knowledge import load
+from ..output.fhir import operation_outcome, result_bundle
 from ..store import CheckRecord, finding_records, get_store
 from .auth import authenticate
 from .body import read_json
@@ -39,11 +42,7 @@ def fhir_response(resource: object, status: int = 200) -> Response:
 def check() -> Response:
     cfg = settings()
     caller = authenticate(request, cfg)
-    profile = request.args.get("profile", cfg.profile)
-    if profile not in {"us", "uk"}:
-        from ..errors import bad_request
-
-        raise bad_request("the profile query parameter must be us or uk")
+    profile = _profile(cfg)
     body = read_json(request, cfg.max_request_bytes)
     started = time.perf_counter()
     now = datetime.now(UTC)
@@ -76,13 +75,59 @@ def record_check(endpoint: str, caller: str, now: datetime, req: CheckRequest,
 
 @bp.post("/MedicationRequest/<order_id>/$check")
 def check_by_id(order_id: str) -> Response:
-    cfg = settings()
-    authenticate(request, cfg, write=request.args.get("persist") == "true")
-    from ..errors import Problem
+    """Check an order that lives on FHIR_SERVER_URL; ``?persist=true`` writes the
+    DetectedIssues back (service/writeback.py)."""
+    from ..fhir_input.fetch import Deadline, FhirClient
+    from ..fhir_input.server import read_from_server
 
-    raise ServiceError(422, [Problem(
-        "checking an order by id needs FHIR_SERVER_URL, and reading orders from a FHIR server "
-        "is not available in this version", "not-supported")])
+    cfg = settings()
+    persist_arg = request.args.get("persist", "false").lower()
+    if persist_arg not in {"true", "false"}:
+        raise bad_request("persist must be true or false")
+    persist = persist_arg == "true"
+    caller = authenticate(request, cfg, write=persist)
+    profile = _profile(cfg)
+    if cfg.fhir_server_url is None:
+        raise ServiceError(422, [Problem(
+            "checking an order by id needs FHIR_SERVER_URL, which is not configured",
+            "not-supported")])
+    started = time.perf_counter()
+    now = datetime.now(UTC)
+    deadline = Deadline(cfg.outbound_timeout_s)
+    client = FhirClient(cfg.fhir_server_url, cfg.fhir_server_token, cfg.fhir_allowlist,
+                        cfg.max_request_bytes)
+    kb = load()
+    req = read_from_server(client, order_id, deadline, now, profile, kb)
+    outcome = run_check(req, kb)
+    bundle = result_bundle(req, outcome, kb)
+    if persist:
+        from ..writeback import cancellation_note
+        from ..writeback import persist as write_back
+
+        written = write_back(bundle, f"MedicationRequest/{order_id}", client,
+                             get_store(current_app), deadline, now)
+        note = cancellation_note(written)
+        if note is not None:
+            add_note(bundle, note)
+    record_check("MedicationRequest/{id}/$check", caller, now, req, bundle, started)
+    return fhir_response(bundle)
+
+
+def add_note(bundle: JSON, note: Problem) -> None:
+    """Add an issue to the result Bundle's OperationOutcome (creating it when absent)."""
+    for entry in bundle["entry"]:
+        if entry["resource"].get("resourceType") == "OperationOutcome":
+            entry["resource"]["issue"].append(operation_outcome([note])["issue"][0])
+            return
+    bundle["entry"].append({"fullUrl": f"urn:uuid:{uuid.uuid4()}",
+                            "resource": operation_outcome([note])})
+
+
+def _profile(cfg: Settings) -> str:
+    profile = request.args.get("profile", cfg.profile)
+    if profile not in {"us", "uk"}:
+        raise bad_request("the profile query parameter must be us or uk")
+    return profile
 
 
 @bp.get("/metadata")

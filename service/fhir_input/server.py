@@ -1,0 +1,112 @@
+"""An order that lives on FHIR_SERVER_URL -> CheckRequest (``POST /MedicationRequest/{id}/$check``).
+
+The order is read first (its subject names the patient); then the patient and every kind of
+context the rules read are fetched in parallel, with the same queries the CDS Hooks service
+asks for as prefetch (service/cds/discovery.py), all within one deadline. A failed read of the
+order or the patient fails the request (502, or 504 on the deadline) naming the call; any other
+failed read is named in ``CheckRequest.unavailable`` (the ``context.unavailable`` finding).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+from urllib.parse import quote
+
+from ..errors import Problem, ServiceError, unprocessable
+from ..fhirjson import JSON, as_dict, as_str
+from ..knowledge import Knowledge
+from .fetch import Deadline, FetchFailure, FhirClient, fetch_all
+from .request import CONTEXT_TYPES, CheckRequest, parse_parameters
+
+PATIENT_KEY = "patient"
+
+
+def upstream_error(what: str, failure: FetchFailure) -> ServiceError:
+    """502 (504 when the deadline passed) naming the call that failed."""
+    status = 504 if failure.reason == "timeout" else 502
+    code = "timeout" if status == 504 else "transient"
+    return ServiceError(status, [Problem(f"could not read {what} from the FHIR server: "
+                                         f"{failure.message}", code)])
+
+
+def _patient_id(order: JSON, base_url: str) -> str:
+    ref = as_str(as_dict(order.get("subject")).get("reference"))
+    if ref is None:
+        raise unprocessable("the order names no patient (MedicationRequest.subject)",
+                            "MedicationRequest.subject", "required")
+    if ref.startswith(base_url + "/"):
+        ref = ref[len(base_url) + 1:]
+    parts = ref.split("/_history/")[0].split("/")
+    if len(parts) != 2 or parts[0] != "Patient" or not parts[1]:
+        raise unprocessable(f"the order's subject {ref!r} is not a Patient on the FHIR server",
+                            "MedicationRequest.subject")
+    return parts[1]
+
+
+def context_queries(kb: Knowledge, patient_id: str) -> dict[str, str]:
+    """The context reads for one patient: the CDS Hooks prefetch queries, minus the patient."""
+    from ..cds.discovery import PATIENT, prefetch_templates
+
+    pid = quote(patient_id, safe="")
+    return {key: query.replace(PATIENT, pid) for key, query in prefetch_templates(kb).items()
+            if key != PATIENT_KEY}
+
+
+def read_from_server(client: FhirClient, order_id: str, deadline: Deadline, now: datetime,
+                     profile: str, kb: Knowledge) -> CheckRequest:
+    try:
+        order = client.read(f"MedicationRequest/{quote(order_id, safe='')}", deadline)
+    except FetchFailure as failure:
+        raise upstream_error(f"the order MedicationRequest/{order_id}", failure) from failure
+    if order.get("resourceType") != "MedicationRequest" or order.get("id") != order_id:
+        raise ServiceError(502, [Problem(
+            f"the FHIR server answered a {order.get('resourceType')} for "
+            f"MedicationRequest/{order_id}", "transient")])
+    pid = _patient_id(order, client.base_url)
+
+    calls: dict[str, Callable[[], Any]] = {
+        PATIENT_KEY: lambda: client.read(f"Patient/{quote(pid, safe='')}", deadline)}
+    for key, query in context_queries(kb, pid).items():
+        calls[key] = (lambda q: lambda: client.search(q, deadline))(query)
+    med_ref = as_str(as_dict(order.get("medicationReference")).get("reference"))
+    if med_ref and med_ref.startswith("Medication/"):
+        calls["orderMedication"] = lambda: client.read(med_ref, deadline)
+    results = fetch_all(calls, deadline)
+
+    medication = results.pop("orderMedication", None)
+    if isinstance(medication, FetchFailure):  # without it the order cannot be understood
+        raise upstream_error(f"the order's medication {med_ref}", medication)
+    patient = results.pop(PATIENT_KEY)
+    if isinstance(patient, FetchFailure):
+        raise upstream_error(f"the patient Patient/{pid}", patient)
+    if patient.get("resourceType") != "Patient":
+        raise ServiceError(502, [Problem(
+            f"the FHIR server answered a {patient.get('resourceType')} for Patient/{pid}",
+            "transient")])
+
+    unavailable: list[str] = []
+    context: dict[str, JSON] = {}
+    for key, value in results.items():
+        if isinstance(value, FetchFailure):
+            unavailable.append(key)
+            continue
+        for res in value if isinstance(value, list) else [value]:
+            rtype, rid = res.get("resourceType"), res.get("id")
+            if rtype not in CONTEXT_TYPES or (rtype, rid) == ("MedicationRequest", order_id):
+                continue
+            context.setdefault(f"{rtype}/{rid}" if rid else str(id(res)), res)
+
+    if isinstance(medication, dict):
+        context.setdefault(f"Medication/{medication.get('id')}", medication)
+    params: JSON = {"resourceType": "Parameters", "parameter": [
+        {"name": "order", "resource": order},
+        {"name": "patient", "resource": patient},
+        *({"name": "context", "resource": res} for res in context.values()),
+        {"name": "profile", "valueCode": profile},
+    ]}
+    req = parse_parameters(params, now, profile)
+    req.mode = "order" if order.get("status") == "draft" else "review"
+    req.unavailable = unavailable
+    return req

@@ -1,0 +1,165 @@
+"""Write the DetectedIssues of a by-id check back to the FHIR server (``?persist=true``).
+
+One transaction Bundle per check:
+- each DetectedIssue not yet written for this order is ``PUT DetectedIssue/<id>``, the id
+  derived from its per-finding identifier (``bc-<hash>``): update-as-create, so the same
+  finding always lands on the same resource. Findings this service already wrote for the order
+  (its own record in the store) are not sent again, so a repeat writes nothing new;
+- where the server refuses client-assigned ids (it answers the PUT transaction with 400, 403,
+  405, 409 or 422), the transaction is sent once more with conditional creates
+  (``POST`` with ``ifNoneExist: identifier=urn:baclofen-check:finding|<hash>``);
+- the DetectedIssues written earlier for the same order whose finding no longer applies are
+  read back and ``PUT`` again with ``status: cancelled`` in the same transaction. The list
+  comes from the store, not from a search: servers may ignore search parameters they do not
+  support.
+
+The result Bundle then carries the server ids (``DetectedIssue.id`` and ``fullUrl``), and an
+information issue names what was cancelled.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from .errors import Problem, ServiceError
+from .fhir_input.fetch import Deadline, FetchFailure, FhirClient, fetch_all
+from .fhirjson import JSON
+from .output.fhir import FINDING_SYSTEM
+from .store import PersistedIssue, Store
+
+REFUSED_CLIENT_IDS = frozenset({400, 403, 405, 409, 422})
+
+
+@dataclass
+class WriteResult:
+    written: list[PersistedIssue]      # new this time
+    kept: list[PersistedIssue]         # written before, still applying
+    cancelled: list[PersistedIssue]    # written before, no longer applying
+
+
+def _finding_id(issue: JSON) -> str:
+    for ident in issue.get("identifier", []):
+        if ident.get("system") == FINDING_SYSTEM:
+            return str(ident.get("value"))
+    raise ValueError("a DetectedIssue without its finding identifier")
+
+
+def _server_id(entry: JSON, fallback: str) -> str:
+    location = str((entry.get("response") or {}).get("location") or "")
+    parts = location.split("/_history/")[0].rstrip("/").split("/")
+    if len(parts) >= 2 and parts[-2] == "DetectedIssue" and parts[-1]:
+        return parts[-1]
+    resource = entry.get("resource")
+    if isinstance(resource, dict) and isinstance(resource.get("id"), str):
+        return str(resource["id"])
+    return fallback
+
+
+def _write_failed(failure: FetchFailure) -> ServiceError:
+    status = 504 if failure.reason == "timeout" else 502
+    return ServiceError(status, [Problem(
+        f"the DetectedIssues could not be written to the FHIR server: {failure.message}; "
+        "nothing was written", "timeout" if status == 504 else "transient")])
+
+
+def persist(bundle: JSON, order_ref: str, client: FhirClient, store: Store,
+            deadline: Deadline, now: datetime) -> WriteResult:
+    """Write, cancel, record; rewrite ``bundle`` in place with the server ids.
+
+    Raises ServiceError 502/504 when the server refuses or does not answer in time (the
+    transaction is all-or-nothing on the server, and nothing is recorded then)."""
+    issues = [e["resource"] for e in bundle.get("entry", [])
+              if e.get("resource", {}).get("resourceType") == "DetectedIssue"]
+    earlier = {p.finding_id: p for p in store.persisted_for_order(order_ref)}
+    current = {_finding_id(i): i for i in issues}
+
+    kept = [p for fid, p in earlier.items() if fid in current and p.status != "cancelled"]
+    to_write = {fid: i for fid, i in current.items()
+                if fid not in earlier or earlier[fid].status == "cancelled"}
+    stale = [p for fid, p in earlier.items() if fid not in current and p.status != "cancelled"]
+
+    # read back what must be cancelled (the latest version on the server)
+    reads = fetch_all({p.server_id: (lambda sid: lambda: client.read(
+        f"DetectedIssue/{sid}", deadline))(p.server_id) for p in stale}, deadline)
+    cancel_entries: list[JSON] = []
+    cancelled: list[PersistedIssue] = []
+    for p in stale:
+        found = reads.get(p.server_id)
+        if isinstance(found, FetchFailure):
+            if found.status in {404, 410}:  # gone from the server: nothing left to cancel
+                cancelled.append(PersistedIssue(p.order_ref, p.finding_id, p.server_id,
+                                                "cancelled"))
+                continue
+            raise _write_failed(found)
+        resource: dict[str, Any] = dict(found or {})
+        resource.pop("meta", None)
+        resource["status"] = "cancelled"
+        cancel_entries.append({"resource": resource, "request": {
+            "method": "PUT", "url": f"DetectedIssue/{p.server_id}"}})
+        cancelled.append(PersistedIssue(p.order_ref, p.finding_id, p.server_id, "cancelled"))
+
+    written: list[PersistedIssue] = []
+    if to_write or cancel_entries:
+        order = list(to_write)
+        response = _send(client, to_write, cancel_entries, deadline, conditional=False)
+        if response is None:
+            response = _send(client, to_write, cancel_entries, deadline, conditional=True)
+            assert response is not None
+        entries = response.get("entry") or []
+        for n, fid in enumerate(order):
+            entry = entries[n] if n < len(entries) and isinstance(entries[n], dict) else {}
+            written.append(PersistedIssue(order_ref, fid,
+                                          _server_id(entry, str(to_write[fid]["id"])), "final"))
+        store.record_persisted(written + cancelled, now)
+
+    ids = {p.finding_id: p.server_id for p in kept + written}
+    for entry in bundle.get("entry", []):
+        res = entry.get("resource", {})
+        if res.get("resourceType") == "DetectedIssue":
+            res["id"] = ids[_finding_id(res)]
+            entry["fullUrl"] = f"{client.base_url}/DetectedIssue/{res['id']}"
+    return WriteResult(written, kept, cancelled)
+
+
+def _send(client: FhirClient, to_write: dict[str, JSON], cancel_entries: list[JSON],
+          deadline: Deadline, conditional: bool) -> JSON | None:
+    entries: list[JSON] = []
+    for fid, issue in to_write.items():
+        if conditional:
+            body = {k: v for k, v in issue.items() if k != "id"}
+            entries.append({"fullUrl": f"urn:uuid:{_uuid(fid)}", "resource": body, "request": {
+                "method": "POST", "url": "DetectedIssue",
+                "ifNoneExist": f"identifier={FINDING_SYSTEM}|{fid}"}})
+        else:
+            entries.append({"fullUrl": f"{client.base_url}/DetectedIssue/{issue['id']}",
+                            "resource": issue,
+                            "request": {"method": "PUT", "url": f"DetectedIssue/{issue['id']}"}})
+    transaction = {"resourceType": "Bundle", "type": "transaction",
+                   "entry": entries + cancel_entries}
+    try:
+        response = client.transaction(transaction, deadline)
+    except FetchFailure as failure:
+        if not conditional and failure.reason == "http-status" and \
+                failure.status in REFUSED_CLIENT_IDS and to_write:
+            return None
+        raise _write_failed(failure) from failure
+    if response.get("resourceType") != "Bundle":
+        raise ServiceError(502, [Problem("the FHIR server answered the transaction with a "
+                                         f"{response.get('resourceType')}", "transient")])
+    return response
+
+
+def _uuid(text: str) -> str:
+    import uuid
+
+    return str(uuid.uuid5(uuid.NAMESPACE_URL, f"{FINDING_SYSTEM}|{text}"))
+
+
+def cancellation_note(result: WriteResult) -> Problem | None:
+    if not result.cancelled:
+        return None
+    names = ", ".join(f"DetectedIssue/{p.server_id}" for p in result.cancelled)
+    return Problem(f"no longer applies, marked cancelled on the FHIR server: {names}",
+                   "informational", None, "information")
