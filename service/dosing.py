@@ -30,6 +30,7 @@ from .fhirjson import (
     parse_instant,
 )
 from .knowledge import Knowledge
+from .numbers import fmt
 
 Resolve = Callable[[Any, JSON], JSON | None]
 """Resolve a Reference (dict) seen inside a resource to the resource it names, or None."""
@@ -411,10 +412,41 @@ def _dose_quantity(dosage: JSON) -> tuple[JSON | None, JSON | None]:
     return dose, rate
 
 
-def _written(q: JSON) -> str:
-    value = q.get("value")
+_PEOPLE_MASS = {"mg": "mg", "g": "g", "ug": "micrograms"}
+_PEOPLE_PER = {"d": "day", "h": "hour", "min": "minute", "wk": "week"}
+_COUNT_WORDS = {"tbl": "tablet", "tab": "tablet", "tabs": "tablet", "tablet": "tablet",
+                "tablets": "tablet", "pill": "pill", "pills": "pill", "packet": "packet",
+                "packets": "packet"}
+
+
+def _written(q: JSON, table: UnitTable | None = None) -> str:
+    """A quantity as people read it (clinical-rules section 10): the number without trailing
+    zeros, "micrograms" for ug, count units as words ("2 tablets"), no UCUM braces."""
+    number = as_number(q.get("value"))
+    value = fmt(number, 6) if number is not None else str(q.get("value", "")).strip()
     unit = as_str(q.get("unit")) or as_str(q.get("code")) or ""
+    if table is not None:
+        unit = _people_unit(unit, number, table)
     return f"{value} {unit}".strip()
+
+
+def _people_unit(unit: str, number: Fraction | None, table: UnitTable) -> str:
+    head, sep, per = unit.partition("/")
+    kind = table.kind(head)
+    if kind is None:
+        return unit
+    if kind[0] == "mass":
+        word = _PEOPLE_MASS[kind[1]]
+    elif kind[0] == "volume":
+        word = "mL"
+    else:
+        bare = head.strip().strip("{}").lower()
+        word = _COUNT_WORDS.get(bare, bare)
+        if word in {"tablet", "pill", "packet"} and number != 1:
+            word += "s"
+    if sep:
+        return f"{word}/{_PEOPLE_PER.get(per.strip(), per.strip())}"
+    return word
 
 
 def _read_line(
@@ -465,8 +497,9 @@ def _read_line(
         if unit is None:
             unit = table.kind(re.split(r"/", as_str(rq.get("unit")) or as_str(rq.get("code"))
                                       or "x")[0])
-        return DoseLine(dose_mg=None, written=_written(rq), written_unit=unit[1] if unit else None,
-                        rate_mg_day=rate_mg_day, **{**base, "single": False, "per_day": None})
+        return DoseLine(dose_mg=None, written=_written(rq, table),
+                        written_unit=unit[1] if unit else None, rate_mg_day=rate_mg_day,
+                        **{**base, "single": False, "per_day": None})
 
     if dose_q is None:
         text = as_str(dosage.get("text"))
@@ -474,7 +507,7 @@ def _read_line(
         return DoseLine(dose_mg=None, written=text or "no dose", written_unit=None,
                         problem=why, **base)
 
-    written = _written(dose_q)
+    written = _written(dose_q, table)
     value = as_number(dose_q.get("value"))
     unit = quantity_unit(dose_q, table)
     if value is None or value <= 0:

@@ -15,7 +15,6 @@ from .builders import (
     order,
     outcome,
     parameters,
-    rule_ids,
 )
 from .conftest import post_check, run
 
@@ -154,6 +153,15 @@ def test_uk_max_daily_detail_names_the_uk_limit():
 def test_max_single_detail():
     di = by_rule(run(parameters(order(dosage(22.5, "mg", 4)))), "oral.max-single")
     assert "22.5 mg" in di["detail"] and "20 mg" in di["detail"]
+    # 90 mg/day cannot be given in doses of at most 20 mg four times a day
+    assert "dividing" not in di["detail"]
+
+
+def test_max_single_suggests_dividing_when_that_fits():
+    di = by_rule(run(parameters(order(dosage(30, "mg", 2)))), "oral.max-single")
+    assert "for example 20 mg three times a day (60 mg/day)" in di["detail"]
+    di = by_rule(run(parameters(order(dosage(25, "mg", 3)))), "oral.max-single")
+    assert "dividing the daily dose into 3 or 4 doses" in di["detail"]
 
 
 def test_probable_error_detail_names_both_reasons():
@@ -274,4 +282,4 @@ def test_tablet_product_name_strength_end_to_end():
     result = run(parameters(o))
     assert found(result) == [(MD, "moderate"), (MS, "moderate")]
     detail = by_rule(result, MD)["detail"]
-    assert "90 mg/day" in detail and "3 tablet = 30 mg" in detail
+    assert "90 mg/day" in detail and "3 tablets = 30 mg" in detail

@@ -54,10 +54,15 @@ def max_single(ctx: RuleContext, order: OrderFacts) -> Finding | None:
     daily = step.daily_mg
     correction = suggest_oral(ctx, daily, None) if daily else None
     todo = f" Give at most {mg(cap)} per dose"
+    most_doses = max(Fraction(n) for n in ctx.kb.data["dosing"]["usual_doses_per_day"])
     if correction and correction.dose_mg * correction.per_day == daily:
         todo += f", for example {correction.label}."
-    else:
+    elif daily is not None and daily <= cap * most_doses:
         todo += ", dividing the daily dose into 3 or 4 doses."
+        correction = None
+    else:
+        # the daily dose cannot be divided into doses within the limit: do not suggest it
+        todo += "."
         correction = None
     return ctx.finding(
         "oral.max-single", "moderate", order,
