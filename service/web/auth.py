@@ -34,10 +34,28 @@ def authenticate(req: Request, settings: Settings, write: bool = False) -> str:
     if token is None:
         raise unauthorized("a bearer token is required (Authorization: Bearer ...)")
     if not _matches(token, settings.read_tokens):
-        raise unauthorized("the bearer token is not accepted")
+        caller = _trusted_jwt(token, settings)
+        if caller is None:
+            raise unauthorized("the bearer token is not accepted")
+        if write:
+            raise forbidden("a JWT may not write (persist=true needs a :write token)")
+        return caller
     if write and not _matches(token, settings.write_tokens):
         raise forbidden("this token may not write (persist=true needs a :write token)")
     return "token:" + _fingerprint(token)
+
+
+def _trusted_jwt(token: str, settings: Settings) -> str | None:
+    """A JWT from a trusted CDS issuer is accepted too (same checks as the CDS endpoints)."""
+    if not settings.cds_trusted_issuers or token.count(".") != 2:
+        return None
+    from ..cds.tokens import TokenRejected
+    from .cds_hooks import verify_jwt
+
+    try:
+        return verify_jwt(token)
+    except TokenRejected:
+        return None
 
 
 def _fingerprint(token: str) -> str:
