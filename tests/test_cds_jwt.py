@@ -1,0 +1,225 @@
+"""JWT security of the CDS Hooks endpoints: real tokens signed with generated EC and RSA keys,
+every rejection a bare 401 (interfaces.md section 4)."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import time
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import jwt
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from flask import Flask
+from flask.testing import FlaskClient
+
+from service import create_app
+
+from . import builders as b
+from .cdsclient import hook_call
+from .httpstub import StubServer, stub_server
+
+BASE = "http://127.0.0.1:8080"
+ISS_FILE = "https://ehr.example/file-issuer"
+ISS_URL = "https://ehr.example/url-issuer"
+EC_KEY = ec.generate_private_key(ec.SECP256R1())
+RSA_KEY = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+OTHER_KEY = ec.generate_private_key(ec.SECP256R1())
+
+
+def jwk(key: Any, kid: str, alg: str) -> dict[str, Any]:
+    algo = jwt.algorithms.ECAlgorithm if alg.startswith("ES") else jwt.algorithms.RSAAlgorithm
+    data: dict[str, Any] = algo.to_jwk(key.public_key(), as_dict=True)
+    data.update(kid=kid, alg=alg, use="sig")
+    return data
+
+
+@pytest.fixture(scope="module")
+def jwks_stub() -> Iterator[StubServer]:
+    with stub_server() as stub:
+        stub.json("/jwks.json", {"keys": [jwk(RSA_KEY, "rsa-1", "RS384")]})
+        yield stub
+
+
+@pytest.fixture(scope="module")
+def secure_app(tmp_path_factory: pytest.TempPathFactory, jwks_stub: StubServer) -> Flask:
+    tmp_path = tmp_path_factory.mktemp("jwt")
+    jwks_file = tmp_path / "jwks.json"
+    jwks_file.write_text(json.dumps({"keys": [jwk(EC_KEY, "ec-1", "ES256"),
+                                              jwk(RSA_KEY, "rsa-1", "RS256")]}))
+    return create_app({
+        "CDS_REQUIRE_JWT": True,
+        "CDS_TRUSTED_ISSUERS": json.dumps({ISS_FILE: str(jwks_file),
+                                           ISS_URL: f"{jwks_stub.base}/jwks.json"}),
+        "PUBLIC_BASE_URL": BASE,
+        "API_REQUIRE_AUTH": True,
+        "API_TOKENS": "static-token",
+        "DATABASE_URL": f"sqlite:///{tmp_path}/audit.sqlite3",
+        "TESTING": True,
+    })
+
+
+@pytest.fixture
+def secure(secure_app: Flask) -> FlaskClient:
+    return secure_app.test_client()
+
+
+def claims(path: str, **over: Any) -> dict[str, Any]:
+    now = int(time.time())
+    c: dict[str, Any] = {"iss": ISS_FILE, "sub": "client-1", "aud": BASE + path, "iat": now,
+                         "exp": now + 300, "jti": str(uuid.uuid4())}
+    c.update(over)
+    return {k: v for k, v in c.items() if v is not None}
+
+
+def token(path: str, key: Any = EC_KEY, alg: str = "ES256", kid: str | None = "ec-1",
+          headers: dict[str, Any] | None = None, **over: Any) -> str:
+    h = dict(headers or {})
+    if kid is not None:
+        h["kid"] = kid
+    return jwt.encode(claims(path, **over), key, algorithm=alg, headers=h)
+
+
+def b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def unsigned(path: str) -> str:
+    head = b64(json.dumps({"alg": "none", "typ": "JWT", "kid": "ec-1"}).encode())
+    body = b64(json.dumps(claims(path)).encode())
+    return f"{head}.{body}."
+
+
+def hs256_with_public_key(path: str) -> str:
+    """The classic key-confusion attack: HMAC keyed with the issuer's public key."""
+    pem = RSA_KEY.public_key().public_bytes(serialization.Encoding.PEM,
+                                            serialization.PublicFormat.SubjectPublicKeyInfo)
+    head = b64(json.dumps({"alg": "HS256", "typ": "JWT", "kid": "rsa-1"}).encode())
+    body = b64(json.dumps(claims(path)).encode())
+    sig = hmac.new(pem, f"{head}.{body}".encode(), hashlib.sha256).digest()
+    return f"{head}.{body}.{b64(sig)}"
+
+
+DISCOVERY = "/cds-services"
+SIGN = "/cds-services/baclofen-order-sign"
+
+
+def call(client: FlaskClient, path: str, tok: str | None) -> Any:
+    headers = {"Authorization": f"Bearer {tok}"} if tok is not None else {}
+    if path == DISCOVERY:
+        return client.get(path, headers=headers)
+    if path.endswith("/feedback"):
+        return client.post(path, headers=headers, json={"feedback": [{
+            "card": str(uuid.uuid4()), "outcome": "overridden",
+            "outcomeTimestamp": "2026-11-25T10:00:00Z"}]})
+    return client.post(path, headers=headers, json=hook_call(b.order(), patient=b.patient()))
+
+
+ATTACKS = [
+    pytest.param(lambda p: None, id="no_token"),
+    pytest.param(lambda p: "not.a.jwt", id="garbage"),
+    pytest.param(unsigned, id="alg_none"),
+    pytest.param(hs256_with_public_key, id="hs256_with_public_key"),
+    pytest.param(lambda p: token(p, aud=BASE + "/cds-services/other"), id="wrong_aud_path"),
+    pytest.param(lambda p: token(p, aud="https://elsewhere.example" + p), id="wrong_aud_host"),
+    pytest.param(lambda p: token(p, iat=int(time.time()) - 250, exp=int(time.time()) - 61),
+                 id="expired"),
+    pytest.param(lambda p: token(p, iat=int(time.time()) + 120, exp=int(time.time()) + 300),
+                 id="iat_in_future"),
+    pytest.param(lambda p: token(p, iss="https://unknown.example"), id="unknown_issuer"),
+    pytest.param(lambda p: token(p, kid="ec-unknown"), id="unknown_kid"),
+    pytest.param(lambda p: token(p, kid=None), id="no_kid"),
+    pytest.param(lambda p: token(p, key=OTHER_KEY), id="signed_by_another_key"),
+    pytest.param(lambda p: token(p, headers={"jku": "https://evil.example/jwks.json"}),
+                 id="foreign_jku"),
+    pytest.param(lambda p: token(p, headers={"x5u": "https://evil.example/cert.pem"}),
+                 id="foreign_x5u"),
+    pytest.param(lambda p: token(p, exp=int(time.time()) + 301), id="lifetime_over_300s"),
+    pytest.param(lambda p: token(p, jti=None), id="no_jti"),
+    pytest.param(lambda p: token(p, exp=None), id="no_exp"),
+    pytest.param(lambda p: token(p, iat=None), id="no_iat"),
+    pytest.param(lambda p: token(p, key=RSA_KEY, alg="RS256", kid="ec-1"),
+                 id="rsa_signature_on_ec_kid"),
+]
+
+
+@pytest.mark.parametrize("path", [DISCOVERY, SIGN, SIGN + "/feedback"],
+                         ids=["discovery", "service", "feedback"])
+@pytest.mark.parametrize("make", ATTACKS)
+def test_every_attack_is_a_bare_401(secure: FlaskClient, make: Any, path: str) -> None:
+    resp = call(secure, path, make(path))
+    assert resp.status_code == 401
+    assert resp.get_data() == b""
+
+
+@pytest.mark.parametrize("path", [DISCOVERY, SIGN, SIGN + "/feedback"],
+                         ids=["discovery", "service", "feedback"])
+@pytest.mark.parametrize(("key", "alg", "kid"), [(EC_KEY, "ES256", "ec-1"),
+                                                 (RSA_KEY, "RS256", "rsa-1")],
+                         ids=["ES256", "RS256"])
+def test_valid_token_is_accepted(secure: FlaskClient, path: str, key: Any, alg: str,
+                                 kid: str) -> None:
+    resp = call(secure, path, token(path, key=key, alg=alg, kid=kid))
+    assert resp.status_code == 200, resp.get_data(as_text=True)
+
+
+def test_replayed_jti_is_refused(secure: FlaskClient) -> None:
+    tok = token(DISCOVERY)
+    assert call(secure, DISCOVERY, tok).status_code == 200
+    assert call(secure, DISCOVERY, tok).status_code == 401
+
+
+def test_clock_leeway_of_60_seconds(secure: FlaskClient) -> None:
+    now = int(time.time())
+    recent = token(DISCOVERY, iat=now - 290, exp=now - 30)
+    assert call(secure, DISCOVERY, recent).status_code == 200
+    ahead = token(DISCOVERY, iat=now + 30, exp=now + 300)
+    assert call(secure, DISCOVERY, ahead).status_code == 200
+
+
+def test_jwks_url_issuer_and_matching_jku(secure: FlaskClient, jwks_stub: StubServer) -> None:
+    url = f"{jwks_stub.base}/jwks.json"
+    tok = token(DISCOVERY, key=RSA_KEY, alg="RS384", kid="rsa-1", iss=ISS_URL,
+                headers={"jku": url})
+    before = len(jwks_stub.hits)
+    assert call(secure, DISCOVERY, tok).status_code == 200
+    fetched = len(jwks_stub.hits)
+    assert fetched - before <= 1
+    assert all(h[1] == "/jwks.json" for h in jwks_stub.hits)
+    # cached: a second token does not fetch again
+    tok2 = token(DISCOVERY, key=RSA_KEY, alg="RS384", kid="rsa-1", iss=ISS_URL)
+    assert call(secure, DISCOVERY, tok2).status_code == 200
+    assert len(jwks_stub.hits) == fetched
+
+
+def test_foreign_jku_is_never_fetched(secure: FlaskClient, jwks_stub: StubServer) -> None:
+    foreign = f"{jwks_stub.base}/attacker-jwks.json"
+    jwks_stub.json("/attacker-jwks.json", {"keys": [jwk(OTHER_KEY, "evil", "ES256")]})
+    tok = token(DISCOVERY, key=OTHER_KEY, kid="evil", iss=ISS_URL, headers={"jku": foreign})
+    assert call(secure, DISCOVERY, tok).status_code == 401
+    assert [h for h in jwks_stub.hits if "attacker" in h[1]] == []
+
+
+def test_trusted_jwt_is_accepted_on_the_fhir_endpoint(secure: FlaskClient) -> None:
+    path = "/MedicationRequest/$check"
+    body = b.parameters(b.order(b.dosage(40, frequency=3)))
+    headers = {"Content-Type": "application/fhir+json"}
+    ok = secure.post(path, json=body,
+                     headers={**headers, "Authorization": f"Bearer {token(path)}"})
+    assert ok.status_code == 200
+    wrong_aud = secure.post(path, json=body, headers={
+        **headers, "Authorization": f"Bearer {token(path, aud=BASE + SIGN)}"})
+    assert wrong_aud.status_code == 401
+    static = secure.post(path, json=body,
+                         headers={**headers, "Authorization": "Bearer static-token"})
+    assert static.status_code == 200
+
+
+def test_no_jwt_needed_when_turned_off(client: FlaskClient) -> None:
+    assert client.get(DISCOVERY).status_code == 200
