@@ -1,0 +1,121 @@
+"""The command line: check files offline, list the rules (service/cli.py)."""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+
+import pytest
+
+from service.cli import main
+from service.knowledge import load
+
+from .fhir_validate import validate
+from .test_input import FIXTURES
+from .test_oral_rules import found
+
+
+def run_cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    code = main(list(args))
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+FHIR_FIXTURES = sorted(p.name for pattern in ("params-*.json", "bundle-*.json")
+                       for p in FIXTURES.glob(pattern))
+
+
+@pytest.mark.parametrize("name", FHIR_FIXTURES)
+def test_check_prints_a_valid_bundle_for_every_fixture(capsys, name):
+    code, out, _err = run_cli(capsys, "check", str(FIXTURES / name))
+    assert code == 0
+    result = json.loads(out)
+    assert result["resourceType"] == "Bundle"
+    validate(result)
+
+
+def test_check_finds_the_overdose(capsys):
+    code, out, _err = run_cli(capsys, "check", str(FIXTURES / "params-overdose.json"))
+    assert code == 0
+    assert found(json.loads(out)) == [("oral.max-daily", "high"), ("oral.max-single", "moderate")]
+
+
+def test_check_profile_option(capsys, tmp_path):
+    body = json.loads((FIXTURES / "params-overdose.json").read_text(encoding="utf-8"))
+    # 30 mg four times a day: uk max 100 mg/day (moderate up to 120), single max 25 mg
+    path = tmp_path / "order.json"
+    path.write_text(json.dumps(body), encoding="utf-8")
+    code, out, _err = run_cli(capsys, "check", "--profile", "uk", str(path))
+    assert code == 0
+    assert found(json.loads(out)) == [("oral.max-daily", "moderate"),
+                                      ("oral.max-single", "moderate")]
+
+
+def test_check_time_option_is_used_when_the_body_has_none(capsys, tmp_path):
+    body = json.loads((FIXTURES / "bundle-review.json").read_text(encoding="utf-8"))
+    path = tmp_path / "review.json"
+    path.write_text(json.dumps(body), encoding="utf-8")
+    code, out, _err = run_cli(capsys, "check", "--check-time", "2026-11-25T12:00:00+01:00",
+                              str(path))
+    assert code == 0
+    assert json.loads(out)["timestamp"] == "2026-11-25T12:00:00+01:00"
+
+
+@pytest.mark.parametrize(("content", "words"), [
+    pytest.param("{not json", "malformed JSON", id="malformed"),
+    pytest.param('{"resourceType": "Parameters", "parameter": []}', "no MedicationRequest",
+                 id="no-order"),
+    pytest.param('{"resourceType": "Bundle", "type": "collection", "entry": []}',
+                 "exactly one Patient", id="bundle-without-patient"),
+])
+def test_bad_file_prints_an_operation_outcome_and_exits_1(capsys, tmp_path, content, words):
+    path = tmp_path / "bad.json"
+    path.write_text(content, encoding="utf-8")
+    code, out, err = run_cli(capsys, "check", str(path))
+    assert code == 1
+    outcome = json.loads(out)
+    assert outcome["resourceType"] == "OperationOutcome"
+    validate(outcome)
+    assert words in outcome["issue"][0]["diagnostics"]
+    assert "not checked" in err
+
+
+def test_several_files_one_line_each_and_exit_1_if_any_fails(capsys, tmp_path):
+    bad = tmp_path / "bad.json"
+    bad.write_text("[]", encoding="utf-8")
+    code, out, _err = run_cli(capsys, "check", str(FIXTURES / "params-overdose.json"), str(bad))
+    assert code == 1
+    lines = out.strip().splitlines()
+    assert [json.loads(line)["resourceType"] for line in lines] == ["Bundle", "OperationOutcome"]
+
+
+def test_check_reads_standard_input(capsys, monkeypatch):
+    text = (FIXTURES / "params-microgram.json").read_text(encoding="utf-8")
+    monkeypatch.setattr("sys.stdin", io.StringIO(text))
+    code, out, _err = run_cli(capsys, "check", "-")
+    assert code == 0
+    assert found(json.loads(out)) == [("units.oral-microgram", "high")]
+
+
+def test_bad_check_time_option_exits_2(capsys):
+    code, _out, err = run_cli(capsys, "check", "--check-time", "soon",
+                              str(FIXTURES / "params-overdose.json"))
+    assert code == 2
+    assert "check-time" in err
+
+
+def test_rules_lists_every_rule_in_the_knowledge_file(capsys):
+    code, out, _err = run_cli(capsys, "rules")
+    assert code == 0
+    kb = load()
+    assert kb.version in out
+    listed = re.findall(r"^(\S+)$", out, flags=re.MULTILINE)
+    assert listed == list(kb.rules)
+    for rule_id in ("oral.max-daily", "oral.max-single", "oral.probable-error",
+                    "oral.frequency", "oral.duplicate", "order.unverifiable-dose",
+                    "order.prn-no-max", "units.oral-microgram", "units.liquid-volume"):
+        assert rule_id in listed
+    assert "DOSEH (High Dose Alert)" in out
+    assert "profile uk" in out and "max_daily_mg=100" in out
+
