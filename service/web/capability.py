@@ -71,20 +71,91 @@ def capability_statement(base: str, version: str, date: str) -> JSON:
     }
 
 
+_RESOURCE = {"type": "object", "required": ["resourceType"],
+             "properties": {"resourceType": {"type": "string"}, "id": {"type": "string"}}}
+_PARAMETERS = {
+    "type": "object", "required": ["resourceType", "parameter"],
+    "properties": {
+        "resourceType": {"type": "string", "enum": ["Parameters"]},
+        "parameter": {"type": "array", "items": {
+            "type": "object", "required": ["name"],
+            "properties": {
+                "name": {"type": "string",
+                         "enum": ["order", "patient", "context", "checkTime", "profile"]},
+                "resource": _RESOURCE,
+                "valueDateTime": {"type": "string"},
+                "valueCode": {"type": "string"},
+            },
+        }},
+    },
+}
+_BUNDLE = {
+    "type": "object", "required": ["resourceType"],
+    "properties": {
+        "resourceType": {"type": "string", "enum": ["Bundle"]},
+        "type": {"type": "string"},
+        "entry": {"type": "array", "items": {
+            "type": "object",
+            "properties": {"fullUrl": {"type": "string"}, "resource": _RESOURCE},
+        }},
+    },
+}
+_CDS_REQUEST = {
+    "type": "object", "required": ["hook", "hookInstance", "context"],
+    "properties": {
+        "hook": {"type": "string"},
+        "hookInstance": {"type": "string"},
+        "fhirServer": {"type": "string"},
+        "fhirAuthorization": {"type": "object"},
+        "context": {"type": "object", "properties": {
+            "userId": {"type": "string"},
+            "patientId": {"type": "string"},
+            "draftOrders": _BUNDLE,
+            "selections": {"type": "array", "items": {"type": "string"}},
+        }},
+        "prefetch": {"type": "object", "additionalProperties": True},
+    },
+}
+_FEEDBACK = {
+    "type": "object", "required": ["feedback"],
+    "properties": {"feedback": {"type": "array", "items": {
+        "type": "object", "required": ["card", "outcome", "outcomeTimestamp"],
+        "properties": {
+            "card": {"type": "string"},
+            "outcome": {"type": "string", "enum": ["accepted", "overridden"]},
+            "outcomeTimestamp": {"type": "string"},
+            "acceptedSuggestions": {"type": "array", "items": {
+                "type": "object", "properties": {"id": {"type": "string"}}}},
+            "overrideReason": {"type": "object"},
+        },
+    }}},
+}
+
+
 def openapi(base: str, version: str) -> JSON:
+    """Every endpoint the service serves (schemathesis fuzzes the service against this)."""
     fhir = {"application/fhir+json": {"schema": {"type": "object"}}}
     outcome = {"description": "OperationOutcome", "content": fhir}
     errors = {str(code): outcome for code in (400, 401, 403, 413, 415, 422)}
+    plain = {"application/json": {"schema": {"type": "object"}}}
+    service_id = {"name": "service_id", "in": "path", "required": True,
+                  "schema": {"type": "string"}}
+
+    def get(summary: str, content: JSON | None = None) -> JSON:
+        return {"get": {"summary": summary, "responses": {
+            "200": {"description": "ok", **({"content": content} if content else {})}}}}
+
     return {
         "openapi": "3.0.3",
         "info": {"title": "baclofen-check", "version": version},
         "servers": [{"url": base}],
         "paths": {
             "/MedicationRequest/$check": {"post": {
-                "summary": "Check baclofen orders in a Parameters or Bundle body",
+                "summary": "Check baclofen orders in a Parameters or Bundle body (or NDJSON)",
                 "requestBody": {"required": True, "content": {
-                    "application/fhir+json": {"schema": {"type": "object"}},
-                    "application/json": {"schema": {"type": "object"}},
+                    "application/fhir+json": {"schema": {"oneOf": [_PARAMETERS, _BUNDLE]}},
+                    "application/json": {"schema": {"oneOf": [_PARAMETERS, _BUNDLE]}},
+                    "application/fhir+ndjson": {"schema": {"type": "string"}},
                 }},
                 "responses": {"200": {"description": "result Bundle", "content": fhir},
                               **errors},
@@ -100,34 +171,32 @@ def openapi(base: str, version: str) -> JSON:
                 "responses": {"200": {"description": "result Bundle", "content": fhir},
                               "502": outcome, "504": outcome, **errors},
             }},
-            "/metadata": {"get": {"summary": "CapabilityStatement",
-                                  "responses": {"200": {"description": "ok", "content": fhir}}}},
-            "/OperationDefinition/MedicationRequest-check": {"get": {
-                "summary": "OperationDefinition of $check",
-                "responses": {"200": {"description": "ok", "content": fhir}}}},
-            "/openapi.json": {"get": {
-                "summary": "This OpenAPI description",
-                "responses": {"200": {"description": "ok", "content": {
-                    "application/json": {"schema": {"type": "object"}}}}}}},
-            "/cds-services": {"get": {
-                "summary": "CDS Hooks discovery",
-                "responses": {"200": {"description": "the CDS services"}}}},
+            "/metadata": get("CapabilityStatement", fhir),
+            "/OperationDefinition/MedicationRequest-check": get(
+                "OperationDefinition of $check", fhir),
+            "/openapi.json": get("This OpenAPI description", plain),
+            "/cds-services": get("CDS Hooks discovery", plain),
             "/cds-services/{service_id}": {"post": {
-                "summary": "CDS Hooks call (order-select, order-sign, medication-prescribe)",
-                "parameters": [{"name": "service_id", "in": "path", "required": True,
-                                "schema": {"type": "string"}}],
-                "responses": {"200": {"description": "cards"},
-                              "400": {"description": "bad request"},
-                              "401": {"description": "no or bad JWT"}}}},
+                "summary": "CDS Hooks service call",
+                "parameters": [service_id],
+                "requestBody": {"required": True, "content": {
+                    "application/json": {"schema": _CDS_REQUEST}}},
+                "responses": {"200": {"description": "cards", "content": plain},
+                              "400": outcome, "401": {"description": "bad or missing JWT"},
+                              "404": outcome, "412": outcome},
+            }},
             "/cds-services/{service_id}/feedback": {"post": {
-                "summary": "CDS Hooks feedback on cards",
-                "parameters": [{"name": "service_id", "in": "path", "required": True,
-                                "schema": {"type": "string"}}],
-                "responses": {"200": {"description": "recorded"}}}},
-            "/healthz": {"get": {"summary": "process alive",
-                                 "responses": {"200": {"description": "ok"}}}},
+                "summary": "CDS Hooks feedback",
+                "parameters": [service_id],
+                "requestBody": {"required": True, "content": {
+                    "application/json": {"schema": _FEEDBACK}}},
+                "responses": {"200": {"description": "stored"}, "400": outcome,
+                              "401": {"description": "bad or missing JWT"}, "404": outcome},
+            }},
+            "/healthz": get("process alive"),
             "/readyz": {"get": {"summary": "ready to serve",
                                 "responses": {"200": {"description": "ok"},
                                               "503": {"description": "not ready"}}}},
+            "/metrics": get("Prometheus metrics"),
         },
     }
