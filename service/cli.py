@@ -1,4 +1,4 @@
-"""Command line: serve, check, rules."""
+"""Command line: serve, check, rules, report."""
 
 from __future__ import annotations
 
@@ -22,17 +22,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     serve.add_argument("--bind", default=os.environ.get("BIND", "127.0.0.1:8080"))
     serve.add_argument("--workers", type=int, default=int(os.environ.get("WORKERS", "2")))
     serve.add_argument("--threads", type=int, default=int(os.environ.get("THREADS", "4")))
-    check = sub.add_parser("check", help="check Bundle/Parameters JSON files offline")
-    check.add_argument("files", nargs="+", help="JSON files (or - for standard input)")
+    check = sub.add_parser("check", help="check Bundle/Parameters JSON or NDJSON files offline")
+    check.add_argument("files", nargs="+", help="JSON files, NDJSON files (.ndjson, .jsonl: one "
+                       "input per line), or - for standard input")
+    check.add_argument("--ndjson", action="store_true",
+                       help="read every file (and standard input) as NDJSON")
     check.add_argument("--profile", choices=["us", "uk"], default=None)
     check.add_argument("--check-time", default=None, help="FHIR dateTime (default: now)")
     sub.add_parser("rules", help="print the rule table from the knowledge data")
+    sub.add_parser("report", help="print per rule: fired, accepted, overridden, top override "
+                   "reasons, median latency (from the store at DATABASE_URL)")
     args = parser.parse_args(argv)
     try:
         if args.command == "serve":
             return serve_cmd(args)
         if args.command == "check":
             return check_cmd(args, sys.stdout)
+        if args.command == "report":
+            return report_cmd(sys.stdout)
         return rules_cmd(sys.stdout)
     except ConfigError as exc:
         print(f"baclofen-check: configuration error: {exc}", file=sys.stderr)
@@ -40,13 +47,20 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def serve_cmd(args: argparse.Namespace) -> int:
+    import tempfile
+
+    from .metrics import MULTIPROC_ENV
+
     load_settings()  # fail early on a bad configuration
+    # Metrics from every worker go to a fresh directory (prometheus-client multiprocess mode).
+    os.environ[MULTIPROC_ENV] = tempfile.mkdtemp(prefix="baclofen-check-metrics-")
     argv = [
         sys.executable, "-m", "gunicorn",
         "--bind", args.bind,
         "--workers", str(args.workers),
         "--threads", str(args.threads),
         "--worker-class", "gthread",
+        "--config", "python:service.gunicorn_conf",
         "--access-logfile", "-",
         "--access-logformat", '{"access":"%(m)s %(U)s %(s)s %(M)sms"}',
         "service:create_app()",
@@ -83,7 +97,11 @@ def check_cmd(args: argparse.Namespace, out: TextIO) -> int:
             return 2
         now = parsed
     failures = 0
-    for name, body in _inputs(args.files):
+    ndjson = [f for f in args.files if args.ndjson or f.endswith((".ndjson", ".jsonl"))]
+    if ndjson:
+        failures += ndjson_cmd(ndjson, now if args.check_time else None, profile, out)
+    json_files = [f for f in args.files if f not in ndjson]
+    for name, body in _inputs(json_files):
         if isinstance(body, ServiceError):
             result: Any = operation_outcome(body.problems)
             failures += 1
@@ -93,13 +111,95 @@ def check_cmd(args: argparse.Namespace, out: TextIO) -> int:
             except ServiceError as exc:
                 result = operation_outcome(exc.problems)
                 failures += 1
-        if len(args.files) > 1:
+        if len(args.files) > 1 or ndjson:
             out.write(json.dumps(result) + "\n")
         else:
             out.write(json.dumps(result, indent=2) + "\n")
         if isinstance(body, ServiceError) or result.get("resourceType") == "OperationOutcome":
             print(f"baclofen-check: {name}: not checked", file=sys.stderr)
     return 1 if failures else 0
+
+
+def ndjson_cmd(files: Sequence[str], fixed: datetime | None, profile: str, out: TextIO
+               ) -> int:
+    """Check NDJSON files line by line in constant memory; progress and summary on stderr.
+    Returns the number of lines that could not be checked."""
+    from .batch import Summary, check_lines, read_lines
+    from .knowledge import load
+
+    kb = load()
+    summary = Summary()
+    progress = sys.stderr.isatty()
+
+    def now() -> datetime:
+        return fixed or datetime.now(UTC)
+
+    for name in files:
+        if name == "-":
+            stream: Any = sys.stdin.buffer
+            total = 0
+        else:
+            stream = open(name, "rb")  # noqa: SIM115 - closed below
+            total = os.fstat(stream.fileno()).st_size
+        try:
+            for line in check_lines(read_lines(stream, None), now, profile, kb, None, summary):
+                out.write(json.dumps(line.result) + "\n")
+                if progress and line.number % 200 == 0:
+                    _progress(name, line.number, stream, total)
+        finally:
+            if stream is not sys.stdin.buffer:
+                stream.close()
+        if progress:
+            sys.stderr.write("\r\033[K")
+    out.flush()
+    print(f"baclofen-check: {summary.text()}", file=sys.stderr)
+    return summary.errors
+
+
+def _progress(name: str, lines: int, stream: Any, total: int) -> None:
+    width = 30
+    try:
+        done = stream.tell() / total if total else 0.0
+    except OSError:
+        done = 0.0
+    bar = "#" * int(done * width)
+    pct = f"{done * 100:3.0f}%" if total else "    "
+    sys.stderr.write(f"\r{name} [{bar:<{width}}] {pct} {lines} lines")
+    sys.stderr.flush()
+
+
+def report_cmd(out: TextIO) -> int:
+    """The alert report from the store at DATABASE_URL."""
+    from .store import Store
+
+    settings = load_settings()
+    store = Store(settings.database_url, settings.audit_retention_days)
+    try:
+        store.migrate()
+        rows = store.report()
+    finally:
+        store.close()
+    out.write(format_report(rows))
+    return 0
+
+
+def format_report(rows: Sequence[Any]) -> str:
+    header = ("rule", "fired", "accepted", "overridden", "median latency",
+              "top override reasons")
+    table = [header]
+    for r in rows:
+        latency = "-" if r.median_latency_ms is None else f"{r.median_latency_ms:.1f} ms"
+        reasons = ", ".join(f"{reason} ({n})" for reason, n in r.top_override_reasons) or "-"
+        table.append((r.rule_id, str(r.fired), str(r.accepted), str(r.overridden), latency,
+                      reasons))
+    if len(table) == 1:
+        return "no checks recorded\n"
+    widths = [max(len(row[i]) for row in table) for i in range(5)]
+    lines = []
+    for row in table:
+        cells = [row[0].ljust(widths[0])] + [row[i].rjust(widths[i]) for i in range(1, 5)]
+        lines.append("  ".join(cells) + "  " + row[5])
+    return "\n".join(lines) + "\n"
 
 
 def rules_cmd(out: TextIO) -> int:

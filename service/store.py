@@ -299,7 +299,11 @@ class Store:
         """Record one check and its findings in ONE transaction; returns the check id.
 
         Either everything is written or nothing is (an error or a killed process inside the
-        transaction leaves no row)."""
+        transaction leaves no row). The findings are also counted in the Prometheus metrics
+        (per rule and severity), so every path that records a check is counted."""
+        from . import metrics
+
+        metrics.count_findings([(f.rule_id, f.severity) for f in record.findings])
         with self.engine.begin() as conn:
             inserted = conn.execute(insert(checks).values(
                 time=record.time,
@@ -337,7 +341,10 @@ class Store:
         """Record CDS Hooks feedback for one card. Returns True when the card was recorded by
         a check (the feedback is joined to that check and finding), False otherwise (the
         feedback is still kept, unjoined). ``override_reason`` is the reason code (or its
-        display when there is no code)."""
+        display when there is no code). Counted in the metrics per rule of the card (rule
+        ``unknown`` when the card was not recorded)."""
+        from . import metrics
+
         with self.engine.begin() as conn:
             row = conn.execute(
                 select(findings.c.id, findings.c.check_id)
@@ -355,6 +362,10 @@ class Store:
                 check_id=row.check_id if row else None,
                 finding_row_id=row.id if row else None,
             ))
+            rules = conn.execute(select(findings.c.rule_id).distinct()
+                                 .where(findings.c.card_uuid == card_uuid)).scalars().all()
+        for rule_id in rules or ["unknown"]:
+            metrics.FEEDBACK.labels(rule_id, outcome[:50]).inc()
         return row is not None
 
     def use_jti(self, issuer: str, jti: str, expires: datetime) -> bool:

@@ -5,11 +5,14 @@ from __future__ import annotations
 import logging
 import time
 import uuid
+from collections.abc import Iterator
 from datetime import UTC, datetime
 
-from flask import Blueprint, Response, current_app, json, request
+from flask import Blueprint, Response, current_app, json, request, stream_with_context
 from sqlalchemy.exc import SQLAlchemyError
+from werkzeug.exceptions import RequestEntityTooLarge
 
+from .. import metrics
 from ..checker import check_body
 from ..config import Settings
 from ..engine import run_check
@@ -20,13 +23,14 @@ from ..knowledge import load
 from ..output.fhir import operation_outcome, result_bundle
 from ..store import CheckRecord, finding_records, get_store
 from .auth import authenticate
-from .body import read_json
+from .body import read_json, require_json_type
 from .capability import OPDEF_ID, capability_statement, openapi, operation_definition
 from .errors import FHIR_JSON
 
 bp = Blueprint("fhir", __name__)
 log = logging.getLogger("baclofen_check.fhir")
 ENDPOINT_CHECK = "MedicationRequest/$check"
+NDJSON = "application/fhir+ndjson"
 
 
 def settings() -> Settings:
@@ -43,12 +47,56 @@ def check() -> Response:
     cfg = settings()
     caller = authenticate(request, cfg)
     profile = _profile(cfg)
+    if require_json_type(request, (NDJSON,)) == NDJSON:
+        return check_ndjson(cfg, caller, profile)
     body = read_json(request, cfg.max_request_bytes)
     started = time.perf_counter()
     now = datetime.now(UTC)
     bundle, req, _outcome = check_body(body, now, profile)
     record_check(ENDPOINT_CHECK, caller, now, req, bundle, started)
     return fhir_response(bundle)
+
+
+def check_ndjson(cfg: Settings, caller: str, profile: str) -> Response:
+    """One result per input line, streamed in input order (service/batch.py)."""
+    from ..batch import check_lines, read_lines
+
+    # MAX_REQUEST_BYTES applies to each line; the whole body may hold MAX_BATCH_LINES of them
+    request.max_content_length = (cfg.max_batch_lines + 1) * (cfg.max_request_bytes + 2)
+    kb = load()
+    stream = request.stream
+
+    def generate() -> Iterator[bytes]:
+        lines = read_lines(stream, cfg.max_request_bytes)
+        clock = _Clock()
+        try:
+            for line in check_lines(lines, clock.now, profile, kb, cfg.max_batch_lines):
+                if line.request is not None:
+                    record_check(ENDPOINT_CHECK + " (ndjson)", caller, clock.last,
+                                 line.request, line.result, clock.started)
+                    metrics.BATCH_LINES.labels("checked").inc()
+                else:
+                    metrics.BATCH_LINES.labels("error").inc()
+                yield json.dumps(line.result).encode() + b"\n"
+        except RequestEntityTooLarge:
+            yield json.dumps(operation_outcome([Problem(
+                "the batch body is larger than MAX_BATCH_LINES lines of MAX_REQUEST_BYTES; "
+                "the rest was not read or checked", "too-costly")])).encode() + b"\n"
+
+    return Response(stream_with_context(generate()), mimetype=NDJSON)
+
+
+class _Clock:
+    """The check time and start of each line (a fresh time per line)."""
+
+    def __init__(self) -> None:
+        self.last = datetime.now(UTC)
+        self.started = time.perf_counter()
+
+    def now(self) -> datetime:
+        self.last = datetime.now(UTC)
+        self.started = time.perf_counter()
+        return self.last
 
 
 def record_check(endpoint: str, caller: str, now: datetime, req: CheckRequest,

@@ -28,3 +28,12 @@ def readyz() -> Response:
                         status=503, mimetype="application/json")
     return Response(json.dumps({"status": "ok", "knowledge": version, "store": "ok"}),
                     mimetype="application/json")
+
+
+@bp.get("/metrics")
+def metrics_page() -> Response:
+    """Prometheus metrics (aggregated over gunicorn workers; service/metrics.py)."""
+    from ..metrics import exposition
+
+    body, content_type = exposition()
+    return Response(body, content_type=content_type)

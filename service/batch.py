@@ -1,0 +1,132 @@
+"""NDJSON batches: one input (Bundle or Parameters) per line -> one result per line, in order.
+
+Shared by ``POST /MedicationRequest/$check`` with ``Content-Type: application/fhir+ndjson``
+and by ``baclofen-check check FILE.ndjson``. Lines are read and answered one at a time, so
+memory does not grow with the number of lines.
+
+- A line that cannot be checked (too long, not JSON, not a checkable resource) yields an
+  OperationOutcome line whose diagnostics start with ``line N:``; the rest goes on.
+- Blank lines are skipped (they are not inputs, and get no output line).
+- A line longer than the limit (``MAX_REQUEST_BYTES`` on the HTTP endpoint) is skipped without
+  being held in memory, with an OperationOutcome line (``too-costly``).
+- With a line limit (``MAX_BATCH_LINES`` on the HTTP endpoint; the CLI has none), the lines
+  past it are not read; one final OperationOutcome line says so (the response has already
+  started with 200, so the limit cannot be a 413).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import IO, Any
+
+from .checker import check_body
+from .errors import Problem, ServiceError
+from .fhir_input.request import CheckRequest
+from .fhirjson import JSON
+from .knowledge import Knowledge
+from .output.fhir import operation_outcome
+
+log = logging.getLogger("baclofen_check.batch")
+CHUNK = 64 * 1024
+
+
+class TooLong:
+    """A line longer than the limit (its bytes were read and dropped)."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+
+
+def read_lines(stream: IO[bytes], max_line_bytes: int | None) -> Iterator[bytes | TooLong]:
+    """Lines of a binary stream without their newline; a line over the limit is a TooLong."""
+    limit = max_line_bytes + 1 if max_line_bytes else -1
+    while True:
+        line = stream.readline(limit)
+        if not line:
+            return
+        if max_line_bytes and len(line.rstrip(b"\r\n")) > max_line_bytes:
+            size = len(line)
+            while not line.endswith(b"\n"):
+                line = stream.readline(CHUNK)
+                if not line:
+                    break
+                size += len(line)
+            yield TooLong(size)
+            continue
+        yield line.rstrip(b"\r\n")
+
+
+@dataclass
+class Summary:
+    checked: int = 0
+    errors: int = 0
+    findings: dict[str, int] = field(default_factory=lambda: {"high": 0, "moderate": 0,
+                                                              "low": 0})
+
+    def text(self) -> str:
+        f = self.findings
+        return (f"checked {self.checked}, errors {self.errors}, findings: high {f['high']}, "
+                f"moderate {f['moderate']}, low {f['low']}")
+
+
+@dataclass
+class LineResult:
+    number: int
+    result: JSON
+    request: CheckRequest | None   # None when the line could not be checked
+
+
+def check_lines(
+    lines: Iterator[bytes | TooLong],
+    now: Callable[[], datetime],
+    profile: str,
+    kb: Knowledge,
+    max_lines: int | None = None,
+    summary: Summary | None = None,
+) -> Iterator[LineResult]:
+    """Check each line in order and yield its result (a Bundle or an OperationOutcome)."""
+    from .web.body import parse_json_text
+
+    tally = summary if summary is not None else Summary()
+    number = 0
+    for raw in lines:
+        if not isinstance(raw, TooLong) and not raw.strip():
+            continue
+        number += 1
+        if max_lines is not None and number > max_lines:
+            yield LineResult(number, operation_outcome([Problem(
+                f"the batch holds more than {max_lines} lines (MAX_BATCH_LINES): line "
+                f"{number} and the lines after it were not read or checked", "too-costly")]),
+                None)
+            return
+        if isinstance(raw, TooLong):
+            tally.errors += 1
+            yield LineResult(number, operation_outcome([Problem(
+                f"line {number}: the line is {raw.size} bytes, more than the limit; not "
+                "checked", "too-costly")]), None)
+            continue
+        try:
+            body: Any = parse_json_text(raw)
+            result, req, _outcome = check_body(body, now(), profile, kb)
+        except ServiceError as exc:
+            tally.errors += 1
+            yield LineResult(number, operation_outcome([
+                Problem(f"line {number}: {p.message}", p.code, p.expression, p.severity)
+                for p in exc.problems]), None)
+            continue
+        except Exception as exc:  # noqa: BLE001 - one bad line must not stop the batch
+            log.exception("batch line failed", extra={"error_type": type(exc).__name__})
+            tally.errors += 1
+            yield LineResult(number, operation_outcome([Problem(
+                f"line {number}: internal error; the line was not checked", "exception")]),
+                None)
+            continue
+        tally.checked += 1
+        for entry in result["entry"]:
+            res = entry["resource"]
+            if res.get("resourceType") == "DetectedIssue":
+                tally.findings[res["severity"]] = tally.findings.get(res["severity"], 0) + 1
+        yield LineResult(number, result, req)
