@@ -31,6 +31,9 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     from .store import open_store
 
     app.extensions["store"] = open_store(settings.database_url, settings.audit_retention_days)
+    from .metrics import install as install_metrics
+
+    install_metrics(app)
     errors.register(app)
     app.register_blueprint(fhir_api.bp)
     app.register_blueprint(ops.bp)
