@@ -1,0 +1,164 @@
+"""The service fetches the prefetch keys a client omitted: from an allow-listed fhirServer only,
+with the client's token (none when absent), in parallel, following next links, within one
+deadline. A real HTTP server on loopback plays the EHR's FHIR server (no mocks)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+
+from service import create_app
+from service.cds.discovery import prefetch_templates
+from service.knowledge import load
+
+from . import builders as b
+from .cdsclient import cards, hook_call, post, rules_in, searchset, topic
+from .httpstub import StubServer, stub_server
+
+TOKEN = "ehr-access-token-123"
+
+
+def creatinine(id: str, value: float, date: str) -> dict[str, Any]:
+    return {"resourceType": "Observation", "id": id, "status": "final",
+            "code": {"coding": [{"system": "http://loinc.org", "code": "2160-0"}]},
+            "subject": {"reference": "Patient/pat-1"}, "effectiveDateTime": date,
+            "valueQuantity": {"value": value, "unit": "mg/dL",
+                              "system": "http://unitsofmeasure.org", "code": "mg/dL"}}
+
+
+def weight(kg: float) -> dict[str, Any]:
+    return {"resourceType": "Observation", "id": "wt-1", "status": "final",
+            "code": {"coding": [{"system": "http://loinc.org", "code": "29463-7"}]},
+            "subject": {"reference": "Patient/pat-1"}, "effectiveDateTime": "2026-11-20",
+            "valueQuantity": {"value": kg, "unit": "kg", "system": "http://unitsofmeasure.org",
+                              "code": "kg"}}
+
+
+@pytest.fixture
+def ehr() -> Iterator[StubServer]:
+    """An EHR FHIR server: the patient, observations over two pages, empty other searches."""
+    with stub_server() as stub:
+        base = f"{stub.base}/fhir"
+        stub.json("/fhir/Patient/pat-1", b.patient(birth_date="1940-03-01", gender="female"))
+        page1 = searchset(weight(60))
+        page1["link"] = [{"relation": "next", "url": f"{base}/Observation-page2?cursor=2"}]
+        stub.json("/fhir/Observation", page1)
+        stub.json("/fhir/Observation-page2",
+                  searchset(creatinine("cr-1", 2.5, "2026-11-20T08:00:00Z")))
+        for rtype in ("Condition", "Procedure", "MedicationRequest", "MedicationStatement",
+                      "MedicationDispense"):
+            stub.json(f"/fhir/{rtype}", searchset())
+        yield stub
+
+
+def make_app(tmp_path: Path, allow: str, timeout: float = 2) -> Flask:
+    return create_app({"CDS_REQUIRE_JWT": False, "FHIR_ALLOWLIST": allow,
+                       "OUTBOUND_TIMEOUT_S": timeout,
+                       "DATABASE_URL": f"sqlite:///{tmp_path}/audit.sqlite3", "TESTING": True})
+
+
+def call(stub: StubServer, with_token: bool = True, **kw: Any) -> dict[str, Any]:
+    body = hook_call(b.order(b.dosage(20, frequency=3)), empty_prefetch=False, **kw)
+    body["fhirServer"] = f"{stub.base}/fhir"
+    if with_token:
+        body["fhirAuthorization"] = {"access_token": TOKEN, "token_type": "Bearer",
+                                     "expires_in": 300, "scope": "patient/*.read",
+                                     "subject": "baclofen-check"}
+    return body
+
+
+def test_omitted_keys_are_fetched_with_the_token(tmp_path: Path, ehr: StubServer) -> None:
+    client = make_app(tmp_path, f"{ehr.base}/fhir").test_client()
+    got = cards(post(client, call(ehr)))
+    # the creatinine on the second page made the renal finding (female, 86 y, 60 kg)
+    assert any(topic(c).startswith(("renal.", "geriatric.")) for c in got), rules_in(got)
+    assert "context.unavailable" not in rules_in(got)
+    paths = [h[1] for h in ehr.hits]
+    assert "/fhir/Patient/pat-1" in paths
+    assert any(p.startswith("/fhir/Observation-page2") for p in paths)
+    assert all(h[2].get("Authorization") == f"Bearer {TOKEN}" for h in ehr.hits)
+    # every omitted key was asked for once (one request per key, plus next pages)
+    first_pages = [p for p in paths if "page2" not in p]
+    assert len(first_pages) == len(prefetch_templates(load()))
+
+
+def test_no_authorization_header_without_fhir_authorization(tmp_path: Path,
+                                                            ehr: StubServer) -> None:
+    client = make_app(tmp_path, f"{ehr.base}/fhir").test_client()
+    cards(post(client, call(ehr, with_token=False)))
+    assert ehr.hits and all("Authorization" not in h[2] for h in ehr.hits)
+
+
+def test_only_omitted_keys_are_fetched(tmp_path: Path, ehr: StubServer) -> None:
+    client = make_app(tmp_path, f"{ehr.base}/fhir").test_client()
+    failed = {"resourceType": "OperationOutcome",
+              "issue": [{"severity": "error", "code": "timeout"}]}
+    keys = list(prefetch_templates(load()))
+    prefetch: dict[str, Any] = dict.fromkeys(keys)
+    prefetch["patient"] = b.patient()
+    prefetch["creatinine"] = failed
+    del prefetch["weight"]
+    got = cards(post(client, call(ehr, prefetch=prefetch)))
+    assert [h[1].split("?")[0] for h in ehr.hits] == ["/fhir/Observation"] + (
+        ["/fhir/Observation-page2"] if len(ehr.hits) > 1 else [])
+    (gathered,) = [c for c in got if topic(c) == "low-findings"]
+    issues = gathered["extension"]["baclofen-check.detectedIssue"]
+    unavailable = [di for di in issues if di["identifier"][0]["value"] == "context.unavailable"]
+    assert len(unavailable) == 1
+    assert "serum creatinine" in unavailable[0]["detail"]
+
+
+def test_server_not_on_allowlist_is_never_called(tmp_path: Path, ehr: StubServer) -> None:
+    client = make_app(tmp_path, "https://fhir.trusted.example/r4").test_client()
+    got = cards(post(client, call(ehr)))
+    assert ehr.hits == []
+    assert "context.unavailable" in rules_in(got)
+
+
+def test_failed_fetches_become_context_unavailable(tmp_path: Path) -> None:
+    with stub_server() as stub:
+        stub.json("/fhir/Patient/pat-1", b.patient())
+        # every search answers 500
+        for rtype in ("Observation", "Condition", "Procedure", "MedicationRequest",
+                      "MedicationStatement", "MedicationDispense"):
+            stub.json(f"/fhir/{rtype}", {"resourceType": "OperationOutcome"}, status=500)
+        client = make_app(tmp_path, f"{stub.base}/fhir").test_client()
+        got = cards(post(client, call(stub)))
+    assert "oral.max-daily" not in rules_in(got)
+    di = next(di for c in got if topic(c) == "low-findings"
+              for di in c["extension"]["baclofen-check.detectedIssue"]
+              if di["identifier"][0]["value"] == "context.unavailable")
+    assert "eGFR results" in di["detail"] and "the patient record" not in di["detail"]
+
+
+def test_patient_that_cannot_be_read_still_checks_the_dose(tmp_path: Path) -> None:
+    with stub_server() as stub:  # nothing on this server: every read is a 404
+        client = make_app(tmp_path, f"{stub.base}/fhir").test_client()
+        body = hook_call(b.order(b.dosage(40, frequency=3)), empty_prefetch=False)
+        body["fhirServer"] = f"{stub.base}/fhir"
+        got = cards(post(client, body))
+    assert "oral.max-daily" in rules_in(got)
+    assert "context.unavailable" in rules_in(got)
+
+
+def test_prefetch_and_self_fetch_give_the_same_cards(tmp_path: Path, ehr: StubServer,
+                                                     client: FlaskClient) -> None:
+    fetched = cards(post(make_app(tmp_path, f"{ehr.base}/fhir").test_client(), call(ehr)))
+    prefetch = {
+        "patient": b.patient(birth_date="1940-03-01", gender="female"),
+        "creatinine": searchset(creatinine("cr-1", 2.5, "2026-11-20T08:00:00Z")),
+        "weight": searchset(weight(60)),
+    }
+    given = cards(post(client, hook_call(b.order(b.dosage(20, frequency=3)),
+                                         prefetch=prefetch)))
+
+    def key(cs: list[dict[str, Any]]) -> list[tuple[str, str, str]]:
+        return sorted((topic(c), c["indicator"], c["summary"]) for c in cs
+                      if c["indicator"] != "info")
+
+    assert key(fetched) == key(given) and key(given)
