@@ -3,8 +3,10 @@ merge), end to end: request in, validated DetectedIssues out (clinical-rules sec
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 from fractions import Fraction as F
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -244,3 +246,43 @@ def test_through_http(client):
     assert "counted as just under 15" in di["detail"]
     assert evidence(di) == ["Observation/e-http"]
     assert di["implicated"][0]["reference"] == "MedicationRequest/ord-1"
+
+
+# --- realistic fixtures through HTTP --------------------------------------------------------
+
+FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
+
+
+@pytest.mark.parametrize(
+    "name,expected,evidence_of",
+    [
+        pytest.param("patient-context-older-cockcroft-gault.json",
+                     {"renal.dose-band": "high"},
+                     {"renal.dose-band": ["Observation/cr-1", "Observation/wt-1"]},
+                     id="older_cg_44_7_moderate_band_merged_geriatric_high"),
+        pytest.param("patient-context-dialysis-bundle.json",
+                     {"renal.dialysis": "high", "oral.start-dose": "moderate"},
+                     {"renal.dialysis": ["Observation/e-1", "Condition/c-esrd",
+                                         "Procedure/p-hd"]},
+                     id="dialysis_bundle_30mg_high"),
+        pytest.param("patient-context-titration-dispense.json",
+                     {"oral.titration-interval": "moderate", "oral.titration-step": "low"},
+                     {"oral.titration-interval": ["MedicationDispense/md-1"]},
+                     id="dispense_2_days_ago_raise_30_to_60"),
+        pytest.param("patient-context-ckd-unknown.json", {"renal.unknown": "low"},
+                     {"renal.unknown": ["Condition/c-ckd"]},
+                     id="ckd_only_old_and_registered_results"),
+    ],
+)
+def test_patient_context_fixtures(client, name, expected, evidence_of):
+    body = json.loads((FIXTURES / name).read_text(encoding="utf-8"))
+    resp = post_check(client, body)
+    assert resp.status_code == 200
+    result = resp.get_json()
+    validate(result)
+    found = {di["identifier"][0]["value"]: di["severity"] for di in issues(result)
+             if di["identifier"][0]["value"] in RENAL | {
+                 "oral.start-dose", "oral.titration-interval", "oral.titration-step"}}
+    assert found == expected
+    for rule, refs in evidence_of.items():
+        assert evidence(by_rule(result, rule)) == refs

@@ -90,7 +90,7 @@ def start_dose(ctx: RuleContext, order: OrderFacts) -> Finding | None:
         return None
     daily, daily_text = step_daily(step)
     weight = ctx.patient.weight_kg
-    evidence = _renal_refs(ctx)
+    evidence: tuple[str, ...] = ()
     if is_child(ctx) and weight is not None and weight > 0:
         per_kg = daily / weight
         limit, moderate_from = spec.num("child_mg_kg_day"), spec.num("child_moderate_mg_kg_day")
@@ -112,6 +112,8 @@ def start_dose(ctx: RuleContext, order: OrderFacts) -> Finding | None:
         start = mg_day(limit)
     why = _why_vulnerable(ctx, spec.num("older_age"), spec.num("renal_below"), child=False)
     reasons = ([big] if moderate else []) + why
+    if renal_below(ctx, spec.num("renal_below")):
+        evidence += _renal_refs(ctx)
     severity = "moderate" if reasons else "low"
     plan = " in step 1 of the plan" if order.is_plan else ""
     return ctx.finding(
@@ -193,7 +195,8 @@ def interval_rule(ctx: RuleContext, order: OrderFacts, increases: list[Increase]
                f"{mg_day(inc.to_mg_day)} {inc.where}, {fmt(inc.interval_days or 0)} days after "
                f"the previous dose started; increases should be at least {fmt(need)} days "
                f"apart{because}.",
-        evidence=inc.refs + _renal_refs(ctx),
+        evidence=inc.refs + (_renal_refs(ctx) if severity == "low" and renal_below(
+            ctx, spec.num("renal_below")) else ()),
     )
 
 
