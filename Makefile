@@ -3,8 +3,12 @@ PY ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# The real FHIR server the tests run against lives in its own virtualenv (its dependencies
+# must not mix with the service's).
+SEKMET_VENV := .venv-sekmet
+SEKMET_STAMP := $(SEKMET_VENV)/.installed
 
-.PHONY: run test lint typecheck unit bench clean
+.PHONY: run test lint typecheck unit bench clean system-check
 
 $(STAMP): pyproject.toml
 	$(PY) -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11) and "Python 3.11 is required")'
@@ -13,14 +17,25 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
+$(SEKMET_STAMP): tests/sekmet-requirements.txt
+	$(PY) -m venv $(SEKMET_VENV)
+	$(SEKMET_VENV)/bin/pip install --quiet --upgrade pip
+	$(SEKMET_VENV)/bin/pip install --quiet -r tests/sekmet-requirements.txt
+	touch $(SEKMET_STAMP)
+
+## system-check: stop at once, with the install command, when a system package is missing.
+system-check:
+	sh tools/check-system
+
 ## make run: serve on http://127.0.0.1:8080 with the embedded SQLite store (local demo:
 ## authentication off, which the service logs as a warning).
 run: $(STAMP)
 	mkdir -p var
 	API_REQUIRE_AUTH=false CDS_REQUIRE_JWT=false $(BIN)/baclofen-check serve --bind 127.0.0.1:8080
 
-## make test: install what the tests need, lint, type-check and run pytest.
-test: $(STAMP)
+## make test: install what the tests need, lint, type-check and run pytest (which starts a
+## throwaway PostgreSQL cluster and the sekmet FHIR server itself).
+test: system-check $(STAMP) $(SEKMET_STAMP)
 	$(BIN)/ruff check service tests bench
 	$(BIN)/mypy
 	$(BIN)/pytest
@@ -35,4 +50,4 @@ bench: $(STAMP)
 	$(BIN)/python bench/run.py
 
 clean:
-	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) $(SEKMET_VENV) var .pytest_cache .mypy_cache .ruff_cache .hypothesis
