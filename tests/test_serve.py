@@ -1,0 +1,74 @@
+"""`baclofen-check serve`: real gunicorn with several workers; /metrics adds up across them."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import requests
+
+from .builders import dosage, order, parameters
+from .services import _wait_until, free_port
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+def served(tmp_path: Path) -> Iterator[str]:
+    port = free_port()
+    env = {**os.environ, "API_REQUIRE_AUTH": "false", "CDS_REQUIRE_JWT": "false",
+           "DATABASE_URL": f"sqlite:///{tmp_path}/audit.sqlite3"}
+    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    log = open(tmp_path / "serve.log", "wb")  # noqa: SIM115 - closed below
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "service.cli", "serve", "--bind", f"127.0.0.1:{port}",
+         "--workers", "3", "--threads", "2"], cwd=ROOT, env=env, stdout=log,
+        stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{port}"
+
+    def ready() -> bool:
+        if proc.poll() is not None:
+            pytest.fail("serve exited: " + (tmp_path / "serve.log").read_text()[-3000:])
+        try:
+            return requests.get(base + "/readyz", timeout=1).status_code == 200
+        except requests.RequestException:
+            return False
+
+    try:
+        _wait_until(ready, "baclofen-check serve", attempts=600)
+        yield base
+    finally:
+        os.kill(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=30)
+        log.close()
+
+
+def _count(text: str) -> float:
+    total = 0.0
+    for row in text.splitlines():
+        if row.startswith("baclofen_check_requests_total{") and \
+                'endpoint="/MedicationRequest/$check"' in row and 'status="200"' in row:
+            total += float(row.rsplit(" ", 1)[1])
+    return total
+
+
+def test_metrics_add_up_across_gunicorn_workers(served: str) -> None:
+    body = parameters(order(dosage(40)))
+    n = 12
+    for _ in range(n):
+        # a new connection each time, so that the requests spread over the workers
+        r = requests.post(served + "/MedicationRequest/$check", json=body, timeout=30,
+                          headers={"Content-Type": "application/fhir+json",
+                                   "Connection": "close"})
+        assert r.status_code == 200
+    for _ in range(5):  # whichever worker answers, the totals are the same
+        text = requests.get(served + "/metrics", timeout=10,
+                            headers={"Connection": "close"}).text
+        assert _count(text) == n
+        assert 'baclofen_check_findings_total{rule="oral.max-daily",severity="high"} ' \
+            f'{float(n)}' in text
