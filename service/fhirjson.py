@@ -99,6 +99,11 @@ _DATE_RE = re.compile(
 )
 
 
+# choice: dates outside these years are not clinical dates (and date arithmetic near year 1 or
+# 9999 overflows), so they read as unusable rather than as a time.
+MIN_YEAR, MAX_YEAR = 1000, 9000
+
+
 class DateRange:
     """A FHIR date or dateTime as the range of instants it may mean (a partial date is wide)."""
 
@@ -130,8 +135,10 @@ def parse_datetime_range(value: Any, default_tz: tzinfo | None = None) -> DateRa
             if hours > 23 or minutes > 59:
                 return None
             tz = timezone(sign * timedelta(hours=hours, minutes=minutes))
+    year = int(m.group("y"))
+    if not MIN_YEAR <= year <= MAX_YEAR:
+        return None
     try:
-        year = int(m.group("y"))
         if m.group("m") is None:
             low = datetime(year, 1, 1, tzinfo=tz)
             return DateRange(low, datetime(year + 1, 1, 1, tzinfo=tz), "year")
@@ -151,7 +158,7 @@ def parse_datetime_range(value: Any, default_tz: tzinfo | None = None) -> DateRa
             micro, tzinfo=tz,
         )
         return DateRange(low, low, "instant")
-    except ValueError:
+    except (ValueError, OverflowError):
         return None
 
 
