@@ -117,6 +117,7 @@ def record_check(endpoint: str, caller: str, now: datetime, req: CheckRequest,
     try:
         store.record_check(record)
     except SQLAlchemyError as exc:
+        metrics.AUDIT_FAILURES.inc()
         log.error("audit record failed", extra={"event": "audit-failed",
                                                 "error_type": type(exc).__name__})
 
