@@ -46,8 +46,17 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-bench: $(STAMP)
-	$(BIN)/python bench/run.py
+## make bench: the benchmark report (bench/run.py; README "Benchmark"). Needs wrk, installed
+## here when running as root; BENCH_ARGS=--quick gives a short smoke run.
+bench: $(STAMP) $(SEKMET_STAMP)
+	@command -v wrk >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = "0" ]; then \
+	    apt-get install -y wrk || { apt-get update && apt-get install -y wrk; }; \
+	  else \
+	    echo "make bench needs wrk: install it (as root) with:  apt-get install -y wrk" >&2; \
+	    exit 1; \
+	  fi; }
+	$(BIN)/python bench/run.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) $(SEKMET_VENV) var .pytest_cache .mypy_cache .ruff_cache .hypothesis
