@@ -253,14 +253,14 @@ def administrations_per_day(
         return None, True, None
     if frequency is None and count == 1 and not periods:
         return None, True, None
-    when_count = len(as_list(repeat.get("when"))) + len(as_list(repeat.get("timeOfDay")))
+    # clinical-rules section 1: repeat, else timing.code, else the count of when/timeOfDay
+    # entries. Named times with a frequency only say when in the period each dose is given
+    # (once a week in the morning is once a week, not once a day).
     if per_day is None:
-        code_per_day = _timing_code(timing, kb)
-        if code_per_day is not None:
-            per_day = code_per_day
-    if when_count:
-        # worst case when a frequency and named times disagree (knowledge: timing choice)
-        per_day = max(per_day or Fraction(0), Fraction(when_count))
+        per_day = _timing_code(timing, kb)
+    when_count = len(as_list(repeat.get("when"))) + len(as_list(repeat.get("timeOfDay")))
+    if per_day is None and when_count:
+        per_day = Fraction(when_count)
     if per_day is None:
         return None, False, "no frequency, timing code or times of day are given"
     return per_day, False, None
@@ -357,6 +357,7 @@ def read_order(
         dose_key=json.dumps(order.get("dosageInstruction"), sort_keys=True, default=str),
         ingredient_names=tuple(n.lower() for n in names),
         checked=checked,
+        drug_unknown=not baclofen and not names and not codings(concept),
     )
 
 

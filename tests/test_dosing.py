@@ -282,7 +282,24 @@ REPEAT_CASES = [
                  id="timeOfDay-three"),
     pytest.param({"frequency": 3, "period": 1, "periodUnit": "d", "count": 9}, Fraction(3),
                  id="count-9-is-not-single"),
+    pytest.param({"frequency": 1, "period": 1, "periodUnit": "wk", "when": ["MORN"]},
+                 Fraction(1, 7), id="weekly-in-the-morning-frequency-wins-over-when"),
+    pytest.param({"frequency": 2, "period": 1, "periodUnit": "d", "when": ["MORN", "HS"]},
+                 Fraction(2), id="frequency-and-matching-when"),
+    pytest.param({"frequency": 1, "period": 1, "periodUnit": "d", "when": ["MORN", "HS"]},
+                 Fraction(1), id="repeat-frequency-comes-before-when-count"),
 ]
+
+
+def test_timing_code_comes_before_when_count():
+    timing = {"code": {"text": "TID"}, "repeat": {"when": ["MORN", "HS"]}}
+    assert line_of(timing_order(timing)).per_day == 3
+
+
+def test_repeat_comes_before_timing_code():
+    timing = {"code": {"text": "QID"}, "repeat": {"frequency": 2, "period": 1,
+                                                  "periodUnit": "d"}}
+    assert line_of(timing_order(timing)).per_day == 2
 
 
 @pytest.mark.parametrize(("repeat", "per_day"), REPEAT_CASES)
