@@ -41,6 +41,9 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
 
     cds_hooks.register(app)
     cors.register(app)
+    from .web import ui
+
+    app.register_blueprint(ui.bp)
     if not settings.cds_require_jwt:
         logging.getLogger("baclofen_check").warning(
             "CDS_REQUIRE_JWT is off: every CDS Hooks call is allowed")
