@@ -197,6 +197,30 @@ def openapi(base: str, version: str) -> JSON:
             "/readyz": {"get": {"summary": "ready to serve",
                                 "responses": {"200": {"description": "ok"},
                                               "503": {"description": "not ready"}}}},
+            **_web_page_paths(),
             "/metrics": get("Prometheus metrics"),
         },
+    }
+
+
+def _web_page_paths() -> JSON:
+    """The web page (service/web/ui.py): HTML pages, the demo patients and the alert report."""
+    html = {"200": {"description": "HTML page", "content": {"text/html": {}}}}
+    return {
+        "/": {"get": {"summary": "Web page: try an order", "responses": html}},
+        "/rules": {"get": {"summary": "Web page: the rules of the knowledge data",
+                           "responses": html}},
+        "/alerts": {"get": {"summary": "Web page: the alert report", "responses": html}},
+        "/report": {"get": {
+            "summary": "Alert report: per rule fired, accepted, overridden (JSON)",
+            "responses": {"200": {"description": "the report", "content": {
+                "application/json": {"schema": {"type": "object"}}}},
+                "401": {"description": "no or bad credentials"}}}},
+        "/demo/{name}": {"get": {
+            "summary": "A bundled demo patient (FHIR Bundle, dates moved to today)",
+            "parameters": [{"name": "name", "in": "path", "required": True,
+                            "schema": {"type": "string"}}],
+            "responses": {"200": {"description": "Bundle", "content": {
+                "application/fhir+json": {"schema": {"type": "object"}}}},
+                "404": {"description": "no such demo patient"}}}},
     }
