@@ -1,0 +1,459 @@
+/* "Try an order": build a draft baclofen MedicationRequest from the form, send it with the
+   patient record to the service's public endpoints, and show the answer the way an EHR shows
+   CDS Hooks cards. The clinical checking is all done by the service. */
+"use strict";
+
+(function () {
+  var el = BC.el;
+  var data = JSON.parse(document.getElementById("page-data").textContent);
+  var UCUM = "http://unitsofmeasure.org";
+  var SNOMED = "http://snomed.info/sct";
+  var ROUTE_DISPLAY = { oral: "Oral route", gastrostomy: "Gastrostomy route",
+                        intrathecal: "Intrathecal route" };
+  var UNIT_WORDS = { "mg": "mg", "ug": "micrograms", "mL": "mL", "{tbl}": "tablet(s)" };
+  var INDICATOR_WORDS = { critical: "Critical", warning: "Warning", info: "Info" };
+
+  var form = document.getElementById("order-form");
+  var f = {
+    demo: document.getElementById("demo"),
+    record: document.getElementById("record"),
+    product: document.getElementById("product"),
+    dose: document.getElementById("dose"),
+    unit: document.getElementById("unit"),
+    frequency: document.getElementById("frequency"),
+    route: document.getElementById("route"),
+    start: document.getElementById("start")
+  };
+  var out = {
+    status: document.getElementById("status"),
+    problem: document.getElementById("auth-problem"),
+    cards: document.getElementById("cards"),
+    notes: document.getElementById("notes"),
+    raw: document.getElementById("raw")
+  };
+  var apiToken = BC.tokenField("token");
+  var cdsToken = BC.tokenField("cds-token");
+  var baseOrder = null;   /* the draft baclofen order of the record, kept as the form's base */
+
+  function today() {
+    var d = new Date();
+    var pad = function (n) { return (n < 10 ? "0" : "") + n; };
+    return d.getFullYear() + "-" + pad(d.getMonth() + 1) + "-" + pad(d.getDate());
+  }
+  f.start.value = today();
+
+  /* --- reading the record ----------------------------------------------------------------- */
+
+  function text(concept) {
+    if (!concept) { return ""; }
+    var parts = [concept.text || ""];
+    (concept.coding || []).forEach(function (c) { parts.push(c.display || ""); });
+    return parts.join(" ");
+  }
+
+  function isBaclofen(res) {
+    if (!res || res.resourceType !== "MedicationRequest") { return false; }
+    var concept = res.medicationCodeableConcept;
+    var coded = concept && (concept.coding || []).some(function (c) {
+      return c.system === data.rxnorm.system && c.code === data.rxnorm.code;
+    });
+    var named = /baclofen/i.test(text(concept)) ||
+      /baclofen/i.test((res.medicationReference || {}).display || "");
+    return coded || named;
+  }
+
+  /* The record as {patient, orders, context}; throws an Error with a message for people. */
+  function readRecord(textValue) {
+    var body;
+    try { body = JSON.parse(textValue); } catch (e) {
+      throw new Error("The patient record is not valid JSON: " + e.message);
+    }
+    if (!body || typeof body !== "object") { throw new Error("The patient record must be a JSON object."); }
+    var resources = [];
+    var orders = [];
+    if (body.resourceType === "Bundle") {
+      (body.entry || []).forEach(function (e) {
+        if (e && e.resource && e.resource.resourceType &&
+            !(e.search && e.search.mode === "outcome")) { resources.push(e.resource); }
+      });
+      resources.forEach(function (r) {
+        if (r.resourceType === "MedicationRequest" && r.status === "draft") { orders.push(r); }
+      });
+    } else if (body.resourceType === "Parameters") {
+      (body.parameter || []).forEach(function (p) {
+        if (!p || !p.resource) { return; }
+        if (p.name === "order") { orders.push(p.resource); }
+        resources.push(p.resource);
+      });
+    } else {
+      throw new Error("The patient record must be a FHIR Bundle or Parameters resource.");
+    }
+    var patients = resources.filter(function (r) { return r.resourceType === "Patient"; });
+    if (patients.length !== 1) {
+      throw new Error("The patient record must hold exactly one Patient (it holds " + patients.length + ").");
+    }
+    var context = resources.filter(function (r) {
+      return r.resourceType !== "Patient" && orders.indexOf(r) < 0;
+    });
+    return { patient: patients[0], orders: orders, context: context };
+  }
+
+  /* --- the form <-> the draft order ------------------------------------------------------- */
+
+  function setSelect(select, value, label) {
+    var found = Array.prototype.some.call(select.options, function (o) { return o.value === value; });
+    if (!found) { select.appendChild(el("option", { value: value, text: label || value })); }
+    select.value = value;
+  }
+
+  function fillForm(order) {
+    var concept = order.medicationCodeableConcept || {};
+    var product = concept.text || (order.medicationReference || {}).display;
+    if (product) { setSelect(f.product, product); }
+    var dosage = (order.dosageInstruction || [])[0] || {};
+    var dr = (dosage.doseAndRate || [])[0] || {};
+    var repeat = (dosage.timing || {}).repeat || {};
+    if (dr.rateQuantity) {
+      var unit = String(dr.rateQuantity.code || dr.rateQuantity.unit || "mg/d").split("/")[0];
+      f.dose.value = dr.rateQuantity.value;
+      setSelect(f.unit, unit, UNIT_WORDS[unit]);
+      f.frequency.value = "continuous";
+    } else if (dr.doseQuantity) {
+      var u = dr.doseQuantity.code || dr.doseQuantity.unit || "mg";
+      f.dose.value = dr.doseQuantity.value;
+      setSelect(f.unit, u, UNIT_WORDS[u]);
+      if (repeat.frequency) {
+        var days = { d: 1, h: 1 / 24, wk: 7 }[repeat.periodUnit || "d"] || 1;
+        var perDay = repeat.frequency / ((repeat.period || 1) * days);
+        var rounded = Math.round(perDay * 1000) / 1000;
+        setSelect(f.frequency, String(rounded), rounded + " a day");
+      }
+    }
+    var routeCodes = ((dosage.route || {}).coding || []).map(function (c) { return c.code; });
+    Object.keys(data.routes).forEach(function (name) {
+      if (routeCodes.indexOf(data.routes[name]) >= 0) { f.route.value = name; }
+    });
+    var start = (repeat.boundsPeriod || {}).start;
+    if (start) { f.start.value = String(start).slice(0, 10); }
+  }
+
+  function number(value) {
+    var n = Number(value);
+    if (!isFinite(n) || n <= 0) { throw new Error("The dose must be a number above zero."); }
+    return n;
+  }
+
+  function draftOrder(patientId) {
+    var order = baseOrder ? JSON.parse(JSON.stringify(baseOrder)) : {
+      resourceType: "MedicationRequest", id: "draft-baclofen", status: "draft", intent: "order"
+    };
+    order.status = "draft";
+    order.intent = order.intent || "order";
+    order.subject = { reference: "Patient/" + patientId };
+    order.authoredOn = new Date().toISOString().replace(/\.\d+Z$/, "Z");
+    delete order.medicationReference;
+    order.medicationCodeableConcept = {
+      coding: [{ system: data.rxnorm.system, code: data.rxnorm.code, display: "baclofen" }],
+      text: f.product.value
+    };
+    var dose = number(f.dose.value);
+    var unit = f.unit.value;
+    var route = f.route.value;
+    var repeat = {};
+    if (!f.start.value) { throw new Error("Give the start date."); }
+    repeat.boundsPeriod = { start: f.start.value };
+    var dosage = {
+      route: { coding: [{ system: SNOMED, code: data.routes[route], display: ROUTE_DISPLAY[route] }] },
+      timing: { repeat: repeat }
+    };
+    var words = UNIT_WORDS[unit] || unit;
+    if (f.frequency.value === "continuous") {
+      dosage.text = dose + " " + words + " a day, continuous";
+      dosage.doseAndRate = [{ rateQuantity: { value: dose, unit: unit + "/d", system: UCUM, code: unit + "/d" } }];
+    } else {
+      var perDay = Number(f.frequency.value);
+      repeat.frequency = perDay;
+      repeat.period = 1;
+      repeat.periodUnit = "d";
+      dosage.text = dose + " " + words + " " + f.frequency.options[f.frequency.selectedIndex].text;
+      dosage.doseAndRate = [{ doseQuantity: { value: dose, unit: unit === "{tbl}" ? "tablet" : unit, system: UCUM, code: unit } }];
+    }
+    order.dosageInstruction = [dosage];
+    return order;
+  }
+
+  /* --- the calls -------------------------------------------------------------------------- */
+
+  function ref(res) { return res.resourceType + "/" + res.id; }
+
+  function codingMatches(res, codes) {
+    var concept = res.code || {};
+    return (concept.coding || []).some(function (c) {
+      return codes.indexOf((c.system || "") + "|" + (c.code || "")) >= 0;
+    });
+  }
+
+  /* The prefetch an EHR would send, from the service's own prefetch templates (the same ones
+     GET /cds-services lists): each key gets the record's resources its query would find. */
+  function prefetch(patient, context, order) {
+    var result = {};
+    var medications = context.filter(function (r) { return r.resourceType === "Medication"; });
+    Object.keys(data.prefetch).forEach(function (key) {
+      var template = data.prefetch[key];
+      var type = template.split(/[?/]/)[0];
+      if (type === "Patient") { result[key] = patient; return; }
+      var query = template.split("?")[1] || "";
+      var codes = null;
+      var include = false;
+      query.split("&").forEach(function (pair) {
+        var kv = pair.split("=");
+        if (kv[0] === "code") { codes = decodeURIComponent(kv[1]).split(","); }
+        if (kv[0] === "_include") { include = true; }
+      });
+      var found = context.filter(function (r) {
+        return r.resourceType === type && r !== order && (codes === null || codingMatches(r, codes));
+      });
+      if (include) { found = found.concat(medications); }
+      result[key] = {
+        resourceType: "Bundle", type: "searchset", total: found.length,
+        entry: found.map(function (r) { return { fullUrl: r.id ? ref(r) : undefined, resource: r, search: { mode: r.resourceType === "Medication" ? "include" : "match" } }; })
+      };
+    });
+    return result;
+  }
+
+  function uuid() {
+    if (window.crypto && window.crypto.randomUUID) { return window.crypto.randomUUID(); }
+    return "10000000-1000-4000-8000-100000000000".replace(/[018]/g, function (c) {
+      return (c ^ (window.crypto.getRandomValues(new Uint8Array(1))[0] & (15 >> (c / 4)))).toString(16);
+    });
+  }
+
+  function hookCall(record, order, others) {
+    return {
+      hook: "order-sign",
+      hookInstance: uuid(),
+      context: {
+        userId: "Practitioner/web-page",
+        patientId: record.patient.id,
+        draftOrders: { resourceType: "Bundle", type: "collection",
+                       entry: [order].concat(others).map(function (r) { return { resource: r }; }) }
+      },
+      prefetch: prefetch(record.patient, record.context, order)
+    };
+  }
+
+  function parameters(record, order, others) {
+    var p = [{ name: "order", resource: order }];
+    others.forEach(function (o) { p.push({ name: "order", resource: o }); });
+    p.push({ name: "patient", resource: record.patient });
+    record.context.forEach(function (r) { p.push({ name: "context", resource: r }); });
+    return { resourceType: "Parameters", parameter: p };
+  }
+
+  /* --- showing the answer ----------------------------------------------------------------- */
+
+  function clear(node) { while (node.firstChild) { node.removeChild(node.firstChild); } }
+
+  function feedback(card, outcome, extra) {
+    if (data.cdsJwt) { return Promise.resolve(null); }  /* feedback needs its own JWT then */
+    var item = { card: card.uuid, outcome: outcome,
+                 outcomeTimestamp: new Date().toISOString().replace(/\.\d+Z$/, "Z") };
+    Object.keys(extra || {}).forEach(function (k) { item[k] = extra[k]; });
+    return BC.call("POST", "/cds-services/" + data.service + "/feedback", "", { feedback: [item] });
+  }
+
+  function renderCard(card, index) {
+    var indicator = card.indicator || "info";
+    var topic = (card.source || {}).topic || {};
+    var id = "card-" + index;
+    var main = el("div", { className: "card-main" }, [
+      el("p", { className: "indicator", text: INDICATOR_WORDS[indicator] || indicator }),
+      el("h4", { className: "summary", id: id + "-summary", text: card.summary || "" })
+    ]);
+    main.appendChild(Markdown.render(card.detail || "", el("div", { className: "detail" })));
+    var source = card.source || {};
+    var sourceLine = el("p", { className: "source muted" }, ["Source: "]);
+    if (source.url && /^https?:\/\//.test(source.url)) {
+      sourceLine.appendChild(el("a", { href: source.url, rel: "noopener noreferrer", text: source.label || source.url }));
+    } else {
+      sourceLine.appendChild(document.createTextNode(source.label || ""));
+    }
+    if (topic.code) {
+      sourceLine.appendChild(document.createTextNode(" \u00b7 rule "));
+      sourceLine.appendChild(el("code", { text: topic.code }));
+    }
+    main.appendChild(sourceLine);
+    var actions = el("div", { className: "card-actions" });
+    (card.suggestions || []).forEach(function (s) {
+      var button = el("button", { type: "button", className: "suggestion", text: s.label });
+      button.addEventListener("click", function () {
+        var update = (s.actions || []).filter(function (a) {
+          return (a.type === "update" || a.type === "create") && a.resource &&
+            a.resource.resourceType === "MedicationRequest";
+        })[0];
+        if (!update) { return; }
+        baseOrder = update.resource;
+        fillForm(update.resource);
+        feedback(card, "accepted", { acceptedSuggestions: [{ id: s.uuid }] }).then(function () {
+          check("Applied: " + s.label + ". Checked again.");
+        });
+      });
+      actions.appendChild(button);
+    });
+    if (card.overrideReasons && card.overrideReasons.length) {
+      var selectId = id + "-reason";
+      var select = el("select", { id: selectId });
+      card.overrideReasons.forEach(function (r) {
+        select.appendChild(el("option", { value: r.code, text: r.display || r.code }));
+      });
+      var override = el("button", { type: "button", className: "override", text: "Override" });
+      var said = el("span", { className: "muted", role: "status" });
+      override.addEventListener("click", function () {
+        var reason = card.overrideReasons[select.selectedIndex];
+        feedback(card, "overridden", { overrideReason: { reason: reason } }).then(function (resp) {
+          said.textContent = resp === null ? " Not sent: feedback needs a CDS Hooks JWT." :
+            resp.status === 200 ? " Override recorded." : " The service answered " + resp.status + ".";
+        });
+      });
+      actions.appendChild(el("span", { className: "override-box" }, [
+        el("label", { "for": selectId, text: "Override reason" }), select, override, said]));
+    }
+    if (actions.childNodes.length) { main.appendChild(actions); }
+    var ext = (card.extension || {})["baclofen-check.detectedIssue"];
+    var raw = el("div", { className: "card-json" }, [
+      el("p", { className: "muted", text: Array.isArray(ext) ? "DetectedIssues on this card" : "DetectedIssue" }),
+      el("pre", { className: "json", tabindex: "0", text: ext ? JSON.stringify(ext, null, 2) : "(none)" })
+    ]);
+    return el("article", { className: "card card-" + indicator, "data-rule": topic.code || "",
+                           "aria-labelledby": id + "-summary" }, [main, raw]);
+  }
+
+  function showCards(resp) {
+    clear(out.cards);
+    if (resp === null) {
+      out.cards.appendChild(el("p", { className: "note", text:
+        "Cards were not requested: CDS_REQUIRE_JWT is on and no CDS Hooks JWT was given." }));
+      return;
+    }
+    if (resp.status === 401) {
+      out.cards.appendChild(el("p", { className: "problem", text:
+        "The CDS Hooks service refused the call (401): the JWT is missing, expired, already used or not for this endpoint." }));
+      return;
+    }
+    if (resp.status !== 200 || !resp.body || !Array.isArray(resp.body.cards)) {
+      out.cards.appendChild(el("p", { className: "problem", text:
+        "The CDS Hooks service answered " + resp.status + ": " + (BC.outcomeText(resp.body) || resp.text.slice(0, 300)) }));
+      return;
+    }
+    if (!resp.body.cards.length) {
+      out.cards.appendChild(el("p", { className: "ok", id: "no-cards", text: "No cards: checked, nothing found." }));
+      return;
+    }
+    resp.body.cards.forEach(function (card, i) { out.cards.appendChild(renderCard(card, i)); });
+  }
+
+  function showCheck(resp) {
+    clear(out.notes);
+    if (resp === null) {
+      out.notes.appendChild(el("li", { text: "Not requested: API_REQUIRE_AUTH is on and no bearer token was given." }));
+      out.raw.textContent = "";
+      return;
+    }
+    out.raw.textContent = resp.body ? JSON.stringify(resp.body, null, 2) : resp.text;
+    if (resp.status === 401 || resp.status === 403) {
+      out.notes.appendChild(el("li", { className: "problem", text:
+        "The service refused the call (" + resp.status + "): " + (BC.outcomeText(resp.body) || "not allowed") }));
+      return;
+    }
+    if (resp.status !== 200) {
+      out.notes.appendChild(el("li", { className: "problem", text:
+        "The service answered " + resp.status + ": " + (BC.outcomeText(resp.body) || resp.text.slice(0, 300)) }));
+      return;
+    }
+    var issues = 0;
+    (resp.body.entry || []).forEach(function (e) {
+      var r = e.resource || {};
+      if (r.resourceType === "DetectedIssue") { issues += 1; }
+      if (r.resourceType === "OperationOutcome") {
+        (r.issue || []).forEach(function (i) {
+          out.notes.appendChild(el("li", { text: i.severity + ": " + (i.diagnostics || (i.details || {}).text || i.code) }));
+        });
+      }
+    });
+    out.notes.insertBefore(el("li", { text: issues + " DetectedIssue" + (issues === 1 ? "" : "s") + " in the result Bundle." }), out.notes.firstChild);
+  }
+
+  function check(doneMessage) {
+    BC.show(out.problem, "");
+    var record;
+    var order;
+    try {
+      record = readRecord(f.record.value);
+      if (!record.patient.id) { record.patient.id = "web-patient"; }
+      var bac = record.orders.filter(isBaclofen);
+      if (!baseOrder && bac.length) { baseOrder = bac[0]; }
+      order = draftOrder(record.patient.id);
+    } catch (e) {
+      BC.show(out.problem, e.message);
+      out.status.textContent = "Not checked.";
+      return Promise.resolve();
+    }
+    var others = record.orders.filter(function (o) { return !isBaclofen(o); });
+    var missing = [];
+    if (data.apiAuth && !apiToken()) { missing.push("a bearer token for $check"); }
+    if (data.cdsJwt && !cdsToken()) { missing.push("a CDS Hooks JWT for the cards"); }
+    if (missing.length) {
+      BC.show(out.problem, "Authentication is on and this page has no credentials: give " +
+        missing.join(" and ") + " in the Authentication box above.");
+    }
+    out.status.textContent = "Checking\u2026";
+    var cdsCall = data.cdsJwt && !cdsToken() ? Promise.resolve(null) :
+      BC.call("POST", "/cds-services/" + data.service, cdsToken(), hookCall(record, order, others));
+    var fhirCall = data.apiAuth && !apiToken() ? Promise.resolve(null) :
+      BC.call("POST", "/MedicationRequest/$check", apiToken(), parameters(record, order, others),
+              "application/fhir+json");
+    return Promise.all([cdsCall, fhirCall]).then(function (answers) {
+      showCards(answers[0]);
+      showCheck(answers[1]);
+      var n = out.cards.querySelectorAll(".card").length;
+      out.status.textContent = (doneMessage ? doneMessage + " " : "Checked. ") +
+        n + " card" + (n === 1 ? "" : "s") + ".";
+      out.status.setAttribute("data-state", "done");
+    });
+  }
+
+  /* --- wiring ----------------------------------------------------------------------------- */
+
+  f.demo.addEventListener("change", function () {
+    if (!f.demo.value) { return; }
+    out.status.textContent = "Loading the demo patient\u2026";
+    out.status.removeAttribute("data-state");
+    BC.call("GET", "/demo/" + encodeURIComponent(f.demo.value), "").then(function (resp) {
+      if (resp.status !== 200 || !resp.body) {
+        BC.show(out.problem, "The demo patient could not be loaded (" + resp.status + ").");
+        return;
+      }
+      f.record.value = JSON.stringify(resp.body, null, 2);
+      baseOrder = null;
+      try {
+        var bac = readRecord(f.record.value).orders.filter(isBaclofen);
+        if (bac.length) { baseOrder = bac[0]; fillForm(bac[0]); }
+      } catch (e) { BC.show(out.problem, e.message); }
+      check("Demo patient loaded and checked.");
+    });
+  });
+
+  f.record.addEventListener("change", function () {
+    baseOrder = null;
+    try {
+      var bac = readRecord(f.record.value).orders.filter(isBaclofen);
+      if (bac.length) { baseOrder = bac[0]; fillForm(bac[0]); }
+    } catch (e) { /* said when checking */ }
+  });
+
+  form.addEventListener("submit", function (event) {
+    event.preventDefault();
+    check();
+  });
+}());
