@@ -7,6 +7,11 @@ STAMP := $(VENV)/.installed
 # must not mix with the service's).
 SEKMET_VENV := .venv-sekmet
 SEKMET_STAMP := $(SEKMET_VENV)/.installed
+# healthchain validates our CDS Hooks JSON with its pydantic models, from its own virtualenv;
+# @medplum/core is the real CDS Hooks client the tests drive (Node, tests/cds-client).
+HEALTHCHAIN_VENV := .venv-healthchain
+HEALTHCHAIN_STAMP := $(HEALTHCHAIN_VENV)/.installed
+CDS_CLIENT_STAMP := tests/cds-client/node_modules/.installed
 
 .PHONY: run test lint typecheck unit bench clean system-check
 
@@ -23,6 +28,16 @@ $(SEKMET_STAMP): tests/sekmet-requirements.txt
 	$(SEKMET_VENV)/bin/pip install --quiet -r tests/sekmet-requirements.txt
 	touch $(SEKMET_STAMP)
 
+$(HEALTHCHAIN_STAMP): tests/healthchain-requirements.txt
+	$(PY) -m venv $(HEALTHCHAIN_VENV)
+	$(HEALTHCHAIN_VENV)/bin/pip install --quiet --upgrade pip
+	$(HEALTHCHAIN_VENV)/bin/pip install --quiet -r tests/healthchain-requirements.txt
+	touch $(HEALTHCHAIN_STAMP)
+
+$(CDS_CLIENT_STAMP): tests/cds-client/package.json tests/cds-client/package-lock.json
+	cd tests/cds-client && npm ci --no-audit --no-fund --loglevel=error
+	touch $(CDS_CLIENT_STAMP)
+
 ## system-check: stop at once, with the install command, when a system package is missing.
 system-check:
 	sh tools/check-system
@@ -35,7 +50,7 @@ run: $(STAMP)
 
 ## make test: install what the tests need, lint, type-check and run pytest (which starts a
 ## throwaway PostgreSQL cluster and the sekmet FHIR server itself).
-test: system-check $(STAMP) $(SEKMET_STAMP)
+test: system-check $(STAMP) $(SEKMET_STAMP) $(HEALTHCHAIN_STAMP) $(CDS_CLIENT_STAMP)
 	$(BIN)/ruff check service tests bench
 	$(BIN)/mypy
 	$(BIN)/pytest
@@ -59,4 +74,4 @@ bench: $(STAMP) $(SEKMET_STAMP)
 	$(BIN)/python bench/run.py $(BENCH_ARGS)
 
 clean:
-	rm -rf $(VENV) $(SEKMET_VENV) var .pytest_cache .mypy_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) $(SEKMET_VENV) $(HEALTHCHAIN_VENV) tests/cds-client/node_modules var .pytest_cache .mypy_cache .ruff_cache .hypothesis
