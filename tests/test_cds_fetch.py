@@ -162,3 +162,43 @@ def test_prefetch_and_self_fetch_give_the_same_cards(tmp_path: Path, ehr: StubSe
                       if c["indicator"] != "info")
 
     assert key(fetched) == key(given) and key(given)
+
+
+# --- a Medication the draft order references --------------------------------------------
+
+def referenced_order(display: str | None = None) -> dict[str, Any]:
+    order = b.order(b.dosage(4, unit="tablet", frequency=3))
+    del order["medicationCodeableConcept"]
+    order["medicationReference"] = {"reference": "Medication/med-9"}
+    if display:
+        order["medicationReference"]["display"] = display
+    return order
+
+
+def test_referenced_medication_is_fetched(tmp_path: Path, ehr: StubServer) -> None:
+    ehr.json("/fhir/Medication/med-9", {
+        "resourceType": "Medication", "id": "med-9",
+        "code": {"coding": [{"system": b.RXNORM, "code": "1292", "display": "baclofen"}],
+                 "text": "baclofen 10 MG Oral Tablet"}})
+    client = make_app(tmp_path, f"{ehr.base}/fhir").test_client()
+    body = hook_call(referenced_order(), patient=b.patient())
+    body["fhirServer"] = f"{ehr.base}/fhir"
+    got = cards(post(client, body))
+    card = next(c for c in got if topic(c) == "oral.max-daily")
+    assert "120 mg/day" in card["summary"]
+    assert [h[1] for h in ehr.hits] == ["/fhir/Medication/med-9"]
+
+
+def test_medication_that_cannot_be_had_is_412(client: FlaskClient) -> None:
+    resp = post(client, hook_call(referenced_order(), patient=b.patient()))
+    assert resp.status_code == 412
+    oo = resp.get_json()
+    assert oo["resourceType"] == "OperationOutcome"
+    assert "Medication/med-9" in oo["issue"][0]["diagnostics"]
+
+
+def test_medication_reference_with_a_name_is_checked_by_name(client: FlaskClient) -> None:
+    order = referenced_order("baclofen 10 MG Oral Tablet")
+    got = cards(post(client, hook_call(order, patient=b.patient())))
+    assert "oral.max-daily" in rules_in(got)
+    assert "context.unavailable" in rules_in(got)

@@ -19,6 +19,11 @@ from .request import HookCall, KeyData
 READ_KEYS = frozenset({"patient"})
 
 
+def is_read(key: str) -> bool:
+    """Keys answered by a read (one resource) rather than a search."""
+    return key in READ_KEYS or key.startswith("Medication/")
+
+
 def fetch_keys(call: HookCall, urls: Mapping[str, str], settings: Settings, deadline: Deadline
                ) -> dict[str, KeyData]:
     server = call.fhir_server
@@ -33,7 +38,7 @@ def fetch_keys(call: HookCall, urls: Mapping[str, str], settings: Settings, dead
         return lambda: client.search(url, deadline)
 
     calls: dict[str, Callable[[], Any]] = {
-        key: (reader if key in READ_KEYS else searcher)(url) for key, url in urls.items()
+        key: (reader if is_read(key) else searcher)(url) for key, url in urls.items()
     }
     results = fetch.fetch_all(calls, deadline)
     out: dict[str, KeyData] = {}

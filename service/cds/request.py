@@ -170,6 +170,37 @@ def parse_call(body: Any, service: CdsService) -> HookCall:
     )
 
 
+def medication_reads(call: HookCall) -> dict[str, str]:
+    """Medications the orders reference but the request does not hold: key -> relative URL
+    (the key is the reference itself, so context.unavailable names it)."""
+    held = {f"{r.get('resourceType')}/{r.get('id')}" for r in call.other_drafts}
+    out: dict[str, str] = {}
+    for order in call.orders_json:
+        ref = as_str(as_dict(order.get("medicationReference")).get("reference"))
+        if ref is None or ref.startswith("#"):
+            continue
+        parts = ref.split("/_history/")[0].rstrip("/").split("/")
+        if len(parts) < 2 or parts[-2] != "Medication":
+            continue
+        key = f"Medication/{parts[-1]}"
+        if key not in held:
+            out[key] = key
+    return out
+
+
+def _unidentified(orders: list[Item], req: CheckRequest) -> list[str]:
+    """Orders whose drug cannot be known: a Medication reference that could not be read, with
+    no code or name to fall back on."""
+    out = []
+    for it in orders:
+        ref = as_dict(it.resource.get("medicationReference"))
+        if not ref or it.resource.get("medicationCodeableConcept"):
+            continue
+        if req.resolve(ref, it.resource) is None and as_str(ref.get("display")) is None:
+            out.append(f"{it.ref} ({as_str(ref.get('reference')) or 'no reference'})")
+    return out
+
+
 # --- prefetch values ------------------------------------------------------------------------
 
 @dataclass
@@ -273,4 +304,10 @@ def build_request(
         _check_subjects(req)
     except ServiceError as exc:
         raise ServiceError(400, exc.problems) from exc
+    unknown = _unidentified(orders, req)
+    if unknown:
+        # The order itself cannot be had: which drug it is cannot be read (CDS Hooks: 412).
+        raise ServiceError(412, [Problem(
+            "the medication of these orders could not be read: " + ", ".join(unknown[:10]),
+            "not-found", "context.draftOrders")])
     return req

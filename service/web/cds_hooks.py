@@ -6,17 +6,20 @@ service/output/cards.py. Stateless between calls; every call is recorded in the 
 
 from __future__ import annotations
 
+import logging
 import time
 from datetime import UTC, datetime
 from typing import Any
 
 from flask import Blueprint, Flask, Response, current_app, g, json, request
+from sqlalchemy.exc import SQLAlchemyError
 
+from .. import metrics
 from ..cds.discovery import SERVICES, CdsService, discovery, prefetch_templates
 from ..cds.feedback import parse_feedback
 from ..cds.fetching import fetch_keys
 from ..cds.prefetch import gather
-from ..cds.request import build_request, parse_call
+from ..cds.request import build_request, medication_reads, parse_call
 from ..cds.tokens import JwksCache, TokenRejected, verify
 from ..config import Settings
 from ..engine import run_check
@@ -28,6 +31,7 @@ from .auth import bearer
 from .body import read_json
 
 bp = Blueprint("cds_hooks", __name__)
+log = logging.getLogger("baclofen_check.cds")
 JWKS_KEY = "baclofen_check.jwks"
 
 
@@ -102,12 +106,14 @@ def list_services() -> Response:
 def call_service(service_id: str) -> Response:
     started = time.perf_counter()
     service = _service(service_id)
+    g.hook = service.hook
     caller = authenticate_cds()
     cfg = settings()
     kb = load()
     body = read_json(request, cfg.max_request_bytes)
     call = parse_call(body, service)
-    data = gather(call, prefetch_templates(kb), lambda c, urls: fetch_keys(
+    templates = {**prefetch_templates(kb), **medication_reads(call)}
+    data = gather(call, templates, lambda c, urls: fetch_keys(
         c, urls, cfg, outbound_deadline()))
     now = datetime.now(UTC)
     req = build_request(call, data, now, cfg.profile)
@@ -133,7 +139,7 @@ def _record(service: CdsService, hook_instance: str, caller: str, req: Any, rend
             fid = next((i["value"] for i in di["identifier"] if i["system"] == FINDING_SYSTEM),
                        "")
             findings.append(FindingRecord(f.rule_id, f.severity, fid, card.card_uuid, di))
-    store.record_check(CheckRecord(
+    record = CheckRecord(
         time=now,
         caller=caller,
         endpoint=f"cds-services/{service.id}",
@@ -144,12 +150,21 @@ def _record(service: CdsService, hook_instance: str, caller: str, req: Any, rend
         knowledge_version=load().version,
         latency_ms=latency_ms,
         findings=findings,
-    ))
+    )
+    try:
+        store.record_check(record)
+    except SQLAlchemyError as exc:
+        # choice (as for the FHIR endpoint): the cards are still answered; the failure is
+        # logged and counted, and /readyz reports the store.
+        metrics.AUDIT_FAILURES.inc()
+        log.error("audit record failed", extra={"event": "audit-failed",
+                                                "error_type": type(exc).__name__})
 
 
 @bp.post("/cds-services/<service_id>/feedback")
 def feedback(service_id: str) -> Response:
     service = _service(service_id)
+    g.hook = service.hook
     authenticate_cds()
     body = read_json(request, settings().max_request_bytes)
     items = parse_feedback(body)
