@@ -119,6 +119,23 @@ def _words(text: str) -> set[str]:
     return set(re.findall(r"[a-z]+", text.lower()))
 
 
+def _names_intrathecal(text: str, route_words: list[str]) -> bool:
+    """The route text names the intrathecal route.
+
+    choice: a short abbreviation ("IT") counts only when written in capitals, so that route text
+    such as "by mouth, take it with food" stays oral; longer words match in any case.
+    """
+    tokens = re.findall(r"[A-Za-z]+", text)
+    for word in route_words:
+        w = str(word)
+        if len(w) <= 2:
+            if w.upper() in tokens:
+                return True
+        elif any(t.lower() == w.lower() for t in tokens):
+            return True
+    return False
+
+
 def route_of(order: JSON, concept: JSON, med: JSON | None, kb: Knowledge) -> Route:
     """Intrathecal or oral (clinical-rules section 1).
 
@@ -140,7 +157,7 @@ def route_of(order: JSON, concept: JSON, med: JSON | None, kb: Knowledge) -> Rou
             continue
         for text in concept_texts(route):
             words = _words(text)
-            if words & set(rec["intrathecal_route_words"]):
+            if _names_intrathecal(text, rec["intrathecal_route_words"]):
                 return "intrathecal"
             if words & {"oral", "po", "mouth", "enteral", "gastrostomy", "ng", "tube", "peg"}:
                 coded_route = True

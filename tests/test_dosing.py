@@ -12,7 +12,7 @@ from service.checker import check_body
 from service.facts import OrderFacts
 from service.fhirjson import parse_datetime_range
 
-from .builders import RXNORM, UCUM, baclofen_concept, dosage, order, parameters
+from .builders import RXNORM, SNOMED, UCUM, baclofen_concept, dosage, order, parameters
 from .fhir_validate import validate
 
 NOW = datetime(2026, 11, 25, 10, tzinfo=UTC)
@@ -448,3 +448,47 @@ def test_partial_dates_are_ranges():
     assert r.low == datetime(1950, 6, 1, tzinfo=UTC) and r.high == datetime(1950, 7, 1, tzinfo=UTC)
     assert parse_datetime_range("2026-13-01") is None
     assert parse_datetime_range("not a date") is None
+
+
+# --- route ----------------------------------------------------------------------------------
+
+def route_order(route: dict[str, Any] | None, concept: dict[str, Any] | None = None
+                ) -> dict[str, Any]:
+    d = dosage(10, "mg", 3)
+    if route is not None:
+        d["route"] = route
+    return order(d, concept=concept)
+
+
+ROUTE_CASES = [
+    pytest.param({"coding": [{"system": SNOMED, "code": "26643006"}]}, None, "oral",
+                 id="coded-oral"),
+    pytest.param({"coding": [{"system": SNOMED, "code": "127492001"}]}, None, "oral",
+                 id="coded-gastrostomy-is-oral"),
+    pytest.param({"coding": [{"system": SNOMED, "code": "72607000"}]}, None, "intrathecal",
+                 id="coded-intrathecal"),
+    pytest.param({"text": "IT"}, None, "intrathecal", id="text-IT"),
+    pytest.param({"text": "Intrathecal via pump"}, None, "intrathecal", id="text-intrathecal"),
+    pytest.param({"text": "by mouth, take it with food"}, None, "oral",
+                 id="text-with-the-word-it-is-oral"),
+    pytest.param({"text": "PO"}, baclofen_concept("baclofen 2 mg/mL injection"), "oral",
+                 id="oral-text-not-overridden-by-product"),
+    pytest.param({"coding": [{"system": SNOMED, "code": "26643006"}]},
+                 baclofen_concept("baclofen 0.05 MG/ML Injection"), "oral",
+                 id="coded-oral-not-overridden-by-product"),
+    pytest.param(None, baclofen_concept("baclofen 0.5 MG/ML Intrathecal Solution"),
+                 "intrathecal", id="no-route-intrathecal-product"),
+    pytest.param(None, baclofen_concept("baclofen 2 MG/ML Injection"), "intrathecal",
+                 id="no-route-injection-product"),
+    pytest.param(None, baclofen_concept("baclofen 1 MG/ML Oral Solution"), "oral",
+                 id="no-route-strength-alone-never-decides"),
+]
+
+
+@pytest.mark.parametrize(("route", "concept", "expected"), ROUTE_CASES)
+def test_route(route, concept, expected):
+    from service.dosing import route_of
+    from service.knowledge import load
+
+    o = route_order(route, concept)
+    assert route_of(o, o["medicationCodeableConcept"], None, load()) == expected
