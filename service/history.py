@@ -282,3 +282,31 @@ def time_on_therapy(regimens: Iterable[Regimen], route: Route, until: datetime,
     days = Fraction((micro.days * 86400 + micro.seconds) * 1_000_000 + micro.microseconds,
                     86_400_000_000)
     return TherapyTime(block_start, days, tuple(refs))
+
+
+def same_dose_since(regimens: Iterable[Regimen], current: Regimen, at: datetime,
+                    kb: Knowledge) -> datetime | None:
+    """When the patient started the daily dose that ``current`` gives at ``at``.
+
+    A refill or a renewal at the same daily dose does not restart the clock: regimens of the
+    same route and the same daily dose that join ``current`` (overlapping, or gaps shorter
+    than 14 days) are followed back to the earliest start. None when a start is unknown.
+    choice: this is the start the titration interval is measured from.
+    """
+    level = level_at(current, at)
+    if level.since is None or level.step_index > 0 or level.daily_mg is None:
+        return level.since
+    gap = _days(gap_days(kb))
+    same = [r for r in regimens
+            if r.route == current.route and r.ref != current.ref and r.start is not None
+            and r.start <= level.since and len(r.order.steps) == 1
+            and r.daily_mg == level.daily_mg]
+    since = level.since
+    changed = True
+    while changed:
+        changed = False
+        for r in same:
+            assert r.start is not None
+            if r.start < since and (r.end is None or r.end >= since - gap):
+                since, changed = r.start, True
+    return since

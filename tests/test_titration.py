@@ -214,3 +214,27 @@ def test_through_http_with_validation(client):
     step = by_rule(result, "oral.titration-step")
     assert "from 30 mg/day to 80 mg/day" in step["detail"]
     assert "increase of 50 mg/day" in step["detail"]
+
+
+def test_same_dose_refill_does_not_restart_the_titration_clock():
+    from .context_builders import dispense
+    long_ago = history_request(10, 3, id="orig", start="2026-09-01")
+    refill = dispense(10, 3, id="refill", handed="2026-11-24T09:00:00Z")
+    result = run(parameters(order(dosage(15, "mg", 3)), pat=ADULT, context=[long_ago, refill]))
+    assert severities(result) == {}
+    # a dispense at a different dose two days ago is a dose change: the clock restarts
+    changed = dispense(5, 3, id="lower", handed="2026-11-23T09:00:00Z")
+    result = run(parameters(order(dosage(7.5, "mg", 3)), pat=ADULT,
+                            context=[long_ago, changed]))
+    assert severities(result) == {"oral.titration-interval": "moderate"}
+
+
+def test_same_dose_renewal_after_a_gap_of_14_days_restarts():
+    first = history_request(10, 3, id="a", start="2026-09-01", end="2026-11-01T00:00:00Z",
+                            status="completed")
+    renewal = history_request(10, 3, id="b", start="2026-11-15T09:00:00Z")
+    result = run(parameters(order(dosage(15, "mg", 3)), pat=ADULT, context=[first, renewal]))
+    assert severities(result) == {}  # 10 days on the renewal: > 3 days
+    renewal2 = history_request(10, 3, id="c", start="2026-11-24T09:00:00Z")
+    result = run(parameters(order(dosage(15, "mg", 3)), pat=ADULT, context=[first, renewal2]))
+    assert severities(result) == {"oral.titration-interval": "moderate"}

@@ -15,7 +15,7 @@ from fractions import Fraction
 from ..facts import MedicationHistory, OrderFacts, RenalFacts
 from ..fhirjson import elapsed_days
 from ..findings import SEVERITY_RANK, Finding
-from ..history import level_at
+from ..history import level_at, same_dose_since
 from ..numbers import fmt, mg_day
 from . import RuleContext
 from .describe import describe_step, step_daily
@@ -147,9 +147,9 @@ def _increases(ctx: RuleContext, order: OrderFacts, history: MedicationHistory
     if current is not None and first is not None:
         level = level_at(current, order.start)
         if level.daily_mg is not None and first > level.daily_mg:
-            interval = (elapsed_days(level.since, order.start)
-                        if level.since is not None else None)
-            since = f" since {level.since.date().isoformat()}" if level.since else ""
+            began = same_dose_since(history.regimens, current, order.start, ctx.kb)
+            interval = elapsed_days(began, order.start) if began is not None else None
+            since = f" since {began.date().isoformat()}" if began else ""
             out.append(Increase(level.daily_mg, first, interval,
                                 f"over the current regimen ({current.ref}: "
                                 f"{mg_day(level.daily_mg)}{since})", (current.ref,)))
