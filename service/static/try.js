@@ -273,7 +273,7 @@
     ]);
     main.appendChild(Markdown.render(card.detail || "", el("div", { className: "detail" })));
     var source = card.source || {};
-    var sourceLine = el("p", { className: "source muted" }, ["Source: "]);
+    var sourceLine = el("p", { className: "source muted" }, ["Card from "]);
     if (source.url && /^https?:\/\//.test(source.url)) {
       sourceLine.appendChild(el("a", { href: source.url, rel: "noopener noreferrer", text: source.label || source.url }));
     } else {

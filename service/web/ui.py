@@ -83,10 +83,17 @@ class Demo:
     path: Path
 
 
-def demos(directory: Path = DEMO_DIR) -> list[Demo]:
+def demo_dir() -> Path:
+    """Where the demo patients are: ``fixtures/`` of the checkout (``DEMO_DIR`` in the app
+    config overrides it, for tests)."""
+    return Path(current_app.config.get("DEMO_DIR", DEMO_DIR))
+
+
+def demos(directory: Path | None = None) -> list[Demo]:
     """The bundled demo patients, in file-name order; the label is the Bundle's demo tag."""
+    directory = demo_dir() if directory is None else directory
     out = []
-    for path in sorted(directory.glob("demo-*.json")):
+    for path in sorted(directory.glob("demo-*.json")) if directory.is_dir() else []:
         name = path.stem.removeprefix("demo-")
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
