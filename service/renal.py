@@ -289,7 +289,9 @@ def read_renal(
             continue
         if kind == "crcl" and egfr_only:
             continue
-        if unit is not None and _norm_unit(unit) not in rate_units:
+        # choice: any unit written as mL/min (per 1.73 m2 in any spelling) is accepted
+        if unit is not None and not (_norm_unit(unit) in rate_units
+                                     or _norm_unit(unit).startswith("ml/min")):
             notes.append(f"{ref} not used: unit {unit!r} is not mL/min")
             continue
         candidates.append(_reported(kind, ref, reading, at, age_days > stale_days, kb))

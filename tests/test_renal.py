@@ -463,3 +463,37 @@ def test_newest_weight_wins_and_children_need_30_days():
 def test_height_units(resource, expected):
     facts = patient_facts({"birthDate": "1960-01-01"}, "Patient/p", NOW, pairs(resource), NOW, KB)
     assert facts.height_cm == expected
+
+
+@pytest.mark.parametrize(
+    "unit",
+    [pytest.param("mL/min/1.73 m²", id="superscript"), pytest.param("ml/min/1.73sq.m", id="sqm"),
+     pytest.param("mL/min", id="plain")],
+)
+def test_egfr_unit_spellings(unit):
+    resource = egfr(40)
+    resource["valueQuantity"] = {"value": 40, "unit": unit}
+    facts = read_renal(pairs(resource), adult(), NOW, KB)
+    assert facts.value is not None and facts.value.rounded_ml_min == 40
+
+
+@pytest.mark.parametrize(
+    "resource,pregnant",
+    [
+        pytest.param({**obs("82810-3", None), "valueCodeableConcept": {"coding": [
+            {"system": "http://snomed.info/sct", "code": "77386006"}]}}, True,
+            id="observation_pregnant"),
+        pytest.param({**obs("82810-3", None, when="2025-12-01"), "valueCodeableConcept": {
+            "coding": [{"system": "http://snomed.info/sct", "code": "77386006"}]}}, False,
+            id="observation_over_300_days"),
+        pytest.param(condition("77386006", "http://snomed.info/sct"), True, id="condition_code"),
+        pytest.param(condition(None, text="Pregnancy, second trimester"), True,
+                     id="condition_text"),
+        pytest.param(condition(None, text="Pregnancy", clinical="resolved"), False,
+                     id="resolved_condition"),
+    ],
+)
+def test_pregnancy_evidence(resource, pregnant):
+    facts = patient_facts({"birthDate": "1990-01-01", "gender": "female"}, "Patient/p", NOW,
+                          pairs(resource), NOW, KB)
+    assert bool(facts.pregnancy_refs) is pregnant
