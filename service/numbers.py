@@ -3,23 +3,43 @@
 
 from __future__ import annotations
 
-from decimal import ROUND_HALF_UP, Decimal
+from decimal import ROUND_HALF_UP, Decimal, localcontext
 from fractions import Fraction
 
 
 def fmt(value: Fraction | int | float, places: int | None = None) -> str:
-    """5 -> "5", 53.3333 -> "53.3", 0.5 -> "0.5", 0.125 -> "0.13"; no trailing zeros."""
+    """5 -> "5", 53.3333 -> "53.3", 0.5 -> "0.5", 0.125 -> "0.13"; no trailing zeros.
+
+    Any size is written exactly to ``places`` (no exponent, no precision error), and a value
+    too small for ``places`` keeps two significant digits rather than reading as "0".
+    """
     v = Fraction(value) if not isinstance(value, float) else Fraction(repr(value))
     if places is None:
         places = 1 if abs(v) >= 10 else 2
-    d = Decimal(v.numerator) / Decimal(v.denominator)
-    q = d.quantize(Decimal(1).scaleb(-places), rounding=ROUND_HALF_UP)
+    if v != 0 and abs(v) < Fraction(1, 2 * 10**places):
+        # 0.0001 micrograms must not be written as "0": keep two significant digits
+        places = max(places, -_exponent(abs(v)) + 1)
+    digits = len(str(abs(v.numerator) // v.denominator)) + places + 5
+    with localcontext() as ctx:
+        ctx.prec = max(28, digits)
+        d = Decimal(v.numerator) / Decimal(v.denominator)
+        q = d.quantize(Decimal(1).scaleb(-places), rounding=ROUND_HALF_UP)
     text = format(q, "f")
     if "." in text:
         text = text.rstrip("0").rstrip(".")
     if text in {"-0", ""}:
         text = "0"
     return text
+
+
+def _exponent(v: Fraction) -> int:
+    """The power of ten of the leading digit of a positive value (0.004 -> -3)."""
+    e = len(str(v.numerator)) - len(str(v.denominator))
+    while Fraction(10) ** e > v:
+        e -= 1
+    while Fraction(10) ** (e + 1) <= v:
+        e += 1
+    return e
 
 
 def mg(value: Fraction | int) -> str:

@@ -3,6 +3,7 @@ OperationDefinition and OpenAPI; numbers written as clinical-rules section 10 sa
 
 from __future__ import annotations
 
+import json
 import re
 from fractions import Fraction
 from typing import Any
@@ -226,6 +227,8 @@ def test_metadata_and_openapi_need_no_token(client):
     (Fraction(80), "80"), (Fraction(225, 10), "22.5"), (Fraction(5, 4), "1.25"),
     (Fraction(1, 8), "0.13"), (Fraction(0), "0"), (Fraction(100), "100"),
     (Fraction(999, 1000), "1"), (5.0, "5"), (0.25, "0.25"),
+    (Fraction(10**40), "1" + "0" * 40), (Fraction(1, 10**7), "0.0000001"),
+    (Fraction(3, 1000), "0.003"), (Fraction(-1, 2), "-0.5"),
 ])
 def test_fmt(value, text):
     assert fmt(value) == text
@@ -268,3 +271,15 @@ def test_every_detail_writes_numbers_for_people(lines, concept):
         assert not re.search(r"(?<![\d])\.\d", text), f"no leading zero: {text}"
         assert not re.search(r"\{tbl\}", text), f"UCUM code in text: {text}"
         assert text.strip().endswith("."), text
+
+
+@pytest.mark.parametrize("value", ["1e300", "9" * 60])
+def test_absurd_doses_are_answered_not_500(client, value):
+    body = parameters(order(dosage(1, "mg", 3)))
+    text = json.dumps(body).replace('"value": 1,', f'"value": {value},')
+    resp = client.post("/MedicationRequest/$check", data=text,
+                       headers={"Content-Type": "application/fhir+json", **AUTH})
+    assert resp.status_code == 200
+    result = resp.get_json()
+    validate(result)
+    assert by_rule(result, "oral.probable-error")["severity"] == "high"

@@ -151,7 +151,9 @@ json_values = st.recursive(
                             st.dictionaries(st.text(max_size=8), inner, max_size=3)),
     max_leaves=8)
 numbers = st.one_of(st.integers(-5, 5000), st.floats(-10, 5000, allow_nan=False),
-                    st.decimals(min_value=-1, max_value=5000, places=3).map(float))
+                    st.decimals(min_value=-1, max_value=5000, places=3).map(float),
+                    st.floats(allow_nan=False, allow_infinity=False),
+                    st.integers(min_value=0, max_value=10**40))
 units = st.sampled_from(["mg", "g", "ug", "mcg", "µg", "mL", "{tbl}", "TAB", "tablet",
                          "{pill}", "{packet}", "spoon", "mg/d", "", "MG"])
 quantities = st.fixed_dictionaries(
