@@ -92,8 +92,12 @@ def read_regimen(ref: str, r: JSON, checked: OrderFacts, resolve: Resolve, kb: K
     if rtype == "MedicationRequest":
         source = "MedicationRequest"
         order = read_order(r, ref, resolve, kb, check_time)
-        start = _bounds_start(r.get("dosageInstruction"), tz) or parse_instant(
-            r.get("authoredOn"), tz)
+        bounds_start = _bounds_start(r.get("dosageInstruction"), tz)
+        if status == "cancelled" and (bounds_start is None or bounds_start >= checked.start):
+            # clinical-rules section 1: a cancelled order counts only when something shows
+            # the drug was taken; here, a start in the past (dispenses are read on their own).
+            return None
+        start = bounds_start or parse_instant(r.get("authoredOn"), tz)
         end, basis = order.end, "boundsPeriod.end"
     elif rtype == "MedicationStatement":
         source = "MedicationStatement"

@@ -89,6 +89,14 @@ def test_entered_in_error_is_not_history_but_every_other_status_is():
                                            "MedicationRequest/d"]
 
 
+def test_cancelled_request_counts_only_with_a_start_in_the_past():
+    never_started = history_request(id="n", status="cancelled", start=None,
+                                    authored="2026-11-20T09:00:00Z")
+    started = history_request(id="s", status="cancelled", start="2026-11-10")
+    h = history(never_started, started)
+    assert [r.ref for r in h.regimens] == ["MedicationRequest/s"]
+
+
 def test_other_drugs_are_not_history():
     other = history_request(id="x")
     other["medicationCodeableConcept"] = {"text": "tizanidine 4 MG Oral Tablet"}
