@@ -139,12 +139,18 @@ def run_check(req: CheckRequest, kb: Knowledge) -> CheckOutcome:
         )
 
     findings: list[Finding] = []
+    for order in orders:
+        if order.drug_unknown:
+            notes.append(Problem(
+                f"{order.ref}: the medicine of this order cannot be identified (no code or "
+                "name, or a medicationReference that does not resolve): it was not checked",
+                "not-found", None, "warning"))
     baclofen_orders = [o for o in orders if o.is_baclofen]
     for order in orders:
         if not order.is_baclofen and order.status in DOSE_STATUSES:
             findings.extend(interactions.draft_rules(context_for(order), order))
     if not baclofen_orders:
-        if not findings:
+        if not findings and not any(o.drug_unknown for o in orders):
             notes.append(Problem(
                 "no baclofen order to check: the orders given are for other medicines, and "
                 "none of them interacts with active baclofen", "informational", None,

@@ -119,6 +119,7 @@ class OrderFacts:
     dose_key: str = ""                # canonical dosage text, for the per-finding identifier
     ingredient_names: tuple[str, ...] = ()   # lower-case names, for interaction matching
     checked: bool = False             # an order of this call (not context)
+    drug_unknown: bool = False        # no code, name or resolvable Medication says what it is
 
     @property
     def lines(self) -> tuple[DoseLine, ...]:

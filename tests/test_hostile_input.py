@@ -156,9 +156,13 @@ def test_references_that_point_nowhere_or_loop(client: Any) -> None:
     del nowhere["medicationCodeableConcept"]
     resp = post_check(client, parameters(nowhere))
     assert resp.status_code == 200
-    # an order whose drug cannot be resolved is not silently treated as checked baclofen
+    # an order whose drug cannot be resolved is not silently reported as "no baclofen"
     body = resp.get_json()
     validate(body)
+    issues = [i for e in body["entry"] if e["resource"]["resourceType"] == "OperationOutcome"
+              for i in e["resource"]["issue"]]
+    assert [i["severity"] for i in issues] == ["warning"]
+    assert "cannot be identified" in issues[0]["diagnostics"]
 
 
 def test_medication_reference_loop_in_bundle(client: Any) -> None:
