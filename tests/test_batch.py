@@ -211,3 +211,31 @@ def test_metrics_count_requests_findings_and_feedback(client: FlaskClient, app: 
                                                    rule="unknown", outcome="overridden") == 1
     assert "baclofen_check_outbound_fhir_calls_total" in after
     assert WRITE_TOKEN not in after and TOKEN not in after
+
+
+def test_cli_progress_bar_on_a_terminal(tmp_path: Path) -> None:
+    import os
+    import pty
+
+    path = tmp_path / "batch.ndjson"
+    path.write_text("\n".join(line(10, f"o{n}") for n in range(450)) + "\n")
+    master, slave = pty.openpty()
+    proc = subprocess.Popen([sys.executable, "-m", "service.cli", "check", str(path)],
+                            stdout=subprocess.DEVNULL, stderr=slave,
+                            cwd=Path(__file__).parent.parent)
+    os.close(slave)
+    chunks = []
+    while True:
+        try:
+            data = os.read(master, 4096)
+        except OSError:
+            break
+        if not data:
+            break
+        chunks.append(data)
+    proc.wait()
+    os.close(master)
+    err = b"".join(chunks).decode()
+    assert "[" in err and "] " in err and "400 lines" in err
+    assert "checked 450, errors 0" in err
+    assert proc.returncode == 0

@@ -217,3 +217,28 @@ def test_ping_is_false_when_the_database_does_not_answer() -> None:
 
     s = Store(f"postgresql://postgres@127.0.0.1:{free_port()}/none")
     assert s.ping() is False
+
+
+def test_replicas_starting_together_migrate_once_under_the_lock(db_url: str) -> None:
+    import threading
+
+    errors: list[BaseException] = []
+    barrier = threading.Barrier(4)
+
+    def start() -> None:
+        try:
+            barrier.wait()
+            Store(db_url).start().close()
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=start) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    s = Store(db_url)
+    with s.engine.connect() as conn:
+        assert conn.exec_driver_sql("SELECT version FROM schema_version").all() == [(1,)]
+    s.close()
