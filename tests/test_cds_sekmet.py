@@ -158,3 +158,94 @@ def _now() -> str:
     from datetime import UTC, datetime
 
     return datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+# --- every scenario fixture, loaded into the server ------------------------------------------
+
+FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
+SUBJECT_TYPES = {"Observation", "Condition", "Procedure", "MedicationRequest",
+                 "MedicationStatement", "MedicationDispense", "MedicationAdministration"}
+
+
+def _scenario_files() -> list[Path]:
+    files = sorted(FIXTURES.glob("params-*.json")) + sorted(FIXTURES.glob("patient-context-*"))
+    return files + sorted(FIXTURES.glob("demo-*.json"))
+
+
+def _split(doc: dict[str, Any]) -> tuple[dict[str, Any], list[dict[str, Any]],
+                                         list[dict[str, Any]]]:
+    """(patient, draft orders, context) of a Parameters or Bundle fixture."""
+    if doc["resourceType"] == "Parameters":
+        res = [(p["name"], p["resource"]) for p in doc["parameter"] if "resource" in p]
+        pat = next((r for n, r in res if n == "patient"), None)
+        orders = [r for n, r in res if n == "order"]
+        ctx = [r for n, r in res if n == "context"]
+    else:
+        all_res = [e["resource"] for e in doc["entry"]]
+        pat = next((r for r in all_res if r["resourceType"] == "Patient"), None)
+        orders = [r for r in all_res if r["resourceType"] == "MedicationRequest"
+                  and r.get("status") == "draft"]
+        ctx = [r for r in all_res if r is not pat and not any(r is o for o in orders)]
+    assert pat is not None
+    return pat, orders, ctx
+
+
+def _renamed(value: Any, ids: dict[str, str]) -> Any:
+    """A copy with every ``Type/id`` reference and resource id moved to this run's ids."""
+    if isinstance(value, dict):
+        out = {k: _renamed(v, ids) for k, v in value.items()}
+        key = f"{value.get('resourceType')}/{value.get('id')}"
+        if key in ids:
+            out["id"] = ids[key].split("/")[1]
+        if isinstance(value.get("reference"), str):
+            ref = value["reference"]
+            tail = "/".join(ref.split("/")[-2:])
+            if tail in ids:
+                out["reference"] = ids[tail]
+        return out
+    if isinstance(value, list):
+        return [_renamed(v, ids) for v in value]
+    return value
+
+
+@pytest.mark.parametrize("path", _scenario_files(), ids=lambda p: p.stem)
+def test_fixture_scenarios_agree_through_the_server(fhir_app: Flask, sekmet: Sekmet,
+                                                    path: Path) -> None:
+    import json
+
+    pat, orders, ctx = _split(json.loads(path.read_text()))
+    if not orders or any(o.get("status") != "draft" for o in orders):
+        pytest.skip("CDS Hooks has no hook that carries a stop")  # none of ours today
+    suffix = uuid.uuid4().hex[:6]
+    ids: dict[str, str] = {}
+    for n, res in enumerate([pat, *orders, *ctx]):
+        rid = res.get("id") or f"r{n}"
+        res.setdefault("id", rid)
+        ids[f"{res['resourceType']}/{rid}"] = f"{res['resourceType']}/{rid[:50]}-{suffix}"
+    pat, orders, ctx = (_renamed(pat, ids), _renamed(orders, ids), _renamed(ctx, ids))
+    pid = pat["id"]
+    for res in ctx:
+        if res["resourceType"] in SUBJECT_TYPES:
+            res.setdefault("subject", {"reference": f"Patient/{pid}"})
+    load_into(sekmet, [pat, *ctx])
+    client = fhir_app.test_client()
+
+    prefetch = prefetch_from_templates(client, sekmet, pid)
+    with_prefetch = cards(post(client, hook_call(*orders, patient_id=pid, prefetch=prefetch)))
+    body = hook_call(*orders, patient_id=pid, empty_prefetch=False)
+    body["fhirServer"] = sekmet.base_url
+    body["fhirAuthorization"] = {"access_token": sekmet.token, "token_type": "Bearer",
+                                 "expires_in": 300, "scope": "patient/*.read",
+                                 "subject": "baclofen-check"}
+    self_fetched = cards(post(client, body))
+    native = client.post("/MedicationRequest/$check", json=b.parameters(
+        *orders, pat=pat, context=ctx, check_time=_now()), headers={
+            "Content-Type": "application/fhir+json", **AUTH})
+    assert native.status_code == 200, native.get_data(as_text=True)
+    expected = sorted(
+        (e["resource"]["identifier"][0]["value"], e["resource"]["severity"])
+        for e in native.get_json()["entry"]
+        if e["resource"]["resourceType"] == "DetectedIssue"
+        and e["resource"]["severity"] in {"high", "moderate"})
+    assert high_moderate(with_prefetch) == expected
+    assert high_moderate(self_fetched) == expected
