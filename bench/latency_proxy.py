@@ -73,12 +73,16 @@ def make_handler(upstream: str, public: str, delay_s: float) -> type[BaseHTTPReq
     return Handler
 
 
+class _Server(ThreadingHTTPServer):
+    # The default listen backlog (5) drops connections when a client opens more at once
+    # (the service fetches its prefetch keys in parallel), and a dropped SYN costs a 1 s retry.
+    request_queue_size = 128
+    daemon_threads = True
+
+
 def serve(port: int, upstream: str, delay_ms: float) -> ThreadingHTTPServer:
     public = f"http://127.0.0.1:{port}{urlsplit(upstream).path.rstrip('/')}"
-    server = ThreadingHTTPServer(("127.0.0.1", port),
-                                 make_handler(upstream, public, delay_ms / 1000))
-    server.daemon_threads = True
-    return server
+    return _Server(("127.0.0.1", port), make_handler(upstream, public, delay_ms / 1000))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -430,25 +430,17 @@ def self_fetch_section(server: Server, proxy_base: str, token: str, now: datetim
     queries = {k: v.replace("{{context.patientId}}", payloads.PATIENT_ID)
                for k, v in templates.items()}
     client = FhirClient(proxy_base, token, (proxy_base,), 5_000_000)
-    alone: dict[str, Any] = {}
-    for key, query in queries.items():
-        times = []
-        count = 0
-        for _ in range(max(5, calls // 2)):
-            t0 = time.perf_counter()
-            if key == "patient":
-                client.read(query, Deadline(10))
-                count = 1
-            else:
-                count = len(client.search(query, Deadline(10)))
-            times.append(time.perf_counter() - t0)
-        alone[key] = {"median_ms": ms(statistics.median(times)), "resources": count}
-    slowest_key = max(alone, key=lambda k: alone[k]["median_ms"])
 
-    latencies = []
-    unavailable = False
-    cards: list[Any] = []
-    for i in range(calls + 3):
+    def query_alone(key: str) -> tuple[float, int]:
+        t0 = time.perf_counter()
+        if key == "patient":
+            client.read(queries[key], Deadline(10))
+            count = 1
+        else:
+            count = len(client.search(queries[key], Deadline(10)))
+        return time.perf_counter() - t0, count
+
+    def whole_call() -> tuple[float, requests.Response]:
         body = payloads.order_sign_call(now, templates, prefetch=False, fhir_server=proxy_base,
                                         token=token)
         t0 = time.perf_counter()
@@ -456,10 +448,28 @@ def self_fetch_section(server: Server, proxy_base: str, token: str, now: datetim
         elapsed = time.perf_counter() - t0
         if resp.status_code != 200:
             raise RuntimeError(f"self-fetch call answered {resp.status_code}: {resp.text[:300]}")
+        return elapsed, resp
+
+    for _ in range(3):  # warm up connections and caches
+        whole_call()
+    # Rounds interleave the whole call with each query alone, so that load from elsewhere on
+    # the machine falls on both alike.
+    alone_times: dict[str, list[float]] = {k: [] for k in queries}
+    counts: dict[str, int] = {}
+    latencies = []
+    unavailable = False
+    cards: list[Any] = []
+    for _ in range(calls):
+        for key in queries:
+            elapsed, counts[key] = query_alone(key)
+            alone_times[key].append(elapsed)
+        elapsed, resp = whole_call()
+        latencies.append(elapsed)
         unavailable = unavailable or "context.unavailable" in resp.text
         cards = [c.get("indicator") for c in resp.json()["cards"]]
-        if i >= 3:  # the first calls warm up connections and caches
-            latencies.append(elapsed)
+    alone = {k: {"median_ms": ms(statistics.median(v)), "resources": counts[k]}
+             for k, v in alone_times.items()}
+    slowest_key = max(alone, key=lambda k: alone[k]["median_ms"])
     call_median = statistics.median(latencies)
     return {
         "ratio": round(call_median * 1000 / alone[slowest_key]["median_ms"], 3),
@@ -510,15 +520,21 @@ def write_ndjson(path: Path, lines: int, now: datetime) -> None:
                                             f'bench-pat-{n}"') + "\n")
 
 
-def _rss_kb(pid: int) -> int | None:
+def _memory_kb(pid: int) -> tuple[int, int] | None:
+    """(VmRSS, VmHWM) of a process in kB. VmHWM is the peak RSS since its exec; unlike
+    getrusage's ru_maxrss it does not count the pages of the parent the child was forked from.
+    """
+    found: dict[str, int] = {}
     try:
         with open(f"/proc/{pid}/status", encoding="ascii") as f:
             for line in f:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1])
+                if line.startswith(("VmRSS:", "VmHWM:")):
+                    found[line[:5]] = int(line.split()[1])
     except OSError:
         return None
-    return None
+    if len(found) != 2:
+        return None
+    return found["VmRSS"], found["VmHWM"]
 
 
 def batch_section(workdir: Path, lines: int, limit_s: float) -> dict[str, Any]:
@@ -535,16 +551,22 @@ def batch_section(workdir: Path, lines: int, limit_s: float) -> dict[str, Any]:
         started = time.perf_counter()
         proc = subprocess.Popen([_cli(), "check", str(path)], stdout=out, stderr=err)
         timed_out = False
-        while proc.poll() is None:
-            rss = _rss_kb(proc.pid)
-            if rss is not None:
-                samples.append((round(time.perf_counter() - started, 2), rss))
+        peak_kb = 0
+        while True:
+            # os.wait4 reaps the child here; Popen.poll would reap it behind our back
+            pid, status, _usage = os.wait4(proc.pid, os.WNOHANG)
+            if pid:
+                break
+            mem = _memory_kb(proc.pid)
+            if mem is not None:
+                samples.append((round(time.perf_counter() - started, 2), mem[0]))
+                peak_kb = max(peak_kb, mem[1])
             if time.perf_counter() - started > limit_s:
                 timed_out = True
                 proc.kill()
+                _pid, status, _usage = os.wait4(proc.pid, 0)
                 break
             time.sleep(0.25)
-        _pid, status, usage = os.wait4(proc.pid, 0)
         elapsed = time.perf_counter() - started
     proc.returncode = os.waitstatus_to_exitcode(status)
     answered = errors = 0
@@ -568,13 +590,14 @@ def batch_section(workdir: Path, lines: int, limit_s: float) -> dict[str, Any]:
         "timed_out": timed_out,
         "seconds": round(elapsed, 2),
         "checks_per_s": round(answered / elapsed, 1),
-        "peak_rss_mb": round(usage.ru_maxrss / 1024, 1),
+        "peak_rss_mb": round(peak_kb / 1024, 1),
         "rss_mb_after_10pct": round(early[0], 1) if early else None,
         "rss_mb_at_end": round(rss_mb[-1], 1) if rss_mb else None,
         "rss_growth_mb": round(growth, 1),
         "memory_flat": flat,
         "rss_samples_s_mb": [(t, round(r / 1024, 1)) for t, r in samples[::step]],
-        "note": "wall time of the whole command (start-up included), output written to a file",
+        "note": "wall time of the whole command (start-up included), output written to a "
+                "file; memory from /proc/<pid>/status every 0.25 s (peak = VmHWM)",
     }
 
 
@@ -636,29 +659,34 @@ def main(argv: list[str] | None = None) -> int:
     }
     workdir = Path(tempfile.mkdtemp(prefix="baclofen-bench-"))
     sections_out: dict[str, Any] = {}
+
+    def section(name: str, fn: Callable[[], dict[str, Any]]) -> None:
+        """Run one part; a part that fails is reported as such, the others still run."""
+        if name not in sections:
+            return
+        log(name)
+        try:
+            sections_out[name] = fn()
+        except Exception as exc:  # noqa: BLE001 - a report with the failure beats no report
+            log(f"{name} failed: {type(exc).__name__}: {exc}")
+            sections_out[name] = {"available": False, "error": f"{type(exc).__name__}: {exc}"}
+
     try:
-        if "engine" in sections:
-            sections_out["engine"] = engine_section(engine_seconds, workdir)
-        needs_server = sections & {"http", "self_fetch"}
-        if needs_server:
+        section("engine", lambda: engine_section(engine_seconds, workdir))
+        if sections & {"http", "self_fetch"}:
             with _fhir_side("self_fetch" in sections, workdir) as (proxy_base, token, sk_error):
                 env = service_env(workdir, proxy_base)
                 with gunicorn("service", None, env, workdir) as server:
-                    if "http" in sections:
-                        sections_out["http"] = http_section(server, workdir, seconds,
-                                                            1.0 if args.quick else 2.0)
-                    if "self_fetch" in sections:
-                        if proxy_base is None:
-                            sections_out["self_fetch"] = {"available": False,
-                                                          "reason": sk_error}
-                        else:
-                            log("self-fetch")
-                            sections_out["self_fetch"] = self_fetch_section(
-                                server, proxy_base, token or "", datetime.now(UTC),
-                                10 if args.quick else 30)
-        if "batch" in sections:
-            sections_out["batch"] = batch_section(workdir, batch_lines,
-                                                  limit_s=300 if args.quick else 900)
+                    section("http", lambda: http_section(server, workdir, seconds,
+                                                         1.0 if args.quick else 2.0))
+                    if proxy_base is None:
+                        section("self_fetch", lambda: {"available": False, "reason": sk_error})
+                    else:
+                        section("self_fetch", lambda: self_fetch_section(
+                            server, proxy_base, token or "", datetime.now(UTC),
+                            10 if args.quick else 30))
+        section("batch", lambda: batch_section(workdir, batch_lines,
+                                               limit_s=300 if args.quick else 900))
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     meta["finished"] = datetime.now(UTC).isoformat(timespec="seconds")
