@@ -58,10 +58,14 @@ def _server_id(entry: JSON, fallback: str) -> str:
 
 
 def _write_failed(failure: FetchFailure) -> ServiceError:
-    status = 504 if failure.reason == "timeout" else 502
-    return ServiceError(status, [Problem(
-        f"the DetectedIssues could not be written to the FHIR server: {failure.message}; "
-        "nothing was written", "timeout" if status == 504 else "transient")])
+    if failure.reason == "timeout":
+        return ServiceError(504, [Problem(
+            f"the FHIR server did not confirm the write-back in time ({failure.message}); the "
+            "transaction may or may not have been applied: repeat the request (it is "
+            "idempotent)", "timeout")])
+    return ServiceError(502, [Problem(
+        f"the DetectedIssues could not be written to the FHIR server: {failure.message}",
+        "transient")])
 
 
 def persist(bundle: JSON, order_ref: str, client: FhirClient, store: Store,

@@ -141,7 +141,7 @@ def sekmet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sekmet]:
         f"data_dir: {home / 'data'}\n"
         "log_inbound: false\n"
         "simulator:\n  enabled: false\n"
-        "validation:\n  inbound: warn\n"
+        "validation:\n  inbound: strict\n"
         "server_auth:\n  types: [bearer]\n"
         f"  tokens: [{SEKMET_TOKEN}]\n",
         encoding="utf-8",
