@@ -84,7 +84,8 @@ def read_regimen(ref: str, r: JSON, checked: OrderFacts, resolve: Resolve, kb: K
                  check_time: datetime) -> Regimen | None:
     """One baclofen regimen, or None (another drug, excluded status, unknown shape)."""
     rtype = r.get("resourceType")
-    if rtype not in _EXCLUDED or r.get("status") in _EXCLUDED[rtype]:
+    if not isinstance(rtype, str) or rtype not in _EXCLUDED or as_str(
+            r.get("status")) in _EXCLUDED[rtype]:
         return None
     tz = check_time.tzinfo
     status = as_str(r.get("status")) or "unknown"

@@ -105,7 +105,7 @@ def observation_time(obs: JSON, tz: tzinfo | None) -> datetime | None:
 
 
 def usable_result(obs: JSON, kb: Knowledge) -> bool:
-    return obs.get("status") in kb.data["patient_context"]["usable_result_statuses"]
+    return as_str(obs.get("status")) in kb.data["patient_context"]["usable_result_statuses"]
 
 
 def has_loinc(obs: JSON, codes: Any, kb: Knowledge) -> bool:

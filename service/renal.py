@@ -21,10 +21,10 @@ Public API (used by the renal, titration, pediatric and withdrawal rules):
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from decimal import ROUND_HALF_UP, Decimal
 from fractions import Fraction
 from typing import Any
 
@@ -108,12 +108,7 @@ def cockcroft_gault(age_years: Fraction, weight_kg: Fraction, creatinine_mg_dl: 
 def round_renal(ml_min: Fraction, kb: Knowledge) -> Fraction:
     """Round to 0.1 mL/min (half up) before any comparison."""
     step = frac(_spec(kb)["round_to"])
-    d = Decimal(ml_min.numerator) / Decimal(ml_min.denominator) / _dec(step)
-    return Fraction(int(d.quantize(Decimal(1), rounding=ROUND_HALF_UP))) * step
-
-
-def _dec(value: Fraction) -> Decimal:
-    return Decimal(value.numerator) / Decimal(value.denominator)
+    return math.floor(ml_min / step + Fraction(1, 2)) * step
 
 
 def band_of(rounded_ml_min: Fraction, kb: Knowledge) -> RenalBand:
@@ -480,7 +475,7 @@ def dialysis_evidence(resources: Iterable[Resource], check_time: datetime, kb: K
                     or any(w in text for w in spec["words"])):
                 out.append(ConditionEvidence(ref, _condition_label(ref, r)))
         elif rtype == "Procedure":
-            if r.get("status") in {"not-done", "entered-in-error"}:
+            if as_str(r.get("status")) in {"not-done", "entered-in-error"}:
                 continue
             if not (has_code(r.get("code"), snomed, spec["procedure_snomed"])
                     or any(w in text for w in spec["procedure_words"])):

@@ -19,7 +19,9 @@ from .context_builders import (
     condition,
     creatinine,
     dialysis_procedure,
+    dispense,
     egfr,
+    height,
     history_request,
     weight,
 )
@@ -286,3 +288,26 @@ def test_patient_context_fixtures(client, name, expected, evidence_of):
     assert found == expected
     for rule, refs in evidence_of.items():
         assert evidence(by_rule(result, rule)) == refs
+
+
+@pytest.mark.parametrize(
+    "context",
+    [
+        pytest.param([creatinine(1e-300), weight(70)], id="creatinine_tiny_clearance_huge"),
+        pytest.param([creatinine(1e300), weight(1e300)], id="huge_numbers"),
+        pytest.param([creatinine(0), weight(0)], id="zeros"),
+        pytest.param([creatinine(-1), weight(-70), height(-5)], id="negatives"),
+        pytest.param([creatinine(1.0), weight(200), height(0.01)], id="absurd_height"),
+        pytest.param([egfr(None, string=">abc"), egfr(None, string="<"), egfr("12x")],
+                     id="unreadable_values"),
+        pytest.param([{**egfr(40), "status": ["final"]}, {**condition(), "clinicalStatus": 3}],
+                     id="wrong_shapes"),
+        pytest.param([dispense(days_supply=-3, quantity=0), history_request(dose=0)],
+                     id="odd_history"),
+    ],
+)
+def test_odd_context_values_never_fail(client, context):
+    body = parameters(order(dosage(10, "mg", 3)), pat=OLDER, context=context)
+    resp = post_check(client, body)
+    assert resp.status_code == 200
+    validate(resp.get_json())
