@@ -252,3 +252,16 @@ def test_conditional_create_where_the_server_refuses_client_ids(tmp_path: Path,
     conditional = sent[1]["entry"][0]["request"]
     assert conditional["method"] == "POST"
     assert conditional["ifNoneExist"].startswith("identifier=urn:baclofen-check:finding|")
+
+
+def test_a_refused_write_back_is_502_and_nothing_is_recorded(tmp_path: Path,
+                                                             stub: StubServer) -> None:
+    for rtype in ("Observation", "Condition", "Procedure", "MedicationRequest",
+                  "MedicationStatement", "MedicationDispense"):
+        stub.json(f"/fhir/{rtype}", {"resourceType": "Bundle", "type": "searchset"})
+    stub.json("/fhir", None, status=500, raw=b'{"resourceType":"OperationOutcome"}')
+    app = make_app(tmp_path, stub.base + "/fhir", None)
+    resp = check(app.test_client(), "o1", persist=True)
+    assert resp.status_code == 502
+    assert "could not be written" in resp.get_json()["issue"][0]["diagnostics"]
+    assert get_store(app).persisted_for_order("MedicationRequest/o1") == []
