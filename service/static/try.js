@@ -386,6 +386,7 @@
 
   function check(doneMessage) {
     BC.show(out.problem, "");
+    out.status.removeAttribute("data-state");
     var record;
     var order;
     try {

@@ -1,0 +1,365 @@
+"""The web page in a real browser: Debian's headless Chromium driven by Selenium through
+Debian's chromedriver, against the app served on a free loopback port.
+
+Waits below are readiness waits (WebDriverWait polls until the page has reached a state), not
+timed assertions. Screenshots of each page are saved under test-output/ (gitignored).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+from selenium import webdriver
+from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.by import By
+from selenium.webdriver.remote.webdriver import WebDriver
+from selenium.webdriver.remote.webelement import WebElement
+from selenium.webdriver.support.ui import Select, WebDriverWait
+from werkzeug.serving import make_server
+
+from service import create_app
+from service.knowledge import load
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMEDRIVER = "/usr/bin/chromedriver"
+INSTALL = "apt-get update && apt-get install -y chromium chromium-driver"
+OUTPUT = Path(__file__).resolve().parent.parent / "test-output"
+WAIT_S = 30  # how long the page may take to reach a state; not a performance check
+TOKEN = "browser-token"
+
+
+@dataclass
+class Live:
+    base: str
+    db: Path
+
+
+def _serve(config: dict[str, Any], tmp: Path) -> Iterator[Live]:
+    db = tmp / "audit.sqlite3"
+    app = create_app({"DATABASE_URL": f"sqlite:///{db}", **config})
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, name="ui-test-server", daemon=True)
+    thread.start()
+    try:
+        yield Live(f"http://127.0.0.1:{server.server_port}", db)
+    finally:
+        server.shutdown()
+        thread.join()
+        server.server_close()
+
+
+@pytest.fixture(scope="module")
+def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
+    """The app as after `make run`: authentication off."""
+    yield from _serve({"API_REQUIRE_AUTH": False, "CDS_REQUIRE_JWT": False},
+                      tmp_path_factory.mktemp("live"))
+
+
+@pytest.fixture(scope="module")
+def live_auth(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
+    """The app with API_REQUIRE_AUTH and CDS_REQUIRE_JWT on (the defaults)."""
+    yield from _serve({"API_REQUIRE_AUTH": True, "API_TOKENS": TOKEN, "CDS_REQUIRE_JWT": True},
+                      tmp_path_factory.mktemp("live-auth"))
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[WebDriver]:
+    for path, package in ((CHROMIUM, "chromium"), (CHROMEDRIVER, "chromium-driver")):
+        if not os.access(path, os.X_OK):
+            pytest.fail(f"{path} is missing (Debian package {package}): install with `{INSTALL}`")
+    profile = tempfile.TemporaryDirectory(prefix="bc-chromium-")
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for arg in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+                "--no-first-run", "--disable-background-networking",
+                "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage",
+                f"--user-data-dir={profile.name}", "--window-size=1366,860"):
+        options.add_argument(arg)
+    driver = webdriver.Chrome(options=options, service=Service(executable_path=CHROMEDRIVER))
+    try:
+        yield driver
+    finally:
+        driver.quit()
+        profile.cleanup()
+
+
+@pytest.fixture
+def page(browser: WebDriver) -> WebDriver:
+    """The browser with its console log drained (earlier tests may have logged 401s)."""
+    browser.get_log("browser")
+    return browser
+
+
+def wait(driver: WebDriver, condition: Any, what: str) -> Any:
+    return WebDriverWait(driver, WAIT_S, poll_frequency=0.05).until(condition, what)
+
+
+def status_done(driver: WebDriver) -> str:
+    def done(d: WebDriver) -> str | bool:
+        status = d.find_element(By.ID, "status")
+        return status.text if status.get_attribute("data-state") == "done" else False
+    text: str = wait(driver, done, "the page's status to say it is done")
+    return text
+
+
+def cards(driver: WebDriver) -> dict[str, WebElement]:
+    return {c.get_attribute("data-rule") or "": c
+            for c in driver.find_elements(By.CSS_SELECTOR, "#cards .card")}
+
+
+def screenshot(driver: WebDriver, name: str) -> Path:
+    """A full-page screenshot under test-output/ (the window is grown to the page height)."""
+    OUTPUT.mkdir(exist_ok=True)
+    height = int(driver.execute_script("return document.documentElement.scrollHeight"))
+    driver.set_window_size(1366, min(max(height + 40, 860), 6000))
+    driver.execute_script("window.scrollTo(0, 0)")
+    path = OUTPUT / f"ui-{name}.png"
+    assert driver.save_screenshot(str(path))
+    driver.set_window_size(1366, 860)
+    return path
+
+
+def no_console_errors(driver: WebDriver) -> None:
+    errors = [e for e in driver.get_log("browser") if e.get("level") == "SEVERE"]
+    assert errors == []
+
+
+def pick_demo(driver: WebDriver, base: str, name: str) -> str:
+    driver.get(base + "/")
+    driver.execute_script("window.sessionStorage.clear()")
+    Select(driver.find_element(By.ID, "demo")).select_by_value(name)
+    return status_done(driver)
+
+
+def set_value(element: WebElement, value: str) -> None:
+    element.clear()
+    element.send_keys(value)
+
+
+# --- try an order ----------------------------------------------------------------------------
+
+def test_renal_cap_warning_and_its_suggestion(page, live):
+    browser = page
+    """CrCl 40 demo: raise the dose above the renal cap, see the warning card with the numbers,
+    apply its suggestion, and see the card go."""
+    said = pick_demo(browser, live.base, "2-crcl-40")
+    assert said.startswith("Demo patient loaded and checked.")
+    assert browser.find_element(By.ID, "dose").get_attribute("value") == "5"
+    assert browser.find_element(By.ID, "no-cards").text == "No cards: checked, nothing found."
+    assert Select(browser.find_element(By.ID, "frequency")).first_selected_option.text == \
+        "three times a day"
+
+    set_value(browser.find_element(By.ID, "dose"), "20")
+    browser.find_element(By.ID, "check").click()
+    wait(browser, lambda d: "renal.dose-band" in cards(d), "the renal card")
+    status_done(browser)
+    card = cards(browser)["renal.dose-band"]
+    assert "card-warning" in (card.get_attribute("class") or "")
+    assert card.find_element(By.CSS_SELECTOR, ".indicator").text == "WARNING"  # CSS uppercase
+    summary = card.find_element(By.CSS_SELECTOR, ".summary").text
+    assert "60 mg/day" in summary and "40 mg/day" in summary and "CrCl 40 mL/min" in summary
+    detail = card.find_element(By.CSS_SELECTOR, ".detail").text
+    for text in ("CrCl 40 mL/min", "Cockcroft-Gault", "cap 40 mg/day", "Ordered 60 mg/day",
+                 "20 mg \u00d7 3 a day = 60 mg/day"):
+        assert text in detail
+    # the Markdown detail is rendered: bold title, a list, a link to the source
+    assert card.find_element(By.CSS_SELECTOR, ".detail strong").text == \
+        load().rule("renal.dose-band").title
+    assert card.find_element(By.CSS_SELECTOR, ".detail ul li").text.endswith("60 mg/day")
+    link = card.find_element(By.CSS_SELECTOR, ".detail a")
+    assert link.get_attribute("href") == load().rule("renal.dose-band").source_url
+    # the raw DetectedIssue beside the card
+    issue = json.loads(card.find_element(By.CSS_SELECTOR, ".card-json pre").text)
+    assert issue["resourceType"] == "DetectedIssue"
+    assert {"system": "urn:baclofen-check:rule", "value": "renal.dose-band"} in \
+        issue["identifier"]
+    assert issue["severity"] == "moderate"
+    # the $check result Bundle says the same
+    notes = browser.find_element(By.ID, "notes").text
+    assert "DetectedIssues in the result Bundle" in notes
+    screenshot(browser, "try-warning")
+
+    suggestion = card.find_element(By.CSS_SELECTOR, "button.suggestion")
+    label = suggestion.text
+    assert label.startswith("Change to ") and "40 mg/day" in label
+    suggestion.click()
+    wait(browser, lambda d: d.find_element(By.ID, "status").text.startswith("Applied: "),
+         "the suggestion to be applied and checked again")
+    status_done(browser)
+    assert "renal.dose-band" not in cards(browser)
+    # the corrected dose is in the form, and it is within the cap
+    dose = float(browser.find_element(By.ID, "dose").get_attribute("value") or 0)
+    per_day = float(Select(browser.find_element(By.ID, "frequency"))
+                    .first_selected_option.get_attribute("value") or 0)
+    assert 0 < dose * per_day <= 40
+    screenshot(browser, "try-after-suggestion")
+    no_console_errors(browser)
+
+
+def test_keyboard_only_check(browser, live):
+    """The form works from the keyboard: focus the dose, type, submit with Enter."""
+    pick_demo(browser, live.base, "3-dialysis")
+    assert "renal.dialysis" in cards(browser)
+    card = cards(browser)["renal.dialysis"]
+    assert "card-critical" in (card.get_attribute("class") or "")
+    dose = browser.find_element(By.ID, "dose")
+    dose.click()
+    set_value(dose, "2.5\n")  # Enter submits the form
+    status_done(browser)
+    assert "Ordered 7.5 mg/day" in cards(browser)["renal.dialysis"].text
+    assert browser.switch_to.active_element.get_attribute("id") == "dose"
+    screenshot(browser, "try-dialysis")
+
+
+def test_pasted_markup_is_shown_as_text(browser, live):
+    """A drug name holding HTML comes back inside a card's detail: it is shown as text."""
+    bundle = requests.get(live.base + "/demo/5-older-opioid", timeout=WAIT_S).json()
+    for entry in bundle["entry"]:
+        res = entry["resource"]
+        if res.get("id") == "pat-older-oxy":
+            res["medicationCodeableConcept"]["text"] = (
+                'oxycodone <img id="injected" src="x"> <b>bold</b>')
+    browser.get(live.base + "/")
+    record = browser.find_element(By.ID, "record")
+    browser.execute_script("arguments[0].value = arguments[1]", record, json.dumps(bundle))
+    browser.find_element(By.ID, "check").click()
+    wait(browser, lambda d: "geriatric.cns-burden" in cards(d), "the CNS burden card")
+    detail = cards(browser)["geriatric.cns-burden"].find_element(By.CSS_SELECTOR, ".detail")
+    assert '<img id="injected" src="x">' in detail.text
+    assert browser.find_elements(By.ID, "injected") == []
+    assert detail.find_elements(By.TAG_NAME, "b") == []
+
+
+def test_bad_record_is_said(browser, live):
+    browser.get(live.base + "/")
+    record = browser.find_element(By.ID, "record")
+    set_value(record, '{"resourceType": "Bundle", "entry": []}')
+    browser.find_element(By.ID, "check").click()
+    problem = wait(browser, lambda d: d.find_element(By.ID, "auth-problem").is_displayed()
+                   and d.find_element(By.ID, "auth-problem"), "the problem message")
+    assert problem.text == "The patient record must hold exactly one Patient (it holds 0)."
+
+
+def test_no_credentials_is_said_instead_of_failing(browser, live_auth):
+    pick_demo(browser, live_auth.base, "2-crcl-40")
+    problem = browser.find_element(By.ID, "auth-problem")
+    assert problem.is_displayed()
+    assert problem.text == ("Authentication is on and this page has no credentials: give a "
+                            "bearer token for $check and a CDS Hooks JWT for the cards in the "
+                            "Authentication box above.")
+    assert "CDS_REQUIRE_JWT is on and no CDS Hooks JWT was given" in \
+        browser.find_element(By.ID, "cards").text
+    assert "API_REQUIRE_AUTH is on and no bearer token was given" in \
+        browser.find_element(By.ID, "notes").text
+    screenshot(browser, "try-auth-needed")
+    # with the bearer token the FHIR check runs; the cards still need a JWT
+    set_value(browser.find_element(By.ID, "token"), TOKEN)
+    browser.find_element(By.ID, "check").click()
+    wait(browser, lambda d: "0 DetectedIssues in the result Bundle" in
+         d.find_element(By.ID, "notes").text, "the $check result")
+    # a wrong token is refused by the service, and the page says so
+    set_value(browser.find_element(By.ID, "token"), "not-the-token")
+    browser.find_element(By.ID, "check").click()
+    wait(browser, lambda d: "refused the call (401)" in d.find_element(By.ID, "notes").text,
+         "the 401 message")
+
+
+# --- rule browser ----------------------------------------------------------------------------
+
+def test_rule_browser_lists_every_rule(page, live):
+    browser = page
+    browser.get(live.base + "/rules")
+    kb = load()
+    shown = [e.text for e in browser.find_elements(By.CSS_SELECTOR, "article.rule .rule-id")]
+    assert shown == list(kb.rules)
+    assert browser.find_element(By.ID, "kb-version").text == kb.version
+    article = browser.find_element(By.ID, "rule-oral.max-daily")
+    assert "Per profile" in article.text
+    source = article.find_element(By.CSS_SELECTOR, "dd a")
+    assert source.get_attribute("href") == kb.rule("oral.max-daily").source_url
+    screenshot(browser, "rules")
+    no_console_errors(browser)
+
+
+# --- alert report ----------------------------------------------------------------------------
+
+def test_report_page_shows_counts_after_feedback(page, live):
+    browser = page
+    """Cards from a CDS call, feedback on them, then the report page's chart and table."""
+    bundle = requests.get(live.base + "/demo/5-older-opioid", timeout=WAIT_S).json()
+    resources = [e["resource"] for e in bundle["entry"]]
+    patient = next(r for r in resources if r["resourceType"] == "Patient")
+    draft = next(r for r in resources if r.get("status") == "draft")
+    others = [r for r in resources if r is not patient and r is not draft]
+    call = {"hook": "order-sign", "hookInstance": "5c8a8f0e-3f57-4a2b-8b0e-7d2f0c6b9e41",
+            "context": {"userId": "Practitioner/p1", "patientId": patient["id"],
+                        "draftOrders": {"resourceType": "Bundle", "type": "collection",
+                                        "entry": [{"resource": draft}]}},
+            "prefetch": {"patient": patient,
+                         "medicationRequests": {"resourceType": "Bundle", "type": "searchset",
+                                                "entry": [{"resource": r} for r in others]}}}
+    url = live.base + "/cds-services/baclofen-order-sign"
+    got = requests.post(url, json=call, timeout=WAIT_S).json()["cards"]
+    by_rule = {c["source"]["topic"]["code"]: c for c in got}
+    when = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    reason = {"system": "urn:baclofen-check:override-reason", "code": "will-monitor"}
+    resp = requests.post(url + "/feedback", timeout=WAIT_S, json={"feedback": [
+        {"card": by_rule["interaction.opioid"]["uuid"], "outcome": "overridden",
+         "outcomeTimestamp": when, "overrideReason": {"reason": reason}},
+        {"card": by_rule["geriatric.cns-burden"]["uuid"], "outcome": "accepted",
+         "outcomeTimestamp": when},
+    ]})
+    assert resp.json() == {"received": 2, "joined": 2}
+    expected = {row["rule"]: row for row in
+                requests.get(live.base + "/report", timeout=WAIT_S).json()["rules"]}
+
+    browser.get(live.base + "/alerts")
+    status_done(browser)
+    rows = {r.get_attribute("data-rule"): r
+            for r in browser.find_elements(By.CSS_SELECTOR, "#report-body tr")}
+    assert set(rows) == set(expected)
+    opioid = rows["interaction.opioid"]
+    numbers = [opioid.find_element(By.CSS_SELECTOR, f"td.{k}").text
+               for k in ("fired", "accepted", "overridden")]
+    row = expected["interaction.opioid"]
+    assert numbers == [str(row["fired"]), str(row["accepted"]), str(row["overridden"])]
+    assert row["overridden"] >= 1
+    assert "Will monitor closely (1)" in opioid.text
+    cns = rows["geriatric.cns-burden"]
+    assert cns.find_element(By.CSS_SELECTOR, "td.accepted").text == \
+        str(expected["geriatric.cns-burden"]["accepted"])
+    assert expected["geriatric.cns-burden"]["accepted"] >= 1
+    figure = browser.find_element(By.CSS_SELECTOR, '#chart figure[data-rule="interaction.opioid"]')
+    assert figure.get_attribute("aria-label") == (
+        f"interaction.opioid: fired {row['fired']}, accepted {row['accepted']}, "
+        f"overridden {row['overridden']}")
+    bar = figure.find_element(By.CSS_SELECTOR, ".bar.overridden")
+    assert bar.size["width"] > 0
+    screenshot(browser, "alerts")
+    no_console_errors(browser)
+
+
+def test_report_page_without_credentials_says_so(browser, live_auth):
+    browser.get(live_auth.base + "/alerts")
+    browser.execute_script("window.sessionStorage.clear()")
+    browser.refresh()
+    problem = wait(browser, lambda d: d.find_element(By.ID, "auth-problem").is_displayed()
+                   and d.find_element(By.ID, "auth-problem"), "the credentials message")
+    assert problem.text.startswith("Authentication is on (API_REQUIRE_AUTH) and this page has "
+                                   "no credentials")
+    set_value(browser.find_element(By.ID, "token"), TOKEN)
+    browser.find_element(By.ID, "refresh").click()
+    assert status_done(browser).startswith(f"Report for knowledge {load().version}")
+    assert not browser.find_element(By.ID, "auth-problem").is_displayed()
