@@ -77,6 +77,7 @@ class UTCDateTime(TypeDecorator[datetime]):
 
 
 metadata = MetaData()
+_ID = BigInteger().with_variant(Integer, "sqlite")  # SQLite autoincrements INTEGER keys only
 
 schema_version = Table(
     "schema_version", metadata,
@@ -86,7 +87,7 @@ schema_version = Table(
 
 checks = Table(
     "checks", metadata,
-    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True,
+    Column("id", _ID, primary_key=True,
            autoincrement=True),
     Column("time", UTCDateTime, nullable=False, index=True),
     Column("caller", String(200), nullable=False),
@@ -101,7 +102,7 @@ checks = Table(
 
 findings = Table(
     "findings", metadata,
-    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True,
+    Column("id", _ID, primary_key=True,
            autoincrement=True),
     Column("check_id", ForeignKey("checks.id", ondelete="CASCADE"), nullable=False, index=True),
     Column("rule_id", String(100), nullable=False, index=True),
@@ -113,7 +114,7 @@ findings = Table(
 
 feedback = Table(
     "feedback", metadata,
-    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True,
+    Column("id", _ID, primary_key=True,
            autoincrement=True),
     Column("service_id", String(200), nullable=False),
     Column("card_uuid", String(100), nullable=False, index=True),
@@ -122,13 +123,13 @@ feedback = Table(
     Column("override_reason", String(200)),
     Column("outcome_time", UTCDateTime, nullable=False),
     Column("received", UTCDateTime, nullable=False, index=True),
-    Column("check_id", Integer),
-    Column("finding_row_id", Integer),
+    Column("check_id", _ID),
+    Column("finding_row_id", _ID),
 )
 
 jtis = Table(
     "jti", metadata,
-    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True,
+    Column("id", _ID, primary_key=True,
            autoincrement=True),
     Column("issuer", String(500), nullable=False),
     Column("jti", String(500), nullable=False),
@@ -138,7 +139,7 @@ jtis = Table(
 
 persisted = Table(
     "persisted", metadata,
-    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True,
+    Column("id", _ID, primary_key=True,
            autoincrement=True),
     Column("order_ref", String(500), nullable=False),
     Column("finding_id", String(100), nullable=False),
