@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..facts import OrderFacts
+from ..facts import AgeFacts, OrderFacts
 from ..findings import Finding
 from ..medications import MedicationUse, matches
 from ..numbers import fmt
@@ -27,17 +27,19 @@ def _finding(ctx: RuleContext, rule_id: str, order: OrderFacts,
              hits: list[tuple[MedicationUse, list[str]]], baclofen_first: bool,
              baclofen_refs: tuple[str, ...] = ()) -> Finding:
     spec = ctx.kb.rule(rule_id)
-    label = ctx.kb.interaction_classes[rule_id]["label"]
+    cls = ctx.kb.interaction_classes[rule_id]
     drugs = sorted({name for _, found in hits for name in found})
     severity = spec.severity if spec.severity in {"low", "moderate", "high"} else "moderate"
     refs = tuple(u.ref for u, _ in hits if u.ref != order.ref)
     implicated = refs if baclofen_first else baclofen_refs
+    which = ", ".join(drugs)
+    kind = cls["one"] if len(drugs) == 1 else cls["label"]
+    advice = ("Review the need for both, use the lowest doses and monitor for sedation and "
+              "falls." if severity != "low" else "Monitor blood pressure and for dizziness.")
     return ctx.finding(
         rule_id, severity, order,
-        summary=f"Baclofen with {', '.join(drugs)} ({label})"[:139],
-        detail=f"Baclofen is given with {', '.join(drugs)} ({label}): "
-               f"{spec.fires_when}. Review the need for both, use the lowest doses and "
-               f"monitor for sedation and falls.",
+        summary=f"Baclofen with {which} ({kind})"[:139],
+        detail=f"Baclofen with {which} ({kind}): {cls['effect']}. {advice}",
         implicated=implicated,
         evidence=refs if baclofen_first else baclofen_refs,
     )
@@ -99,13 +101,19 @@ def cns_burden(ctx: RuleContext, order: OrderFacts, others: tuple[MedicationUse,
     return ctx.finding(
         "geriatric.cns-burden", "moderate", order,
         summary=f"Baclofen makes {total} CNS-active drugs for a patient aged 65 or over",
-        detail=f"With baclofen the patient (age {fmt(age.high_years)} or over) would take "
+        detail=f"With baclofen the patient ({_age(age)}) would take "
                f"{total} CNS-active drugs: baclofen and {listed}. Beers 2023 advises avoiding "
                f"three or more CNS-active drugs together (falls, fractures); deprescribe where "
                f"possible.",
         implicated=tuple(drugs),
         evidence=tuple(drugs),
     )
+
+
+def _age(age: AgeFacts) -> str:
+    if age.partial and age.low_years != age.high_years:
+        return f"age {fmt(age.low_years)} to {fmt(age.high_years)} years"
+    return f"age {fmt(age.high_years)}"
 
 
 def pregnancy_rule(ctx: RuleContext, order: OrderFacts) -> list[Finding]:
