@@ -268,21 +268,69 @@ CORRECTABLE = [
 ]
 
 
-@pytest.mark.parametrize(("dose", "pat"), CORRECTABLE)
-def test_each_corrected_order_passes_without_that_finding(
-        client: FlaskClient, dose: dict[str, Any], pat: dict[str, Any]) -> None:
-    order = b.order(dose)
+IT_ROUTE = {"coding": [{"system": b.SNOMED, "code": "72607000", "display": "Intrathecal"}]}
+IT_CONCEPT = {"coding": [{"system": b.RXNORM, "code": "1292", "display": "baclofen"}],
+              "text": "baclofen 2000 MCG/ML Injection"}
+
+
+def it_dose(value: float, unit: str = "ug", **repeat: Any) -> dict[str, Any]:
+    d = b.dosage(value, unit, None, route=IT_ROUTE)
+    d["timing"] = {"repeat": repeat}
+    return d
+
+
+INTRATHECAL = [
+    pytest.param(it_dose(150, count=1), id="intrathecal.bolus_150ug"),
+    pytest.param(it_dose(0.5, "mg", frequency=1, period=1, periodUnit="d"),
+                 id="intrathecal.mg-unit_0_5mg"),
+]
+
+
+def _corrected_pass(client: FlaskClient, order: dict[str, Any], pat: dict[str, Any]) -> int:
     got = cards(post(client, hook_call(order, patient=pat)))
     with_suggestion = [c for c in got if c.get("suggestions")]
     assert with_suggestion, topics(got)
+    checked = 0
     for card in with_suggestion:
-        rule = topic(card)
-        corrected = card["suggestions"][0]["actions"][0]["resource"]
-        assert corrected["id"] == order["id"] and corrected["status"] == "draft"
-        assert corrected["medicationCodeableConcept"] == order["medicationCodeableConcept"]
-        assert corrected["subject"] == order["subject"]
-        again = cards(post(client, hook_call(corrected, patient=pat)))
-        assert rule not in rules_in(again), (rule, corrected["dosageInstruction"])
+        assert card["selectionBehavior"] == "at-most-one"
+        issues = card["extension"][EXT]
+        card_rules = [di["identifier"][0]["value"]
+                      for di in (issues if isinstance(issues, list) else [issues])]
+        for suggestion in card["suggestions"]:
+            assert suggestion["isRecommended"] is True and suggestion["uuid"]
+            corrected = suggestion["actions"][0]["resource"]
+            assert corrected["id"] == order["id"] and corrected["status"] == "draft"
+            assert corrected["medicationCodeableConcept"] == order["medicationCodeableConcept"]
+            assert corrected["subject"] == order["subject"]
+            again = rules_in(cards(post(client, hook_call(corrected, patient=pat))))
+            fixed = [r for r in card_rules if r not in again]
+            assert fixed, (card_rules, again, corrected["dosageInstruction"])
+            checked += 1
+    return checked
+
+
+@pytest.mark.parametrize(("dose", "pat"), CORRECTABLE)
+def test_each_corrected_order_passes_without_that_finding(
+        client: FlaskClient, dose: dict[str, Any], pat: dict[str, Any]) -> None:
+    assert _corrected_pass(client, b.order(dose), pat) >= 1
+
+
+@pytest.mark.parametrize("dose", INTRATHECAL)
+def test_each_corrected_intrathecal_order_passes(client: FlaskClient,
+                                                 dose: dict[str, Any]) -> None:
+    order = b.order(dose, concept=IT_CONCEPT)
+    assert _corrected_pass(client, order, b.patient()) == 1
+
+
+def test_corrected_bolus_stays_a_single_dose_in_micrograms(client: FlaskClient) -> None:
+    order = b.order(it_dose(150, count=1), concept=IT_CONCEPT)
+    got = cards(post(client, hook_call(order, patient=b.patient())))
+    card = next(c for c in got if topic(c) == "intrathecal.bolus")
+    dosage = card["suggestions"][0]["actions"][0]["resource"]["dosageInstruction"][0]
+    assert dosage["doseAndRate"][0]["doseQuantity"]["value"] == 100
+    assert dosage["doseAndRate"][0]["doseQuantity"]["code"] == "ug"
+    assert dosage["timing"] == {"repeat": {"count": 1}}
+    assert dosage["route"] == IT_ROUTE
 
 
 def test_corrected_order_keeps_everything_else() -> None:

@@ -139,8 +139,10 @@ def corrected_order(order: JSON, correction: Correction, facts: OrderFacts | Non
     base["doseAndRate"] = [{"doseQuantity": {
         "value": _number(dose), "unit": unit, "system": UCUM, "code": unit}}]
     lines = facts.lines if facts else ()
+    # One line whose schedule already matches keeps its timing (a bolus given once stays once).
     keep_timing = len(dosages) == 1 and len(lines) == 1 and (
-        lines[0].single or lines[0].per_day == correction.per_day)
+        lines[0].per_day == correction.per_day
+        or (lines[0].single and correction.per_day == 1))
     if not keep_timing:
         timing = as_dict(base.get("timing"))
         repeat = {k: v for k, v in as_dict(timing.get("repeat")).items()
@@ -193,6 +195,22 @@ def render_cards(
     def issue(f: Finding) -> JSON:
         return detected_issue(f, kb, patient_ref, req.check_time, status)
 
+    def suggestion(f: Finding) -> JSON | None:
+        order = orders_json.get(f.order_ref)
+        if f.correction is None or order is None:
+            return None
+        return {
+            "label": short(f"Change to {f.correction.label}"),
+            "uuid": new_uuid(),
+            "isRecommended": True,
+            "actions": [{
+                "type": "update",
+                "description": short(f"Replace the draft order's dose with "
+                                     f"{f.correction.label}", 500),
+                "resource": corrected_order(order, f.correction, facts.get(f.order_ref)),
+            }],
+        }
+
     ranked = sorted(outcome.findings, key=lambda f: -f.rank)
     for f in ranked:
         if f.severity == "low":
@@ -212,19 +230,9 @@ def render_cards(
             },
             "overrideReasons": override_reasons(),
         }
-        order = orders_json.get(f.order_ref)
-        if f.correction is not None and order is not None:
-            card["suggestions"] = [{
-                "label": short(f"Change to {f.correction.label}"),
-                "uuid": new_uuid(),
-                "isRecommended": True,
-                "actions": [{
-                    "type": "update",
-                    "description": short(f"Replace the draft order's dose with "
-                                         f"{f.correction.label}", 500),
-                    "resource": corrected_order(order, f.correction, facts.get(f.order_ref)),
-                }],
-            }]
+        suggestions = [s for s in [suggestion(f)] if s]
+        if suggestions:
+            card["suggestions"] = suggestions
             card["selectionBehavior"] = "at-most-one"
         card["extension"] = {EXTENSION_KEY: di}
         cards.append(card)
@@ -242,7 +250,7 @@ def render_cards(
         else:
             summary = f"{len(lows)} notes on this baclofen order: " + "; ".join(
                 f.summary for f in lows)
-        cards.append({
+        gathered: JSON = {
             "uuid": card_uuid,
             "summary": short(summary),
             "indicator": "info",
@@ -253,8 +261,15 @@ def render_cards(
                 "topic": {"system": RULE_SYSTEM, "code": GATHERED_CODE,
                           "display": "Lower-priority notes"},
             },
-            "extension": {EXTENSION_KEY: issues},
-        })
+        }
+        # A low finding with a safe correction (e.g. an intrathecal dose re-expressed in
+        # micrograms) offers it here too.
+        suggestions = [s for s in (suggestion(f) for f in lows) if s]
+        if suggestions:
+            gathered["suggestions"] = suggestions
+            gathered["selectionBehavior"] = "at-most-one"
+        gathered["extension"] = {EXTENSION_KEY: issues}
+        cards.append(gathered)
         records.append(CardRecord(card_uuid, list(zip(lows, issues, strict=True))))
 
     # choice: an order the checker could not check at all (a note of the engine, such as an
