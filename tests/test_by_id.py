@@ -265,3 +265,32 @@ def test_a_refused_write_back_is_502_and_nothing_is_recorded(tmp_path: Path,
     assert resp.status_code == 502
     assert "could not be written" in resp.get_json()["issue"][0]["diagnostics"]
     assert get_store(app).persisted_for_order("MedicationRequest/o1") == []
+
+
+def test_labs_on_the_server_are_read_for_the_kidney_checks(client: FlaskClient,
+                                                            sekmet: Sekmet) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from .context_builders import creatinine, weight
+
+    today = datetime.now(UTC).date()
+    tag = uuid.uuid4().hex[:10]
+    pid, oid = f"p-{tag}", f"o-{tag}"
+    sekmet.put(patient(id=pid, birth_date=f"{today.year - 71}-01-01"))
+    for res in (creatinine(1.5, id=f"cr-{tag}", when=str(today - timedelta(days=5))),
+                weight(70, id=f"w-{tag}", when=str(today - timedelta(days=20)))):
+        res["subject"] = {"reference": f"Patient/{pid}"}
+        sekmet.put(res)
+    sekmet.put(order(dosage(15), id=oid, status="draft", subject={"reference": f"Patient/{pid}"},
+                     authoredOn=f"{today}T08:00:00Z"))
+    resp = check(client, oid)
+    assert resp.status_code == 200, resp.get_data(as_text=True)
+    result = resp.get_json()
+    validate(result)
+    di = by_rule(result, "renal.dose-band")
+    # (140 - 71) x 70 / (72 x 1.5) = 44.7 mL/min: moderate band, cap 40 mg/day, 45 ordered
+    assert di["severity"] == "high"
+    assert di["detail"].startswith("CrCl 44.7 mL/min")
+    assert "Ordered 45 mg/day" in di["detail"]
+    refs = [d["reference"] for e in di["evidence"] for d in e["detail"]]
+    assert refs == [f"Observation/cr-{tag}", f"Observation/w-{tag}"]
