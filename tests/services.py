@@ -89,7 +89,8 @@ def postgres() -> Iterator[Postgres]:
             pytest.fail(f"the postgres system user is missing: install `{PG_INSTALL}`")
         for path in (base, sockets):
             os.chown(path, user.pw_uid, user.pw_gid)
-        prefix = ["runuser", "-u", "postgres", "--"]
+        runuser = shutil.which("runuser") or "/usr/sbin/runuser"
+        prefix = [runuser, "-u", "postgres", "--"]
     subprocess.run([*prefix, initdb, "-D", str(data), "-U", "postgres", "--auth=trust",
                     "-E", "UTF8", "--no-sync"], check=True, capture_output=True)
     port = free_port()
