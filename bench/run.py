@@ -211,26 +211,32 @@ def _quiet_logs(workdir: Path) -> None:
 
 # --- servers --------------------------------------------------------------------------------
 
-def serve_argv(bind: str, app_spec: str | None = None) -> list[str]:
+def serve_command(bind: str, app_spec: str | None = None) -> tuple[list[str], dict[str, str]]:
     """The exact gunicorn command ``baclofen-check serve --bind BIND`` runs (its defaults for
-    workers and threads), with ``app_spec`` in place of the service's factory when given."""
+    workers and threads) and the environment variables it sets for it, with ``app_spec`` in
+    place of the service's factory when given. Read by running the real ``serve`` with
+    ``os.execv`` caught, so that the bench follows any change to it."""
     from service import cli
 
     captured: list[list[str]] = []
+    added: dict[str, str] = {}
+    before = dict(os.environ)
 
     class _Captured(Exception):
         pass
 
     def fake_execv(path: str, argv: list[str]) -> None:
         captured.append(list(argv))
+        added.update({k: v for k, v in os.environ.items() if before.get(k) != v})
         raise _Captured
 
-    with mock.patch.object(cli.os, "execv", fake_execv), suppress(_Captured):
+    with mock.patch.dict(os.environ), mock.patch.object(cli.os, "execv", fake_execv), \
+            suppress(_Captured):
         cli.main(["serve", "--bind", bind])
     argv = captured[0]
     if app_spec is not None:
         argv[-1] = app_spec
-    return argv
+    return argv, added
 
 
 @dataclass
@@ -239,23 +245,27 @@ class Server:
     url: str
     proc: subprocess.Popen[bytes]
     log_path: Path
+    argv: list[str]
 
 
 @contextmanager
 def gunicorn(name: str, app_spec: str | None, env: dict[str, str], workdir: Path,
              ready_path: str = "/healthz") -> Iterator[Server]:
     port = free_port()
-    argv = serve_argv(f"127.0.0.1:{port}", app_spec)
+    argv, added = serve_command(f"127.0.0.1:{port}", app_spec)
     log_path = workdir / f"{name}.log"
     with open(log_path, "wb") as out:
-        proc = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
-                                start_new_session=True)
-    server = Server(name, f"http://127.0.0.1:{port}", proc, log_path)
+        proc = subprocess.Popen(argv, cwd=ROOT, env={**env, **added}, stdout=out,
+                                stderr=subprocess.STDOUT, start_new_session=True)
+    server = Server(name, f"http://127.0.0.1:{port}", proc, log_path, argv)
     try:
         _wait_ready(server, ready_path)
         yield server
     finally:
         stop(proc)
+        for value in added.values():  # serve's own temporary directories, if left
+            if value.startswith(tempfile.gettempdir()) and Path(value).is_dir():
+                shutil.rmtree(value, ignore_errors=True)
 
 
 def _wait_ready(server: Server, path: str) -> None:
@@ -349,7 +359,7 @@ def http_section(server: Server, workdir: Path, seconds: float, warmup: float
     out: dict[str, Any] = {
         "request_bytes": body_path.stat().st_size, "response_bytes": len(first.content),
         "cards": cards, "seconds_per_point": seconds,
-        "server_argv": serve_argv("127.0.0.1:PORT")[3:],
+        "server_argv": server.argv[3:],
     }
     points: dict[str, dict[int, dict[str, Any]]] = {"service": {}, "bare": {}}
     with gunicorn("bare", "bench.bare_app:create_app()", env, workdir,
