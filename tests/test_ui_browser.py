@@ -199,6 +199,8 @@ def test_renal_cap_warning_and_its_suggestion(page, live):
          "the suggestion to be applied and checked again")
     status_done(browser)
     assert "renal.dose-band" not in cards(browser)
+    wait(browser, lambda d: d.switch_to.active_element.get_attribute("id") == "status",
+         "the focus to move to the status line (the clicked button is gone)")
     # the corrected dose is in the form, and it is within the cap
     dose = float(browser.find_element(By.ID, "dose").get_attribute("value") or 0)
     per_day = float(Select(browser.find_element(By.ID, "frequency"))

@@ -296,7 +296,9 @@
         baseOrder = update.resource;
         fillForm(update.resource);
         feedback(card, "accepted", { acceptedSuggestions: [{ id: s.uuid }] }).then(function () {
-          check("Applied: " + s.label + ". Checked again.");
+          return check("Applied: " + s.label + ". Checked again.");
+        }).then(function () {
+          out.status.focus();  /* the button is gone with its card: keep the keyboard user's place */
         });
       });
       actions.appendChild(button);

@@ -84,9 +84,13 @@ class Demo:
 
 
 def demo_dir() -> Path:
-    """Where the demo patients are: ``fixtures/`` of the checkout (``DEMO_DIR`` in the app
-    config overrides it, for tests)."""
-    return Path(current_app.config.get("DEMO_DIR", DEMO_DIR))
+    """Where the demo patients are: ``fixtures/`` of the checkout, else ``fixtures/`` under the
+    working directory (``DEMO_DIR`` in the app config overrides both, for tests)."""
+    configured = current_app.config.get("DEMO_DIR")
+    if configured:
+        return Path(configured)
+    # an installed copy (the container image) finds them under the working directory
+    return DEMO_DIR if DEMO_DIR.is_dir() else Path.cwd() / "fixtures"
 
 
 def demos(directory: Path | None = None) -> list[Demo]:
