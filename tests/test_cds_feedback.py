@@ -186,3 +186,13 @@ def test_simple_request_from_allowed_origin(cors_client: FlaskClient) -> None:
 def test_no_cors_without_configured_origins(client: FlaskClient) -> None:
     resp = preflight(client, "/cds-services", ALLOWED)
     assert "Access-Control-Allow-Origin" not in resp.headers
+
+
+def test_fixture_feedback_is_accepted_unjoined(client: FlaskClient) -> None:
+    import json
+
+    body = json.loads((Path(__file__).resolve().parent.parent / "fixtures" /
+                       "cds-feedback.json").read_text())
+    resp = client.post(f"/cds-services/{SIGN}/feedback", json=body)
+    assert resp.status_code == 200
+    assert resp.get_json() == {"received": 2, "joined": 0}

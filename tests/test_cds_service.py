@@ -475,3 +475,37 @@ def test_prefetch_is_not_changed_by_the_service(client: FlaskClient) -> None:
     before = copy.deepcopy(body)
     _request(body)
     assert body == before
+
+
+def test_fixture_legacy_medication_prescribe_array(client: FlaskClient) -> None:
+    body = json.loads((FIXTURES / "cds-medication-prescribe-array.json").read_text())
+    got = cards(post(client, body, PRESCRIBE))
+    card = next(c for c in got if topic(c) == "oral.max-daily")
+    assert "120 mg/day" in card["summary"]
+    assert "3 tablet" in card["detail"] and "120 mg/day" in card["detail"]
+
+
+def test_fixture_order_select_reads_only_the_selection(client: FlaskClient) -> None:
+    body = json.loads((FIXTURES / "cds-order-select.json").read_text())
+    got = cards(post(client, body, SELECT))
+    text = json.dumps(got)
+    assert "sel-1" not in text
+    assert "order.unverifiable-dose" not in rules_in(got)
+    assert all(c["indicator"] == "info" for c in got)
+
+
+def test_legacy_medications_without_a_medication_request_is_400(client: FlaskClient) -> None:
+    body = hook_call(b.order(), service=PRESCRIBE, patient=b.patient())
+    body["context"]["medications"] = [{"resourceType": "MedicationOrder", "id": "dstu2"}]
+    resp = post(client, body, PRESCRIBE)
+    assert resp.status_code == 400
+    assert "MedicationOrder" in resp.get_json()["issue"][0]["diagnostics"]
+
+
+def test_order_sign_with_no_medication_order_answers_no_cards(client: FlaskClient) -> None:
+    lab = {"resourceType": "ServiceRequest", "id": "lab-1", "status": "draft",
+           "intent": "order", "subject": {"reference": "Patient/pat-1"},
+           "code": {"text": "Basic metabolic panel"}}
+    body = hook_call(patient=b.patient())
+    body["context"]["draftOrders"]["entry"] = [{"resource": lab}]
+    assert cards(post(client, body)) == []

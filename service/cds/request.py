@@ -156,6 +156,11 @@ def parse_call(body: Any, service: CdsService) -> HookCall:
     else:
         orders = [r for r in resources if r.get("resourceType") == "MedicationRequest"]
         others = [r for r in resources if r.get("resourceType") != "MedicationRequest"]
+        if service.legacy and resources and not orders:
+            kinds = ", ".join(sorted({str(r.get("resourceType")) for r in resources}))
+            raise _fail(f"context.medications holds no MedicationRequest (found {kinds}); "
+                        "send FHIR R4 MedicationRequests", "context.medications",
+                        "not-supported")
     return HookCall(
         service=service,
         hook_instance=instance,
