@@ -196,3 +196,16 @@ def test_fixture_feedback_is_accepted_unjoined(client: FlaskClient) -> None:
     resp = client.post(f"/cds-services/{SIGN}/feedback", json=body)
     assert resp.status_code == 200
     assert resp.get_json() == {"received": 2, "joined": 0}
+
+
+def test_preflight_needs_no_jwt(tmp_path: Path) -> None:
+    app = create_app({"CORS_ORIGINS": ALLOWED, "CDS_REQUIRE_JWT": True,
+                      "DATABASE_URL": f"sqlite:///{tmp_path}/audit.sqlite3", "TESTING": True})
+    client = app.test_client()
+    resp = preflight(client, f"/cds-services/{SIGN}", ALLOWED)
+    assert resp.status_code == 200
+    assert resp.headers["Access-Control-Allow-Origin"] == ALLOWED
+    # the call itself still needs the JWT, and its 401 carries the CORS header for the browser
+    call = client.post(f"/cds-services/{SIGN}", json={}, headers={"Origin": ALLOWED})
+    assert call.status_code == 401
+    assert call.headers["Access-Control-Allow-Origin"] == ALLOWED
