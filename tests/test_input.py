@@ -304,3 +304,41 @@ def test_requests_that_fail(body, status, words):
     got_status, message = status_of(body)
     assert got_status == status
     assert words in message
+
+
+def test_context_about_another_patient_is_skipped_with_a_warning():
+    theirs = order(dosage(20, "mg", 3), id="theirs", status="active",
+                   subject={"reference": "Patient/someone-else"})
+    ours = order(dosage(20, "mg", 3), id="ours", status="active",
+                 subject={"reference": "https://ehr.example/fhir/Patient/pat-1/_history/3"})
+    result, req, _out = check_body(parameters(order(), context=[theirs, ours]), NOW, "us")
+    validate(result)
+    assert [c.ref for c in req.context] == ["MedicationRequest/ours"]
+    dup = [di for di in issues(result) if di["identifier"][0]["value"] == "oral.duplicate"]
+    assert [r["reference"] for r in dup[0]["implicated"]] == ["MedicationRequest/ord-1",
+                                                            "MedicationRequest/ours"]
+    oo = outcome(result)
+    assert oo is not None
+    [warning] = oo["issue"]
+    assert warning["severity"] == "warning"
+    assert "MedicationRequest/theirs" in warning["diagnostics"]
+    assert "Patient/someone-else" in warning["diagnostics"]
+
+
+def test_bundle_context_about_another_patient_is_skipped():
+    b = bundle(patient(), order(dosage(10, "mg", 3)),
+               order(dosage(20, "mg", 3), id="theirs", status="active",
+                     subject={"reference": "Patient/p-2"}))
+    result, req, _out = check_body(b, NOW, "us")
+    validate(result)
+    assert req.context == []
+    assert "oral.duplicate" not in found_ids(result)
+
+
+def test_non_baclofen_drafts_in_a_bundle_are_information():
+    b = bundle(patient(), order(concept={"text": "tizanidine 4 mg tablet"}))
+    result, _req, _out = check_body(b, NOW, "us")
+    validate(result)
+    assert issues(result) == []
+    oo = outcome(result)
+    assert oo is not None and oo["issue"][0]["severity"] == "information"

@@ -407,26 +407,53 @@ def _skipped(item: Item, why: str, where: str) -> Problem:
 
 
 def _check_subjects(req: CheckRequest) -> None:
-    """An order written for another patient than the one given is refused (422).
+    """An order written for another patient than the one given is refused (422); a context
+    resource about another patient is skipped with a warning.
 
     choice: a mismatch between MedicationRequest.subject and the Patient is a request the
     checker cannot answer safely, so it fails instead of checking against the wrong patient.
+    Another patient's labs or orders must not count either (a false duplicate, a wrong renal
+    value), so such context is left out and the warning names it.
     """
     if req.patient is None:
         return
     for n, order in enumerate(req.orders):
-        subject = as_dict(order.resource.get("subject"))
-        ref = as_str(subject.get("reference"))
-        if ref is None:
-            continue
-        target = req.resolve(subject, order.resource)
-        if target is not None:
-            if target is not req.patient.resource and target.get("resourceType") == "Patient":
-                raise unprocessable(f"order {n + 1} is for {ref}, not for the patient given",
-                                    "MedicationRequest.subject")
-            continue
-        pid = req.patient.resource.get("id")
-        parts = ref.rstrip("/").split("/")
-        if len(parts) >= 2 and parts[-2] == "Patient" and pid and parts[-1] != pid:
-            raise unprocessable(f"order {n + 1} is for {ref}, not for Patient/{pid}",
+        other = _other_patient(req, order.resource)
+        if other is not None:
+            raise unprocessable(f"order {n + 1} is for {other}, not for {_patient_name(req)}",
                                 "MedicationRequest.subject")
+    kept = []
+    for item in req.context:
+        other = _other_patient(req, item.resource)
+        if other is not None:
+            req.warnings.append(Problem(
+                f"context {item.type} {item.ref} skipped: it is for {other}, not for "
+                f"{_patient_name(req)}", "invalid", f"{item.type}.subject", "warning"))
+            continue
+        kept.append(item)
+    req.context = kept
+
+
+def _patient_name(req: CheckRequest) -> str:
+    pid = req.patient.resource.get("id") if req.patient else None
+    return f"Patient/{pid}" if isinstance(pid, str) and pid else "the patient given"
+
+
+def _other_patient(req: CheckRequest, resource: JSON) -> str | None:
+    """The reference when ``resource.subject`` names a patient other than the one given."""
+    if req.patient is None:
+        return None
+    subject = as_dict(resource.get("subject"))
+    ref = as_str(subject.get("reference"))
+    if ref is None:
+        return None
+    target = req.resolve(subject, resource)
+    if target is not None:
+        if target is not req.patient.resource and target.get("resourceType") == "Patient":
+            return ref
+        return None
+    pid = req.patient.resource.get("id")
+    parts = ref.split("/_history/")[0].rstrip("/").split("/")
+    if len(parts) >= 2 and parts[-2] == "Patient" and pid and parts[-1] != pid:
+        return ref
+    return None
