@@ -225,6 +225,23 @@ def test_keyboard_only_check(browser, live):
     screenshot(browser, "try-dialysis")
 
 
+def test_intrathecal_demo_fills_the_form_in_micrograms(browser, live):
+    pick_demo(browser, live.base, "6-intrathecal-pump")
+    assert cards(browser) == {}
+    assert browser.find_element(By.ID, "dose").get_attribute("value") == "330"
+    for field, value in (("unit", "ug"), ("frequency", "continuous"), ("route", "intrathecal")):
+        assert Select(browser.find_element(By.ID, field)).first_selected_option \
+            .get_attribute("value") == value
+    set_value(browser.find_element(By.ID, "dose"), "500")
+    browser.find_element(By.ID, "check").click()
+    status_done(browser)
+    card = cards(browser)["intrathecal.titration"]
+    assert "card-warning" in (card.get_attribute("class") or "")
+    detail = card.find_element(By.CSS_SELECTOR, ".detail").text
+    assert "from 300 micrograms to 500 micrograms a day" in detail and "66.7%" in detail
+    screenshot(browser, "try-intrathecal")
+
+
 def test_pasted_markup_is_shown_as_text(browser, live):
     """A drug name holding HTML comes back inside a card's detail: it is shown as text."""
     bundle = requests.get(live.base + "/demo/5-older-opioid", timeout=WAIT_S).json()
