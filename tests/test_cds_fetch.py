@@ -202,3 +202,36 @@ def test_medication_reference_with_a_name_is_checked_by_name(client: FlaskClient
     got = cards(post(client, hook_call(order, patient=b.patient())))
     assert "oral.max-daily" in rules_in(got)
     assert "context.unavailable" in rules_in(got)
+
+
+# --- a prefetched search cut to its first page ---------------------------------------------
+
+def _first_page(stub: StubServer) -> dict[str, Any]:
+    page = searchset(weight(60))
+    page["link"] = [{"relation": "next", "url": f"{stub.base}/fhir/Observation-page2?p=2"}]
+    return page
+
+
+def test_prefetched_first_page_is_completed_from_the_server(tmp_path: Path,
+                                                            ehr: StubServer) -> None:
+    client = make_app(tmp_path, f"{ehr.base}/fhir").test_client()
+    body = hook_call(b.order(b.dosage(20, frequency=3)),
+                     patient=b.patient(birth_date="1940-03-01", gender="female"),
+                     prefetch={"creatinine": _first_page(ehr)})
+    body["fhirServer"] = f"{ehr.base}/fhir"
+    got = cards(post(client, body))
+    assert [h[1] for h in ehr.hits] == ["/fhir/Observation-page2?p=2"]
+    assert any(topic(c).startswith(("renal.", "geriatric.")) for c in got), rules_in(got)
+    assert "context.unavailable" not in rules_in(got)
+
+
+def test_prefetched_first_page_without_a_server_is_unavailable(ehr: StubServer,
+                                                               client: FlaskClient) -> None:
+    body = hook_call(b.order(b.dosage(20, frequency=3)), patient=b.patient(),
+                     prefetch={"creatinine": _first_page(ehr)})
+    got = cards(post(client, body))
+    assert ehr.hits == []
+    di = next(di for c in got if topic(c) == "low-findings"
+              for di in c["extension"]["baclofen-check.detectedIssue"]
+              if di["identifier"][0]["value"] == "context.unavailable")
+    assert "serum creatinine" in di["detail"]

@@ -55,20 +55,42 @@ def gather(call: HookCall, templates: Mapping[str, str], fetcher: Fetcher | None
     values = token_values(call)
     data: dict[str, KeyData] = {}
     to_fetch: dict[str, str] = {}
+    more: dict[str, str] = {}
     for key, template in templates.items():
         if key in call.prefetch:
             data[key] = read_prefetch_value(key, call.prefetch[key])
+            if data[key].next_url:
+                more[key] = str(data[key].next_url)
             continue
         url = render(template, values)
         if url is None:
             data[key] = KeyData([], failed=True)
         else:
             to_fetch[key] = url
-    if to_fetch:
-        fetched = fetcher(call, to_fetch) if fetcher and call.fhir_server else {}
+    # choice: a prefetched search that the client cut to its first page is completed from
+    # fhirServer (the next link must lie under it); when it cannot be, the key is reported as
+    # unavailable, since what the rules need may be on the pages not sent.
+    pages = {key: url for key, url in more.items() if _under(url, call.fhir_server)}
+    wanted = {**to_fetch, **pages}
+    if wanted:
+        fetched = fetcher(call, wanted) if fetcher and call.fhir_server else {}
         for key in to_fetch:
             data[key] = fetched.get(key, KeyData([], failed=True))
+        for key in pages:
+            rest = fetched.get(key, KeyData([], failed=True))
+            data[key] = KeyData(data[key].resources + rest.resources, failed=rest.failed)
+    for key in more:
+        if key not in pages:
+            data[key] = KeyData(data[key].resources, failed=True)
     return {key: data[key] for key in templates}
+
+
+def _under(url: str, base: str | None) -> bool:
+    if base is None:
+        return False
+    from ..fhir_input.fetch import allowed
+
+    return allowed(url, (base,))
 
 
 def sent_keys(call: HookCall) -> list[str]:

@@ -214,6 +214,7 @@ class KeyData:
 
     resources: list[JSON]
     failed: bool = False
+    next_url: str | None = None   # a prefetched search Bundle that has more pages
 
 
 def read_prefetch_value(key: str, value: Any) -> KeyData:
@@ -235,7 +236,9 @@ def read_prefetch_value(key: str, value: Any) -> KeyData:
             res = entry.get("resource")
             if isinstance(res, dict) and isinstance(res.get("resourceType"), str):
                 out.append(res)
-        return KeyData(out)
+        nxt = next((as_str(link.get("url")) for link in dicts(value.get("link"))
+                    if link.get("relation") == "next"), None)
+        return KeyData(out, next_url=nxt)
     return KeyData([value])
 
 
