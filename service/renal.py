@@ -279,7 +279,10 @@ def read_renal(
                 notes.append(f"{ref} not used: creatinine {reading.written} gives only an upper "
                              "bound of the clearance")
                 continue
-            creatinines.append(_Creatinine(ref, cr, f"{reading.written} {unit or ''}".strip(),
+            as_mg_dl = cr == reading.value
+            written = (f"{reading.written} mg/dL" if as_mg_dl else
+                       f"{reading.written} micromol/L = {fmt(cr, 2)} mg/dL")
+            creatinines.append(_Creatinine(ref, cr, written,
                                            at))
             continue
         if kind == "crcl" and egfr_only:
@@ -392,9 +395,8 @@ def _computed(creatinines: list[_Creatinine], patient: PatientFacts, check_time:
             notes.append(f"Cockcroft-Gault not computed: {exc}")
             continue
         rounded = round_renal(value, kb)
-        mgdl = "" if cr.written.endswith("mg/dL") else f" = {fmt(cr.mg_dl, 2)} mg/dL"
         text = (f"CrCl {fmt(rounded)} mL/min on {_date(cr.at)} (Cockcroft-Gault, {weight_text}, "
-                f"creatinine {cr.written}{mgdl}, {age_text}, {sex_text}")
+                f"creatinine {cr.written}, {age_text}, {sex_text}")
         if age_years >= older:
             text += "; at 65 or older a low creatinine can overestimate clearance"
         text += ")"

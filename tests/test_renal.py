@@ -497,3 +497,10 @@ def test_pregnancy_evidence(resource, pregnant):
     facts = patient_facts({"birthDate": "1990-01-01", "gender": "female"}, "Patient/p", NOW,
                           pairs(resource), NOW, KB)
     assert bool(facts.pregnancy_refs) is pregnant
+
+
+def test_creatinine_in_micromol_is_written_for_people():
+    value = read_renal(pairs(creatinine(110, "umol/L")), adult(), NOW, KB).value
+    assert value is not None
+    assert "creatinine 110 micromol/L = 1.24 mg/dL" in value.text
+    assert "umol" not in value.text
