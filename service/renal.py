@@ -268,9 +268,10 @@ def read_renal(
             notes.append(f"{ref} not used: the value cannot be read")
             continue
         unit = _unit(obs)
+        if kind != "egfr" and egfr_only:
+            notes.append(f"{ref} not used: under 18 only a reported eGFR is used")
+            continue
         if kind == "creatinine":
-            if egfr_only:
-                continue
             cr = _creatinine_mg_dl(obs, reading, unit, s)
             if cr is None:
                 notes.append(f"{ref} not used: creatinine unit {unit!r} is not known")
@@ -284,8 +285,6 @@ def read_renal(
                        f"{reading.written} micromol/L = {fmt(cr, 2)} mg/dL")
             creatinines.append(_Creatinine(ref, cr, written,
                                            at))
-            continue
-        if kind == "crcl" and egfr_only:
             continue
         # choice: any unit written as mL/min (per 1.73 m2 in any spelling) is accepted
         if unit is not None and not (_norm_unit(unit) in rate_units
