@@ -31,6 +31,8 @@ from werkzeug.serving import make_server
 from service import create_app
 from service.knowledge import load
 
+from .test_ui_pages import DEMO_FINDINGS
+
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
 INSTALL = "apt-get update && apt-get install -y chromium chromium-driver"
@@ -223,6 +225,29 @@ def test_keyboard_only_check(browser, live):
     assert "Ordered 7.5 mg/day" in cards(browser)["renal.dialysis"].text
     assert browser.switch_to.active_element.get_attribute("id") == "dose"
     screenshot(browser, "try-dialysis")
+
+
+def _rule_ids(issues: list[dict[str, Any]]) -> list[str]:
+    return sorted(i["value"] for di in issues for i in di["identifier"]
+                  if i["system"] == "urn:baclofen-check:rule")
+
+
+@pytest.mark.parametrize(("name", "expected"), DEMO_FINDINGS,
+                         ids=[name for name, _ in DEMO_FINDINGS])
+def test_each_demo_gives_the_same_findings_as_cards_and_from_check(browser, live, name,
+                                                                    expected):
+    """The prefetch the page builds from the record carries everything the rules need: the
+    cards hold the same findings as the $check result Bundle."""
+    pick_demo(browser, live.base, name)
+    on_cards: list[dict[str, Any]] = []
+    for card in cards(browser).values():
+        raw = json.loads(card.find_element(By.CSS_SELECTOR, ".card-json pre").text)
+        on_cards += raw if isinstance(raw, list) else [raw]
+    result = json.loads(browser.execute_script(
+        "return document.getElementById('raw').textContent"))
+    in_bundle = [e["resource"] for e in result["entry"]
+                 if e["resource"]["resourceType"] == "DetectedIssue"]
+    assert _rule_ids(on_cards) == _rule_ids(in_bundle) == sorted(r for r, _, _ in expected)
 
 
 def test_intrathecal_demo_fills_the_form_in_micrograms(browser, live):
