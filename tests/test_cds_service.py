@@ -509,3 +509,14 @@ def test_order_sign_with_no_medication_order_answers_no_cards(client: FlaskClien
     body = hook_call(patient=b.patient())
     body["context"]["draftOrders"]["entry"] = [{"resource": lab}]
     assert cards(post(client, body)) == []
+
+
+@pytest.mark.parametrize("status", ["stopped", "cancelled", "completed"])
+def test_order_that_is_not_checked_says_so(client: FlaskClient, status: str) -> None:
+    order = b.order(b.dosage(40, frequency=3), status=status)
+    got = cards(post(client, hook_call(order, patient=b.patient())))
+    assert [topic(c) for c in got] == ["not-checked"]
+    (card,) = got
+    assert card["indicator"] == "info" and card["uuid"]
+    assert status in card["summary"] and len(card["summary"]) < 140
+    assert "extension" not in card

@@ -28,6 +28,7 @@ from ..fhirjson import JSON, as_dict, as_str, dicts
 from .discovery import CdsService
 
 ORDER_SELECT = "order-select"
+STOP_STATUSES = frozenset({"stopped", "cancelled"})
 
 
 @dataclass
@@ -258,13 +259,24 @@ def build_request(
     warnings: list[Problem] = []
 
     orders: list[Item] = []
+    stopped: list[Item] = []
     for n, raw in enumerate(call.orders_json):
         res = normalise_resource(copy.deepcopy(raw), offset)
         if res.get("resourceType") != "MedicationRequest":
             raise _fail(f"selected order {n + 1} is a {res.get('resourceType')}, not a "
                         "MedicationRequest", "context.selections", "not-supported")
         validate_model(res, f"order {n + 1} ({res.get('resourceType')}/{res.get('id')})")
-        orders.append(item_for(res))
+        item = item_for(res)
+        if res.get("status") in STOP_STATUSES:
+            # clinical-rules section 1: a stop is checked only when it comes as a Parameters
+            # order; CDS Hooks has no hook that carries one. The order stays as history.
+            warnings.append(Problem(
+                f"{item.ref}: an order with status {res.get('status')!r} is not checked "
+                "through CDS Hooks (no hook carries a stop); check the stop with "
+                "POST /MedicationRequest/$check", "not-supported", None, "warning"))
+            stopped.append(item)
+            continue
+        orders.append(item)
 
     pid = call.patient_id
     patient: Item | None = None
@@ -283,8 +295,8 @@ def build_request(
         if "patient" not in unavailable:
             unavailable.insert(0, "patient")
 
-    seen = {it.ref for it in orders} | {patient.ref}
-    context: list[Item] = []
+    seen = {it.ref for it in orders + stopped} | {patient.ref}
+    context: list[Item] = list(stopped)
     sources: list[tuple[str, JSON]] = [("context", r) for r in call.other_drafts]
     for key, kd in data.items():
         if key != "patient":
