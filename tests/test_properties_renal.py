@@ -13,7 +13,7 @@ from service.findings import SEVERITY_RANK
 
 from .builders import dosage, issues, order, parameters, patient
 from .conftest import run
-from .context_builders import condition, egfr
+from .context_builders import condition, creatinine, egfr, height, weight
 
 RENAL = ("renal.dose-band", "renal.dialysis", "renal.unknown", "renal.stale", "geriatric.renal")
 MERGED_INTO = ("renal.dose-band", "renal.dialysis")
@@ -88,3 +88,22 @@ def test_higher_dose_never_milder(birth, value, d1, d2, freq, when, extra):
 def test_same_input_same_findings(birth, value, dose, freq, when):
     first = renal_findings(birth, value, dose, freq, when, [])
     assert renal_findings(birth, value, dose, freq, when, []) == first
+
+
+@SETTINGS
+@given(birth=st.sampled_from(["1940-01-01", "1955-05-01", "1970-05-01", "1999-12-31"]),
+       c1=st.integers(min_value=3, max_value=80).map(lambda n: n / 10),
+       c2=st.integers(min_value=3, max_value=80).map(lambda n: n / 10),
+       kg=st.integers(min_value=35, max_value=160), cm=st.sampled_from([None, 150, 175]),
+       dose=DOSES, freq=FREQUENCIES, gender=st.sampled_from(["male", "female", "unknown"]))
+def test_higher_creatinine_never_milder(birth, c1, c2, kg, cm, dose, freq, gender):
+    def found(scr: float) -> dict[str, str]:
+        ctx = [creatinine(scr, id="cr"), weight(kg, id="w")]
+        if cm:
+            ctx.append(height(cm, id="h"))
+        body = parameters(order(dosage(dose, "mg", freq)), pat=patient(birth, gender),
+                          context=ctx)
+        return {di["identifier"][0]["value"]: di["severity"] for di in issues(run(body))
+                if di["identifier"][0]["value"] in RENAL}
+    low, high = min(c1, c2), max(c1, c2)
+    assert worst(found(high)) >= worst(found(low))
