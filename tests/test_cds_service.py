@@ -520,3 +520,21 @@ def test_order_that_is_not_checked_says_so(client: FlaskClient, status: str) -> 
     assert card["indicator"] == "info" and card["uuid"]
     assert status in card["summary"] and len(card["summary"]) < 140
     assert "extension" not in card
+
+
+@pytest.mark.parametrize("dose", [
+    pytest.param(b.dosage(500, unit="ug", frequency=3), id="units.oral-microgram_500ug"),
+    pytest.param(it_dose(150, count=1), id="intrathecal.bolus_150ug"),
+    pytest.param(it_dose(60, unit="ug", frequency=24, period=1, periodUnit="d"),
+                 id="intrathecal_hourly_ug"),
+])
+def test_card_text_never_says_ug(client: FlaskClient, dose: dict[str, Any]) -> None:
+    import re
+
+    concept = IT_CONCEPT if dose.get("route") == IT_ROUTE else None
+    got = cards(post(client, hook_call(b.order(dose, concept=concept), patient=b.patient())))
+    assert got
+    for card in got:
+        for text in (card["summary"], card["detail"]):
+            assert not re.search(r"\b(ug|\u00b5g)\b", text), text
+            assert not re.search(r"\d\.\d*0 (mg|micrograms)\b", text), text

@@ -10,6 +10,7 @@ MedicationRequest.
 from __future__ import annotations
 
 import copy
+import re
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -69,16 +70,24 @@ def short(text: str, limit: int = SUMMARY_MAX) -> str:
 
 # --- the arithmetic, for the Markdown detail ------------------------------------------------
 
+_MICRO = re.compile(r"(?<![A-Za-z])(ug|mcg|\u00b5g|\u03bcg)(?![A-Za-z])")
+
+
+def _people(written: str) -> str:
+    """A dose as written, with micrograms spelled out (clinical-rules section 10)."""
+    return _MICRO.sub("micrograms", written)
+
+
 def _line_arithmetic(line: DoseLine, ug: bool) -> str | None:
     def amount(v: Fraction) -> str:
         return micrograms(v * 1000) if ug else mg(v)
 
     if line.rate_mg_day is not None:
         per = micrograms(line.rate_mg_day * 1000) + "/day" if ug else mg_day(line.rate_mg_day)
-        return f"{line.written} continuous = {per}"
+        return f"{_people(line.written)} continuous = {per}"
     if line.dose_mg is None:
         return None
-    written = f"{line.written} = {amount(line.dose_mg)}" if line.written_unit in {
+    written = f"{_people(line.written)} = {amount(line.dose_mg)}" if line.written_unit in {
         "count", "mL", "g", "ug"} and not ug else amount(line.dose_mg)
     if line.single:
         return f"{written} once"
