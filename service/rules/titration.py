@@ -63,7 +63,9 @@ def _why_vulnerable(ctx: RuleContext, age_from: Fraction, renal_limit: Fraction,
     why = []
     if older(ctx, age_from):
         age = ctx.patient.age
-        why.append(f"age {fmt(age.high_years)} ({fmt(age_from)} or older)" if age else "older")
+        partial = " by the older end of a partial birth date" if age and age.partial else ""
+        why.append(f"age {fmt(age.high_years)} ({fmt(age_from)} or older{partial})"
+                   if age else "older")
     if child and is_child(ctx):
         why.append("a child")
     if renal_below(ctx, renal_limit):
