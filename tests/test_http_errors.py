@@ -179,6 +179,13 @@ UNPROCESSABLE = [
     pytest.param({"resourceType": "Parameters", "parameter": [
         {"name": "patient", "resource": patient()}]}, "no MedicationRequest",
         "Parameters.parameter.where(name='order')", id="parameters-without-order"),
+    pytest.param({"resourceType": "Parameters", "parameter": [
+        {"name": "order", "resource": order()}]}, "no patient",
+        "Parameters.parameter.where(name='patient')", id="parameters-without-patient"),
+    pytest.param({"resourceType": "Parameters", "parameter": [
+        {"name": "order", "resource": order()}, {"name": "patient", "resource": patient()},
+        {"name": "patient", "resource": patient(id="pat-2")}]}, "more than one patient",
+        "Parameters.parameter.where(name='patient')", id="parameters-with-two-patients"),
     pytest.param(bundle(order()), "exactly one Patient", None, id="bundle-without-patient"),
     pytest.param(bundle(patient(), patient(id="pat-2"), order()), "exactly one Patient", None,
                  id="bundle-with-two-patients"),

@@ -284,6 +284,11 @@ def parse_parameters(body: JSON, now: datetime, default_profile: str) -> CheckRe
     if len(raw_patients) > 1:
         raise unprocessable("more than one patient parameter",
                             "Parameters.parameter.where(name='patient')")
+    if not raw_patients:
+        # interfaces.md section 2: patient is 1..1 unless the service reads it from
+        # FHIR_SERVER_URL, which this path does not do; never answer about "Patient/unknown".
+        raise unprocessable("no patient: give the Patient as the patient parameter",
+                            "Parameters.parameter.where(name='patient')", "required")
     index = ResourceIndex()
     orders = []
     for n, res in enumerate(raw_orders):
