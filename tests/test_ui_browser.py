@@ -267,6 +267,29 @@ def test_intrathecal_demo_fills_the_form_in_micrograms(browser, live):
     screenshot(browser, "try-intrathecal")
 
 
+def test_pasted_parameters_fill_the_form_and_are_checked(browser, live):
+    params = (Path(__file__).resolve().parent.parent / "fixtures" / "params-overdose.json")
+    browser.get(live.base + "/")
+    record = browser.find_element(By.ID, "record")
+    browser.execute_script(
+        "arguments[0].value = arguments[1];"
+        "arguments[0].dispatchEvent(new Event('change'))", record, params.read_text())
+    assert browser.find_element(By.ID, "dose").get_attribute("value") == "3"
+    assert Select(browser.find_element(By.ID, "unit")).first_selected_option.text == "tablet(s)"
+    assert Select(browser.find_element(By.ID, "frequency")).first_selected_option \
+        .get_attribute("value") == "4"
+    assert Select(browser.find_element(By.ID, "product")).first_selected_option \
+        .get_attribute("value") == "baclofen 10 MG Oral Tablet"
+    browser.find_element(By.ID, "check").click()
+    status_done(browser)
+    card = cards(browser)["oral.max-daily"]
+    assert "card-critical" in (card.get_attribute("class") or "")
+    assert card.find_element(By.CSS_SELECTOR, ".indicator").text == "CRITICAL"
+    detail = card.find_element(By.CSS_SELECTOR, ".detail").text
+    assert "120 mg/day" in detail and "80 mg/day" in detail
+    screenshot(browser, "try-pasted-parameters")
+
+
 def test_pasted_markup_is_shown_as_text(browser, live):
     """A drug name holding HTML comes back inside a card's detail: it is shown as text."""
     bundle = requests.get(live.base + "/demo/5-older-opioid", timeout=WAIT_S).json()
