@@ -193,7 +193,14 @@ def test_as_needed_max_dose_per_period_counts_for_max_daily():
                         "code": "d"}})
     result = run(parameters(order(d)))
     assert found(result) == [(MD, "moderate")]
-    assert "90 mg/day" in by_rule(result, MD)["detail"]
+    assert "Ordered 90 mg/day (10 mg as needed at most 90 mg/day)" in by_rule(result, MD)["detail"]
+
+
+def test_as_needed_detail_names_frequency_and_maximum():
+    d = dosage(20, "mg", 6, asNeededBoolean=True, maxDosePerPeriod={
+        "numerator": {"value": 60, "unit": "mg"}, "denominator": {"value": 1, "unit": "d"}})
+    detail = by_rule(run(parameters(order(d))), MD)["detail"]
+    assert "Ordered 120 mg/day (20 mg as needed up to 6 times a day, at most 60 mg/day)" in detail
 
 
 # --- duplicate -----------------------------------------------------------------------------

@@ -19,9 +19,13 @@ def describe_line(line: DoseLine) -> str:
     if line.single:
         return f"{dose} once"
     if line.prn:
+        text = f"{dose} as needed"
         if line.per_day is not None:
-            return f"{dose} as needed up to {times_per_day(line.per_day)}"
-        return f"{dose} as needed"
+            text += f" up to {times_per_day(line.per_day)}"
+        if line.prn_max_mg_day is not None:
+            text += f"{',' if line.per_day is not None else ''} at most " \
+                    f"{mg_day(line.prn_max_mg_day)}"
+        return text
     if line.per_day is None:
         return dose
     return f"{dose} {times_per_day(line.per_day)}"
