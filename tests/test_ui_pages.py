@@ -18,7 +18,7 @@ from markupsafe import escape
 
 from service import create_app
 from service.knowledge import load
-from service.web.ui import DEMO_DIR, demo_bundle, demos, shift_dates
+from service.web.ui import DEMO_DIR, demo_bundle, demos, renal_values, shift_dates
 
 from .builders import by_rule, issues
 from .conftest import AUTH, TOKEN, post_check
@@ -379,3 +379,29 @@ def test_no_demo_directory_is_said_on_the_page(tmp_path):
 def test_token_is_never_in_the_page(client):
     body = client.get("/", headers=AUTH).get_data(as_text=True)
     assert TOKEN not in body
+
+
+def test_rule_browser_shows_the_kidney_function_values(open_client):
+    body = open_client.get("/rules").get_data(as_text=True)
+    m = re.search(r'<table class="data small" id="renal-values">.*?</table>', body, re.S)
+    assert m, "the kidney-function values are shown with the renal rules"
+    values = renal_values(load())
+    assert ("cap_fraction", "mild 2/3, moderate 1/2") in values
+    for key, value in values:
+        assert f'<tr><th scope="row"><code>{key}</code></th><td>{escape(value)}</td></tr>' \
+            in m.group(0)
+    assert body.index('id="renal-values"') > body.index('id="family-renal-h"')
+
+
+def test_report_when_the_store_cannot_be_read_is_503(tmp_path):
+    app = make_app(tmp_path)
+    from sqlalchemy import text
+
+    from service.store import get_store
+    with get_store(app).engine.begin() as conn:
+        conn.execute(text("DROP TABLE feedback"))
+    resp = app.test_client().get("/report")
+    assert resp.status_code == 503
+    body = resp.get_json()
+    assert body["resourceType"] == "OperationOutcome"
+    assert body["issue"][0]["diagnostics"] == "the audit store cannot be read now; try again"

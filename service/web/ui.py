@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from flask import Blueprint, Response, current_app, render_template, request
+from sqlalchemy.exc import SQLAlchemyError
 
 from ..cds.discovery import KEY_LABELS, prefetch_templates
 from ..config import Settings
@@ -206,13 +207,29 @@ def rule_rows(kb: Knowledge) -> list[dict[str, Any]]:
     return rows
 
 
+def renal_values(kb: Knowledge) -> list[tuple[str, str]]:
+    """The kidney-function values the renal rules read (patient_context.renal of the knowledge
+    data): every number and table of numbers, without the code lists."""
+    section = kb.data.get("patient_context", {}).get("renal", {})
+    out: list[tuple[str, str]] = []
+    for key, value in section.items():
+        if isinstance(value, bool) or isinstance(value, list):
+            continue
+        if isinstance(value, dict):
+            if all(isinstance(v, int | float | str) for v in value.values()):
+                out.append((key, ", ".join(f"{k} {v}" for k, v in value.items())))
+            continue
+        out.append((key, str(value)))
+    return out
+
+
 @bp.get("/rules")
 def rules_page() -> Response:
     kb = load()
     families = list(dict.fromkeys(r.family for r in kb.rules.values()))
     return _page("rules.html", title="Rules", active="rules", rules=rule_rows(kb),
                  families=families, profiles=list(kb.profiles.values()),
-                 code_system=kb.code_system)
+                 code_system=kb.code_system, renal=renal_values(kb))
 
 
 @bp.get("/alerts")
@@ -227,8 +244,13 @@ def report() -> Response:
     authenticate(request, settings())
     kb = load()
     reasons = dict(OVERRIDE_REASONS)
+    try:
+        recorded = get_store(current_app).report()
+    except SQLAlchemyError as exc:
+        raise ServiceError(503, [Problem("the audit store cannot be read now; try again",
+                                         "transient")]) from exc
     rows = []
-    for r in get_store(current_app).report():
+    for r in recorded:
         spec = kb.rules.get(r.rule_id)
         rows.append({
             "rule": r.rule_id,
