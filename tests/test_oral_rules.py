@@ -207,8 +207,8 @@ def test_as_needed_detail_names_frequency_and_maximum():
 
 def active(dose: float = 20, id: str = "old", status: str = "active", **extra: Any
            ) -> dict[str, Any]:
-    return order(dosage(dose, "mg", 3), id=id, status=status,
-                 authoredOn="2026-10-01T09:00:00Z", **extra)
+    extra.setdefault("authoredOn", "2026-10-01T09:00:00Z")
+    return order(dosage(dose, "mg", 3), id=id, status=status, **extra)
 
 
 DUPLICATE_CASES = [
@@ -226,6 +226,26 @@ DUPLICATE_CASES = [
         "timing": {"repeat": {"frequency": 3, "period": 1, "periodUnit": "d",
                               "boundsPeriod": {"start": "2026-10-01", "end": "2026-11-20"}}}}])]},
                  False, id="bounds-ended-before-no"),
+    pytest.param({"context": [active(dosageInstruction=[{
+        **dosage(20, "mg", 3),
+        "timing": {"repeat": {"frequency": 3, "period": 1, "periodUnit": "d",
+                              "boundsDuration": {"value": 14, "unit": "d", "code": "d"}}}}])]},
+                 False, id="bounds-duration-ended-before-no"),
+    pytest.param({"context": [active(authoredOn="2026-11-20T09:00:00Z", dosageInstruction=[{
+        **dosage(20, "mg", 3),
+        "timing": {"repeat": {"frequency": 3, "period": 1, "periodUnit": "d",
+                              "boundsDuration": {"value": 14, "unit": "d", "code": "d"}}}}])]},
+                 True, id="bounds-duration-still-running-fires"),
+    pytest.param({"context": [active(dosageInstruction=[{
+        **dosage(20, "mg", 3),
+        "timing": {"repeat": {"frequency": 3, "period": 1, "periodUnit": "d",
+                              "boundsPeriod": {"start": "2026-10-01", "end": "2026-12-20"}}}}])]},
+                 True, id="bounds-still-running-fires"),
+    pytest.param({"context": [active(dosageInstruction=[{
+        **dosage(20, "mg", 3),
+        "timing": {"repeat": {"frequency": 3, "period": 1, "periodUnit": "d",
+                              "boundsPeriod": {"start": "2026-12-10"}}}}])],
+                  "checked_end": "2026-12-01"}, False, id="other-starts-after-this-ends-no"),
     pytest.param({"context": [active(medicationCodeableConcept={"text": "tizanidine 4 mg"})]},
                  False, id="other-drug-no"),
     pytest.param({"context": [active(dosageInstruction=[{
@@ -238,6 +258,9 @@ DUPLICATE_CASES = [
 @pytest.mark.parametrize(("setup", "fires"), DUPLICATE_CASES)
 def test_duplicate(setup, fires):
     new = order(dosage(10, "mg", 3))
+    if "checked_end" in setup:
+        new["dosageInstruction"][0]["timing"]["repeat"]["boundsPeriod"] = {
+            "start": "2026-11-25T09:00:00Z", "end": setup["checked_end"]}
     if "prior" in setup:
         new["priorPrescription"] = {"reference": setup["prior"]}
     orders = [new]

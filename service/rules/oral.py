@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta
 from fractions import Fraction
 
 from ..facts import OrderFacts
@@ -143,6 +144,8 @@ def duplicate(ctx: RuleContext, order: OrderFacts) -> Finding | None:
     choice: other orders of the same call count (they will be active once signed), as do
     context MedicationRequests with status active, on-hold or draft whose bounds have not ended
     before this order starts. A stopped order of the same call is being replaced.
+    choice: an order bounded only by durations (boundsDuration on every step) ends that long
+    after its start, like one bounded by boundsPeriod.end.
     """
     stopped_in_call = {o.ref for o in ctx.orders if o.status == "stopped"}
     dupes: list[OrderFacts] = []
@@ -155,7 +158,8 @@ def duplicate(ctx: RuleContext, order: OrderFacts) -> Finding | None:
             continue
         if other.status not in {"active", "on-hold", "draft"}:
             continue
-        if other.end is not None and other.end <= order.start:
+        end = other.end or _end_by_duration(other)
+        if end is not None and end <= order.start:
             continue
         if order.end is not None and other.start >= order.end:
             continue
@@ -183,3 +187,11 @@ def duplicate(ctx: RuleContext, order: OrderFacts) -> Finding | None:
         implicated=tuple(o.ref for o in dupes),
         evidence=tuple(o.ref for o in dupes),
     )
+
+
+def _end_by_duration(order: OrderFacts) -> datetime | None:
+    durations = [step.duration_days for step in order.steps]
+    if not durations or any(d is None for d in durations):
+        return None
+    total = sum((d for d in durations if d is not None), Fraction(0))
+    return order.start + timedelta(seconds=float(total * 86400))
