@@ -320,7 +320,8 @@ def test_bad_record_is_said(browser, live):
 
 
 def test_no_credentials_is_said_instead_of_failing(browser, live_auth):
-    pick_demo(browser, live_auth.base, "2-crcl-40")
+    said = pick_demo(browser, live_auth.base, "2-crcl-40")
+    assert said == "Not checked: authentication is on and this page has no credentials."
     problem = browser.find_element(By.ID, "auth-problem")
     assert problem.is_displayed()
     assert problem.text == ("Authentication is on and this page has no credentials: give a "

@@ -420,8 +420,12 @@
       showCards(answers[0]);
       showCheck(answers[1]);
       var n = out.cards.querySelectorAll(".card").length;
-      out.status.textContent = (doneMessage ? doneMessage + " " : "Checked. ") +
-        n + " card" + (n === 1 ? "" : "s") + ".";
+      if (answers[0] === null && answers[1] === null) {
+        out.status.textContent = "Not checked: authentication is on and this page has no credentials.";
+      } else {
+        out.status.textContent = (doneMessage ? doneMessage + " " : "Checked. ") +
+          n + " card" + (n === 1 ? "" : "s") + ".";
+      }
       out.status.setAttribute("data-state", "done");
     });
   }
