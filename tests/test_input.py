@@ -263,6 +263,7 @@ def test_skipped_context_order_is_not_a_duplicate():
     bad = order(dosage(20, "mg", 3), id="m1", status="active")
     bad["dosageInstruction"] = "20 mg tid"
     result, _req, _out = check_body(parameters(order(), context=[bad]), NOW, "us")
+    validate(result)
     assert "oral.duplicate" not in found_ids(result)
 
 
