@@ -81,7 +81,7 @@ def authenticate_cds() -> str:
     try:
         return verify_jwt(token)
     except TokenRejected as exc:
-        current_app.logger.info("CDS JWT refused: %s", exc)
+        log.info(f"CDS JWT refused: {exc}", extra={"event": "jwt-refused"})
         raise unauthorized() from exc
 
 
