@@ -235,3 +235,27 @@ def test_prefetched_first_page_without_a_server_is_unavailable(ehr: StubServer,
               for di in c["extension"]["baclofen-check.detectedIssue"]
               if di["identifier"][0]["value"] == "context.unavailable")
     assert "serum creatinine" in di["detail"]
+
+
+def test_a_server_that_never_answers_ends_at_the_deadline(tmp_path: Path) -> None:
+    """One search hangs: the call still answers, the dose is checked, the key is reported."""
+    with stub_server() as stub:
+        stub.json("/fhir/Patient/pat-1", b.patient())
+        for rtype in ("Condition", "Procedure", "MedicationRequest", "MedicationStatement",
+                      "MedicationDispense"):
+            stub.json(f"/fhir/{rtype}", searchset())
+
+        def hang(h: Any) -> None:
+            stub.release.wait(30)  # answers only when the test is over
+
+        stub.routes["/fhir/Observation"] = hang
+        client = make_app(tmp_path, f"{stub.base}/fhir", timeout=0.5).test_client()
+        body = hook_call(b.order(b.dosage(40, frequency=3)), empty_prefetch=False)
+        body["fhirServer"] = f"{stub.base}/fhir"
+        got = cards(post(client, body))
+        stub.release.set()
+    assert "oral.max-daily" in rules_in(got)
+    di = next(di for c in got if topic(c) == "low-findings"
+              for di in c["extension"]["baclofen-check.detectedIssue"]
+              if di["identifier"][0]["value"] == "context.unavailable")
+    assert "eGFR results" in di["detail"] and "conditions" not in di["detail"]
