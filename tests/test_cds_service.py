@@ -538,3 +538,21 @@ def test_card_text_never_says_ug(client: FlaskClient, dose: dict[str, Any]) -> N
         for text in (card["summary"], card["detail"]):
             assert not re.search(r"\b(ug|\u00b5g)\b", text), text
             assert not re.search(r"\d\.\d*0 (mg|micrograms)\b", text), text
+
+
+def test_interacting_draft_with_active_baclofen_from_prefetch(client: FlaskClient) -> None:
+    baclofen = b.order(b.dosage(10), id="bac-active", status="active",
+                       authoredOn="2026-09-01T09:00:00Z")
+    oxy = b.order(b.dosage(5), id="oxy-draft",
+                  concept={"coding": [{"system": b.RXNORM, "code": "7804",
+                                       "display": "oxycodone"}],
+                           "text": "oxycodone 5 MG Oral Tablet"})
+    body = hook_call(oxy, service=SELECT, patient=b.patient(),
+                     prefetch={"medicationRequests": searchset(baclofen)})
+    got = cards(post(client, body, SELECT))
+    card = next(c for c in got if topic(c) == "interaction.opioid")
+    assert card["indicator"] == "warning"
+    di = card["extension"][EXT]
+    assert di["status"] == "preliminary"
+    assert di["implicated"][0]["reference"] == "MedicationRequest/oxy-draft"
+    assert "MedicationRequest/bac-active" in [i["reference"] for i in di["implicated"]]
