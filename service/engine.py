@@ -16,7 +16,7 @@ from .fhir_input.request import CheckRequest
 from .findings import Finding
 from .history import build_history
 from .knowledge import Knowledge, frac
-from .medications import medication_uses, pregnancy
+from .medications import medication_uses
 from .patient import patient_facts
 from .renal import read_renal
 from .rules import (
@@ -109,7 +109,6 @@ def run_check(req: CheckRequest, kb: Knowledge) -> CheckOutcome:
         and it.resource.get("status") not in {"entered-in-error"}
     )
     meds = medication_uses(req, kb)
-    pregnant = pregnancy(req, kb)
     patient_ref = req.patient.ref if req.patient else "Patient/unknown"
     patient_json = req.patient.resource if req.patient else {}
 
@@ -135,7 +134,6 @@ def run_check(req: CheckRequest, kb: Knowledge) -> CheckOutcome:
             mode=req.mode,
             hook=req.hook,
             medications=meds,
-            pregnancy=pregnant,
         )
 
     findings: list[Finding] = []

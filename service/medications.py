@@ -1,26 +1,25 @@
-"""Other medicines and pregnancy, read from the context (clinical-rules sections 2 and 8).
+"""Other medicines in use, read from the context (clinical-rules section 8).
 
-Facts only: which medicines are in use (with their ingredient names), which of them are
-baclofen and by which route, and whether pregnancy is recorded.
+Facts only: which medicines are in use (with their ingredient names), and which of them are
+baclofen and by which route.
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from .dosing import drug_names, is_baclofen, medication_of, route_of
 from .facts import Route
 from .fhir_input.request import CheckRequest, Item
-from .fhirjson import JSON, as_dict, as_str, concept_texts, has_code, parse_datetime_range
+from .fhirjson import JSON, as_dict, parse_datetime_range
 from .knowledge import Knowledge
 
 ACTIVE_REQUEST = frozenset({"active", "on-hold"})
 ORDER_STATUSES = frozenset({"draft", "active", "on-hold"})
 ACTIVE_STATEMENT = frozenset({"active", "intended", "on-hold"})
-RESULT_STATUSES = frozenset({"final", "amended", "corrected", "preliminary"})
 
 
 @dataclass(frozen=True)
@@ -32,13 +31,6 @@ class MedicationUse:
     baclofen: bool
     route: Route
     checked: bool              # an order of this call
-
-
-@dataclass(frozen=True)
-class PregnancyFacts:
-    ref: str
-    when: datetime | None
-    how: str                   # "observation" or "condition"
 
 
 def medication_uses(req: CheckRequest, kb: Knowledge) -> tuple[MedicationUse, ...]:
@@ -121,44 +113,3 @@ def matches(names: tuple[str, ...], ingredients: list[str], suffixes: list[str])
                 if word.endswith(suffix) and len(word) > len(suffix) + 2 and word not in found:
                     found.append(word)
     return found
-
-
-def pregnancy(req: CheckRequest, kb: Knowledge) -> PregnancyFacts | None:
-    """Pregnancy recorded: an Observation (LOINC 82810-3 = SNOMED 77386006) within the
-    look-back, or an active, unrefuted Condition coded 77386006 or naming pregnancy."""
-    spec = kb.data["pregnancy"]
-    snomed = kb.recognition["snomed_system"]
-    lookback = timedelta(days=int(spec["lookback_days"]))
-    words = re.compile(r"\b(" + "|".join(re.escape(w) for w in spec["words"]) + r")\b", re.I)
-    for item in req.context:
-        res = item.resource
-        if item.type == "Observation":
-            if res.get("status") not in RESULT_STATUSES:
-                continue
-            if not has_code(res.get("code"), "http://loinc.org", spec["observation_loinc"]):
-                continue
-            if not has_code(res.get("valueCodeableConcept"), snomed, spec["pregnant_snomed"]):
-                continue
-            when = _range_end(res.get("effectiveDateTime") or res.get("issued"), req)
-            if when is not None and req.check_time - lookback <= when:
-                return PregnancyFacts(item.ref, when, "observation")
-        elif item.type == "Condition" and condition_counts(res):
-            code = res.get("code")
-            if has_code(code, snomed, spec["pregnant_snomed"]) or any(
-                words.search(t) for t in concept_texts(code)
-            ):
-                when = _range_end(res.get("onsetDateTime") or res.get("recordedDate"), req)
-                return PregnancyFacts(item.ref, when, "condition")
-    return None
-
-
-def condition_counts(res: JSON) -> bool:
-    """Active, recurrence or relapse (or no clinical status), and not refuted or
-    entered-in-error (clinical-rules section 2)."""
-    clinical = [as_str(c.get("code")) for c in as_dict(res.get("clinicalStatus")).get(
-        "coding") or [] if isinstance(c, dict)]
-    if clinical and not set(clinical) & {"active", "recurrence", "relapse"}:
-        return False
-    verification = [as_str(c.get("code")) for c in as_dict(res.get("verificationStatus")).get(
-        "coding") or [] if isinstance(c, dict)]
-    return not set(verification) & {"refuted", "entered-in-error"}

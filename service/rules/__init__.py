@@ -13,7 +13,7 @@ from fractions import Fraction
 from ..facts import MedicationHistory, OrderFacts, PatientFacts, RenalFacts
 from ..findings import Correction, Finding
 from ..knowledge import Knowledge, Profile
-from ..medications import MedicationUse, PregnancyFacts
+from ..medications import MedicationUse
 from ..numbers import floor_to_step, fmt, mg, mg_day, times_per_day
 
 
@@ -30,7 +30,6 @@ class RuleContext:
     renal: RenalFacts | None = None         # kidney function (service/renal.py)
     history: MedicationHistory | None = None  # baclofen history (service/history.py)
     medications: tuple[MedicationUse, ...] = ()   # medicines in use (section 8)
-    pregnancy: PregnancyFacts | None = None
     extra: dict[str, object] = field(default_factory=dict)
 
     def finding(

@@ -117,14 +117,13 @@ def _age(age: AgeFacts) -> str:
 
 
 def pregnancy_rule(ctx: RuleContext, order: OrderFacts) -> list[Finding]:
-    p = ctx.pregnancy
-    if p is None:
+    refs = ctx.patient.pregnancy_refs
+    if not refs:
         return []
-    when = f" on {p.when.date().isoformat()}" if p.when else ""
     return [ctx.finding(
         "pregnancy", "low", order,
         summary="Pregnancy recorded: baclofen can cause neonatal withdrawal",
-        detail=f"Pregnancy is recorded ({p.how}{when}). Baclofen taken late in pregnancy can "
-               f"cause withdrawal in the newborn: taper before delivery when feasible.",
-        evidence=(p.ref,),
+        detail=f"Pregnancy is recorded ({', '.join(refs)}). Baclofen taken late in pregnancy "
+               f"can cause withdrawal in the newborn: taper before delivery when feasible.",
+        evidence=refs,
     )]
