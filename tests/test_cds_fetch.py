@@ -259,3 +259,29 @@ def test_a_server_that_never_answers_ends_at_the_deadline(tmp_path: Path) -> Non
               for di in c["extension"]["baclofen-check.detectedIssue"]
               if di["identifier"][0]["value"] == "context.unavailable")
     assert "eGFR results" in di["detail"] and "conditions" not in di["detail"]
+
+
+def test_invalid_patient_from_the_server_is_unavailable_not_400(tmp_path: Path) -> None:
+    with stub_server() as stub:
+        stub.json("/fhir/Patient/pat-1", {"resourceType": "Patient", "id": "pat-1",
+                                          "gender": "robot"})
+        client = make_app(tmp_path, f"{stub.base}/fhir").test_client()
+        body = hook_call(b.order(b.dosage(40, frequency=3)), empty_prefetch=False)
+        for key in prefetch_templates(load()):
+            if key != "patient":
+                body["prefetch"][key] = None
+        body["fhirServer"] = f"{stub.base}/fhir"
+        got = cards(post(client, body))
+    assert "oral.max-daily" in rules_in(got)
+    di = next(di for c in got if topic(c) == "low-findings"
+              for di in c["extension"]["baclofen-check.detectedIssue"]
+              if di["identifier"][0]["value"] == "context.unavailable")
+    assert "the patient record" in di["detail"]
+
+
+def test_invalid_prefetched_patient_is_400(client: FlaskClient) -> None:
+    body = hook_call(b.order(), patient={"resourceType": "Patient", "id": "pat-1",
+                                         "gender": "robot"})
+    resp = post(client, body)
+    assert resp.status_code == 400
+    assert "prefetch.patient" in resp.get_json()["issue"][0]["diagnostics"]

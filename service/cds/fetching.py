@@ -46,7 +46,7 @@ def fetch_keys(call: HookCall, urls: Mapping[str, str], settings: Settings, dead
         value = results.get(key)
         if isinstance(value, list):
             resources: list[JSON] = [r for r in value if isinstance(r, dict)]
-            out[key] = KeyData(resources)
+            out[key] = KeyData(resources, fetched=True)
         else:
             out[key] = KeyData([], failed=True)
     return out

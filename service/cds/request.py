@@ -216,6 +216,7 @@ class KeyData:
     resources: list[JSON]
     failed: bool = False
     next_url: str | None = None   # a prefetched search Bundle that has more pages
+    fetched: bool = False         # read from fhirServer by the service (not sent by the client)
 
 
 def read_prefetch_value(key: str, value: Any) -> KeyData:
@@ -280,11 +281,21 @@ def build_request(
 
     pid = call.patient_id
     patient: Item | None = None
-    for res in data.get("patient", KeyData([])).resources:
+    patient_data = data.get("patient", KeyData([]))
+    for res in patient_data.resources:
         if res.get("resourceType") == "Patient" and res.get("id") in {pid, None}:
             res = normalise_resource(copy.deepcopy(res), offset)
             res.setdefault("id", pid)
-            validate_model(res, "the prefetched patient")
+            if not patient_data.fetched:
+                validate_model(res, "prefetch.patient")  # the client's own data: 400
+            else:
+                try:
+                    validate_model(res, "the patient read from fhirServer")
+                except ServiceError as exc:
+                    # The server's data, not the caller's mistake: the patient is unavailable.
+                    warnings.extend(Problem(p.message, p.code, None, "warning")
+                                    for p in exc.problems)
+                    break
             patient = item_for(res)
             break
     if patient is None:
