@@ -280,6 +280,11 @@ def read_renal(
                 notes.append(f"{ref} not used: creatinine {reading.written} gives only an upper "
                              "bound of the clearance")
                 continue
+            plausible = s["plausible_creatinine_mg_dl"]
+            if not frac(plausible["low"]) <= cr <= frac(plausible["high"]):
+                notes.append(f"{ref} not used: creatinine {reading.written} {unit or ''} is "
+                             "outside the plausible range (a typing or unit error?)")
+                continue
             as_mg_dl = cr == reading.value
             written = (f"{reading.written} mg/dL" if as_mg_dl else
                        f"{reading.written} micromol/L = {fmt(cr, 2)} mg/dL")
@@ -290,6 +295,10 @@ def read_renal(
         if unit is not None and not (_norm_unit(unit) in rate_units
                                      or _norm_unit(unit).startswith("ml/min")):
             notes.append(f"{ref} not used: unit {unit!r} is not mL/min")
+            continue
+        if reading.value > frac(s["plausible_rate_ml_min_high"]):
+            notes.append(f"{ref} not used: {reading.written} mL/min is outside the plausible "
+                         "range (a typing or unit error?)")
             continue
         candidates.append(_reported(kind, ref, reading, at, age_days > stale_days, kb))
     if not egfr_only:

@@ -504,3 +504,30 @@ def test_creatinine_in_micromol_is_written_for_people():
     assert value is not None
     assert "creatinine 110 micromol/L = 1.24 mg/dL" in value.text
     assert "umol" not in value.text
+
+
+@pytest.mark.parametrize("code,value,unit", [
+    ("2160-0", 0.01, "mg/dL"), ("2160-0", 45, "mg/dL"), ("14682-9", 5, "umol/L"),
+    ("33914-3", 900, "mL/min/{1.73_m2}"),
+], ids=["creatinine_0_01", "creatinine_45", "creatinine_5_umol", "egfr_900"])
+def test_implausible_results_are_not_used_and_said(code: str, value: float, unit: str) -> None:
+    from service.knowledge import load
+    from service.patient import patient_facts
+    from service.renal import read_renal
+
+    kb = load()
+    obs = {"resourceType": "Observation", "status": "final",
+           "code": {"coding": [{"system": "http://loinc.org", "code": code}]},
+           "effectiveDateTime": "2026-11-20T08:00:00Z",
+           "valueQuantity": {"value": value, "unit": unit}}
+    wt = {"resourceType": "Observation", "status": "final",
+          "code": {"coding": [{"system": "http://loinc.org", "code": "29463-7"}]},
+          "effectiveDateTime": "2026-11-20T08:00:00Z",
+          "valueQuantity": {"value": 70, "unit": "kg"}}
+    at = datetime(2026, 11, 25, 10, tzinfo=UTC)
+    ctx = [("Observation/x", obs), ("Observation/wt", wt)]
+    pf = patient_facts({"birthDate": "1950-01-01", "gender": "male"}, "Patient/p", at, ctx, at,
+                       kb)
+    renal = read_renal(ctx, pf, at, kb)
+    assert renal.value is None
+    assert any("plausible" in n for n in renal.notes)
