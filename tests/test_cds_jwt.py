@@ -132,6 +132,7 @@ ATTACKS = [
                  id="expired"),
     pytest.param(lambda p: token(p, iat=int(time.time()) + 120, exp=int(time.time()) + 300),
                  id="iat_in_future"),
+    pytest.param(lambda p: token(p, nbf=int(time.time()) + 120), id="not_yet_valid_nbf"),
     pytest.param(lambda p: token(p, iss="https://unknown.example"), id="unknown_issuer"),
     pytest.param(lambda p: token(p, kid="ec-unknown"), id="unknown_kid"),
     pytest.param(lambda p: token(p, kid=None), id="no_kid"),
