@@ -224,3 +224,9 @@ def test_trusted_jwt_is_accepted_on_the_fhir_endpoint(secure: FlaskClient) -> No
 
 def test_no_jwt_needed_when_turned_off(client: FlaskClient) -> None:
     assert client.get(DISCOVERY).status_code == 200
+
+
+def test_unknown_service_needs_the_jwt_first(secure: FlaskClient) -> None:
+    assert secure.post("/cds-services/nope", json={}).status_code == 401
+    path = "/cds-services/nope"
+    assert call(secure, path, token(path)).status_code == 404

@@ -105,9 +105,9 @@ def list_services() -> Response:
 @bp.post("/cds-services/<service_id>")
 def call_service(service_id: str) -> Response:
     started = time.perf_counter()
+    caller = authenticate_cds()
     service = _service(service_id)
     g.hook = service.hook
-    caller = authenticate_cds()
     cfg = settings()
     kb = load()
     body = read_json(request, cfg.max_request_bytes)
@@ -163,9 +163,9 @@ def _record(service: CdsService, hook_instance: str, caller: str, req: Any, rend
 
 @bp.post("/cds-services/<service_id>/feedback")
 def feedback(service_id: str) -> Response:
+    authenticate_cds()
     service = _service(service_id)
     g.hook = service.hook
-    authenticate_cds()
     body = read_json(request, settings().max_request_bytes)
     items = parse_feedback(body)
     store = _store()
