@@ -290,6 +290,26 @@ def test_pasted_parameters_fill_the_form_and_are_checked(browser, live):
     screenshot(browser, "try-pasted-parameters")
 
 
+def test_override_button_sends_feedback(browser, live):
+    """Overriding a card from the page is recorded against that card's rule, with the reason."""
+    pick_demo(browser, live.base, "5-older-opioid")
+    card = cards(browser)["interaction.opioid"]
+    before = {r["rule"]: r for r in
+              requests.get(live.base + "/report", timeout=WAIT_S).json()["rules"]}
+    Select(card.find_element(By.TAG_NAME, "select")).select_by_visible_text(
+        "Dose directed by a specialist")
+    card.find_element(By.CSS_SELECTOR, "button.override").click()
+    said = wait(browser, lambda d: card.find_element(By.CSS_SELECTOR, ".override-box span").text,
+                "the override to be sent")
+    assert said.strip() == "Override recorded."
+    after = {r["rule"]: r for r in
+             requests.get(live.base + "/report", timeout=WAIT_S).json()["rules"]}
+    old = before.get("interaction.opioid", {"overridden": 0})
+    assert after["interaction.opioid"]["overridden"] == old["overridden"] + 1
+    assert {"code": "specialist-directed", "display": "Dose directed by a specialist",
+            "count": 1} in after["interaction.opioid"]["overrideReasons"]
+
+
 def test_pasted_markup_is_shown_as_text(browser, live):
     """A drug name holding HTML comes back inside a card's detail: it is shown as text."""
     bundle = requests.get(live.base + "/demo/5-older-opioid", timeout=WAIT_S).json()
