@@ -6,6 +6,8 @@ RUN useradd --create-home --uid 10001 app
 WORKDIR /app
 COPY pyproject.toml README.md ./
 COPY service ./service
+# the web page's demo patients (found under ./fixtures of the working directory)
+COPY fixtures/demo-*.json ./fixtures/
 RUN pip install --no-cache-dir . && mkdir -p /app/var && chown app:app /app/var
 
 USER app
