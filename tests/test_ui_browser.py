@@ -310,6 +310,40 @@ def test_override_button_sends_feedback(browser, live):
             "count": 1} in after["interaction.opioid"]["overrideReasons"]
 
 
+def _paste(browser: WebDriver, body: dict[str, Any]) -> None:
+    record = browser.find_element(By.ID, "record")
+    browser.execute_script(
+        "arguments[0].value = arguments[1];"
+        "arguments[0].dispatchEvent(new Event('change'))", record, json.dumps(body))
+
+
+@pytest.mark.parametrize(("timing", "shown", "note"), [
+    ({"code": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-GTSAbbreviation",
+                           "code": "BID"}]}}, "2", ""),
+    ({"repeat": {"frequency": 1, "period": 6, "periodUnit": "h"}}, "4", ""),
+    ({"repeat": {"frequency": 1, "period": 2, "periodUnit": "d"}}, "0.5", ""),
+    ({}, "3", "The order's schedule could not be put in the form: choose how often before "
+              "checking."),
+], ids=["code-BID", "every-6-hours", "every-2-days", "none"])
+def test_pasted_schedule_is_read_into_the_form(browser, live, timing, shown, note):
+    params = json.loads((Path(__file__).resolve().parent.parent / "fixtures" /
+                         "params-overdose.json").read_text())
+    params["parameter"][0]["resource"]["dosageInstruction"][0]["timing"] = timing
+    browser.get(live.base + "/")
+    _paste(browser, params)
+    assert Select(browser.find_element(By.ID, "frequency")).first_selected_option \
+        .get_attribute("value") == shown
+    form_note = browser.find_element(By.ID, "form-note")
+    assert form_note.text == note and form_note.is_displayed() == bool(note)
+    if shown == "0.5":
+        # sent as a whole-number frequency (FHIR positiveInt): once every 2 days
+        browser.find_element(By.ID, "check").click()
+        status_done(browser)
+        result = json.loads(browser.execute_script(
+            "return document.getElementById('raw').textContent"))
+        assert result["resourceType"] == "Bundle"
+
+
 def test_pasted_markup_is_shown_as_text(browser, live):
     """A drug name holding HTML comes back inside a card's detail: it is shown as text."""
     bundle = requests.get(live.base + "/demo/5-older-opioid", timeout=WAIT_S).json()

@@ -31,6 +31,7 @@
     notes: document.getElementById("notes"),
     raw: document.getElementById("raw")
   };
+  var formNote = document.getElementById("form-note");
   var apiToken = BC.tokenField("token");
   var cdsToken = BC.tokenField("cds-token");
   var baseOrder = null;   /* the draft baclofen order of the record, kept as the form's base */
@@ -107,6 +108,7 @@
   }
 
   function fillForm(order) {
+    BC.show(formNote, "");
     var concept = order.medicationCodeableConcept || {};
     var product = concept.text || (order.medicationReference || {}).display;
     if (product) { setSelect(f.product, product); }
@@ -122,11 +124,20 @@
       var u = dr.doseQuantity.code || dr.doseQuantity.unit || "mg";
       f.dose.value = dr.doseQuantity.value;
       setSelect(f.unit, u, UNIT_WORDS[u]);
+      var perDay = null;
       if (repeat.frequency) {
-        var days = { d: 1, h: 1 / 24, wk: 7 }[repeat.periodUnit || "d"] || 1;
-        var perDay = repeat.frequency / ((repeat.period || 1) * days);
+        var days = { d: 1, h: 1 / 24, wk: 7, min: 1 / 1440 }[repeat.periodUnit || "d"] || 1;
+        perDay = repeat.frequency / ((repeat.period || 1) * days);
+      } else {
+        (((dosage.timing || {}).code || {}).coding || []).forEach(function (c) {
+          if (perDay === null && data.timingCodes[c.code] !== undefined) { perDay = data.timingCodes[c.code]; }
+        });
+      }
+      if (perDay !== null) {
         var rounded = Math.round(perDay * 1000) / 1000;
         setSelect(f.frequency, String(rounded), rounded + " a day");
+      } else {
+        BC.show(formNote, "The order's schedule could not be put in the form: choose how often before checking.");
       }
     }
     var routeCodes = ((dosage.route || {}).coding || []).map(function (c) { return c.code; });
@@ -171,9 +182,12 @@
       dosage.text = dose + " " + words + " a day, continuous";
       dosage.doseAndRate = [{ rateQuantity: { value: dose, unit: unit + "/d", system: UCUM, code: unit + "/d" } }];
     } else {
+      /* Timing.repeat.frequency is a whole number: 0.5 a day is once every 2 days */
       var perDay = Number(f.frequency.value);
-      repeat.frequency = perDay;
-      repeat.period = 1;
+      var days = 1;
+      while (days < 30 && Math.abs(perDay * days - Math.round(perDay * days)) > 1e-9) { days += 1; }
+      repeat.frequency = Math.max(1, Math.round(perDay * days));
+      repeat.period = days;
       repeat.periodUnit = "d";
       dosage.text = dose + " " + words + " " + f.frequency.options[f.frequency.selectedIndex].text;
       dosage.doseAndRate = [{ doseQuantity: { value: dose, unit: unit === "{tbl}" ? "tablet" : unit, system: UCUM, code: unit } }];
