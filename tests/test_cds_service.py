@@ -556,3 +556,11 @@ def test_interacting_draft_with_active_baclofen_from_prefetch(client: FlaskClien
     assert di["status"] == "preliminary"
     assert di["implicated"][0]["reference"] == "MedicationRequest/oxy-draft"
     assert "MedicationRequest/bac-active" in [i["reference"] for i in di["implicated"]]
+
+
+def test_order_text_cannot_inject_markup_into_the_detail(client: FlaskClient) -> None:
+    order = b.order(b.dosage(10, unit="<img src=x onerror=alert(1)>", frequency=3))
+    got = cards(post(client, hook_call(order, patient=b.patient())))
+    (card,) = [c for c in got if topic(c) == "low-findings"]
+    assert "<img" not in card["detail"]
+    assert "\\<img src=x onerror=alert(1)\\>" in card["detail"]

@@ -173,16 +173,25 @@ def corrected_order(order: JSON, correction: Correction, facts: OrderFacts | Non
 
 # --- cards ----------------------------------------------------------------------------------
 
+_MARKDOWN = re.compile(r"([\\`*_\[\]<>&|#])")
+
+
+def md(text: str) -> str:
+    """Text for the Markdown detail: parts of it come from the order as written, so Markdown and
+    HTML characters are escaped (a client renders them as written, never as markup)."""
+    return _MARKDOWN.sub(r"\\\1", text)
+
+
 def _detail(findings: list[Finding], facts: OrderFacts | None, kb: Knowledge) -> str:
     parts: list[str] = []
     for f in findings:
         title = kb.rule(f.rule_id).title
-        parts.append(f"**{title}** ({f.severity})\n\n{f.detail}")
+        parts.append(f"**{md(title)}** ({f.severity})\n\n{md(f.detail)}")
         if f.correction:
-            parts.append(f"Suggested: {f.correction.label}.")
+            parts.append(f"Suggested: {md(f.correction.label)}.")
     sums = arithmetic(facts)
     if sums:
-        parts.append("Dose as ordered:\n\n" + "\n".join(f"- {s}" for s in sums))
+        parts.append("Dose as ordered:\n\n" + "\n".join(f"- {md(s)}" for s in sums))
     sources = dict.fromkeys(kb.rule(f.rule_id).source_url for f in findings)
     parts.append("Source: " + ", ".join(f"<{u}>" for u in sources))
     return "\n\n".join(parts)
@@ -291,7 +300,7 @@ def render_cards(
             "uuid": new_uuid(),
             "summary": short("Not checked: " + not_checked[0].message),
             "indicator": "info",
-            "detail": "\n\n".join(p.message for p in not_checked),
+            "detail": "\n\n".join(md(p.message) for p in not_checked),
             "source": {"label": SOURCE_LABEL,
                        "topic": {"system": RULE_SYSTEM, "code": NOT_CHECKED_CODE,
                                  "display": "Not checked"}},
