@@ -230,3 +230,41 @@ def test_unknown_service_needs_the_jwt_first(secure: FlaskClient) -> None:
     assert secure.post("/cds-services/nope", json={}).status_code == 401
     path = "/cds-services/nope"
     assert call(secure, path, token(path)).status_code == 404
+
+
+# --- the key cache ------------------------------------------------------------------------
+
+class _Budget:
+    def remaining(self) -> float:
+        return 5.0
+
+
+def test_jwks_cache_ttl_and_rotation(tmp_path: Any) -> None:
+    from service.cds.tokens import JWKS_REFRESH_MIN_S, JWKS_TTL_S, JwksCache, TokenRejected
+
+    path = tmp_path / "jwks.json"
+    path.write_text(json.dumps({"keys": [jwk(EC_KEY, "old", "ES256")]}))
+    now = [1000.0]
+    cache = JwksCache({ISS_FILE: str(path)}, clock=lambda: now[0])
+    assert cache.key(ISS_FILE, "old", _Budget()) is not None
+    # the issuer rotates its key: a new kid is looked up again only after the refresh interval
+    path.write_text(json.dumps({"keys": [jwk(OTHER_KEY, "new", "ES256")]}))
+    with pytest.raises(TokenRejected):
+        cache.key(ISS_FILE, "new", _Budget())
+    now[0] += JWKS_REFRESH_MIN_S + 1
+    assert cache.key(ISS_FILE, "new", _Budget()) is not None
+    # after the TTL the old key is gone
+    now[0] += JWKS_TTL_S + 1
+    with pytest.raises(TokenRejected):
+        cache.key(ISS_FILE, "old", _Budget())
+
+
+def test_jwks_keys_for_encryption_are_not_used(tmp_path: Any) -> None:
+    from service.cds.tokens import JwksCache, TokenRejected
+
+    key = jwk(EC_KEY, "enc", "ES256")
+    key["use"] = "enc"
+    path = tmp_path / "jwks.json"
+    path.write_text(json.dumps({"keys": [key]}))
+    with pytest.raises(TokenRejected):
+        JwksCache({ISS_FILE: str(path)}).key(ISS_FILE, "enc", _Budget())
