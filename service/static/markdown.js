@@ -2,12 +2,13 @@
 
    It never parses HTML: every piece of text becomes a text node, so markup in a card (or in a
    pasted record echoed back in a card) is shown as text. Supported: paragraphs (blank lines),
-   "- " and "* " lists, **bold**, *italic*, `code`, <https://autolinks> and [text](https://links).
+   "- " and "* " lists, **bold**, *italic*, `code`, <https://autolinks>, [text](https://links)
+   and backslash escapes of punctuation (\< shows "<").
    Links are made only for http and https URLs. */
 "use strict";
 
 var Markdown = (function () {
-  var INLINE = /(\*\*([^*]+)\*\*)|(`([^`]+)`)|(<(https?:\/\/[^\s<>]+)>)|(\[([^\]]+)\]\((https?:\/\/[^\s)]+)\))|(\*([^*\s][^*]*)\*)/;
+  var INLINE = /(\*\*([^*]+)\*\*)|(`([^`]+)`)|(<(https?:\/\/[^\s<>]+)>)|(\[([^\]]+)\]\((https?:\/\/[^\s)]+)\))|(\*([^*\s][^*]*)\*)|(\\([!-\/:-@[-`{-~]))/;
 
   function link(url, text) {
     var a = document.createElement("a");
@@ -24,14 +25,16 @@ var Markdown = (function () {
       if (!m) { parent.appendChild(document.createTextNode(rest)); break; }
       if (m.index) { parent.appendChild(document.createTextNode(rest.slice(0, m.index))); }
       var node;
-      if (m[1]) { node = document.createElement("strong"); node.textContent = m[2]; }
+      if (m[1]) { node = inline(m[2], document.createElement("strong")); }
       else if (m[3]) { node = document.createElement("code"); node.textContent = m[4]; }
       else if (m[5]) { node = link(m[6], m[6]); }
       else if (m[7]) { node = link(m[9], m[8]); }
-      else { node = document.createElement("em"); node.textContent = m[11]; }
+      else if (m[10]) { node = inline(m[11], document.createElement("em")); }
+      else { node = document.createTextNode(m[13]); }  /* a backslash escape: the character itself */
       parent.appendChild(node);
       rest = rest.slice(m.index + m[0].length);
     }
+    return parent;
   }
 
   function render(source, container) {
