@@ -294,3 +294,23 @@ def test_labs_on_the_server_are_read_for_the_kidney_checks(client: FlaskClient,
     assert "Ordered 45 mg/day" in di["detail"]
     refs = [d["reference"] for e in di["evidence"] for d in e["detail"]]
     assert refs == [f"Observation/cr-{tag}", f"Observation/w-{tag}"]
+
+
+def test_parameters_without_patient_get_it_from_the_server(client: FlaskClient,
+                                                           sekmet: Sekmet) -> None:
+    from .builders import parameters
+
+    pid, _oid = load_case(sekmet)
+    body = parameters(order(dosage(40), id="local-1", subject={"reference": f"Patient/{pid}"}))
+    body["parameter"] = [p for p in body["parameter"] if p["name"] != "patient"]
+    resp = client.post("/MedicationRequest/$check", json=body,
+                       headers={**AUTH, "Content-Type": "application/fhir+json"})
+    assert resp.status_code == 200, resp.get_data(as_text=True)
+    result = resp.get_json()
+    validate(result)
+    assert by_rule(result, "oral.max-daily")["patient"] == {"reference": f"Patient/{pid}"}
+    body["parameter"][0]["resource"]["subject"] = {"reference": "Patient/nobody-here"}
+    resp = client.post("/MedicationRequest/$check", json=body,
+                       headers={**AUTH, "Content-Type": "application/fhir+json"})
+    assert resp.status_code == 502
+    assert "Patient/nobody-here" in resp.get_json()["issue"][0]["diagnostics"]

@@ -110,3 +110,34 @@ def read_from_server(client: FhirClient, order_id: str, deadline: Deadline, now:
     req.mode = "order" if order.get("status") == "draft" else "review"
     req.unavailable = unavailable
     return req
+
+
+def with_server_patient(body: Any, client: FhirClient, deadline: Deadline) -> Any:
+    """A Parameters body without a ``patient`` gets the Patient its first order's subject
+    names, read from the FHIR server (interfaces.md section 2: the patient is 1..1 unless the
+    service can read it). Other bodies are returned unchanged. A failed read is 502/504."""
+    if not isinstance(body, dict) or body.get("resourceType") != "Parameters":
+        return body
+    params = body.get("parameter")
+    if not isinstance(params, list) or any(
+        isinstance(p, dict) and p.get("name") == "patient" for p in params
+    ):
+        return body
+    orders: list[JSON] = [p["resource"] for p in params
+                          if isinstance(p, dict) and p.get("name") == "order"
+                          and isinstance(p.get("resource"), dict)]
+    if not orders:
+        return body
+    try:
+        pid = _patient_id(orders[0], client.base_url)
+    except ServiceError:
+        return body  # the parser says what is wrong with the order
+    try:
+        patient = client.read(f"Patient/{quote(pid, safe='')}", deadline)
+    except FetchFailure as failure:
+        raise upstream_error(f"the patient Patient/{pid}", failure) from failure
+    if patient.get("resourceType") != "Patient":
+        raise ServiceError(502, [Problem(
+            f"the FHIR server answered a {patient.get('resourceType')} for Patient/{pid}",
+            "transient")])
+    return {**body, "parameter": [*params, {"name": "patient", "resource": patient}]}

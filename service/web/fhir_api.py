@@ -52,6 +52,13 @@ def check() -> Response:
     body = read_json(request, cfg.max_request_bytes)
     started = time.perf_counter()
     now = datetime.now(UTC)
+    if cfg.fhir_server_url:
+        from ..fhir_input.fetch import Deadline, FhirClient
+        from ..fhir_input.server import with_server_patient
+
+        body = with_server_patient(body, FhirClient(
+            cfg.fhir_server_url, cfg.fhir_server_token, cfg.fhir_allowlist,
+            cfg.max_request_bytes), Deadline(cfg.outbound_timeout_s))
     bundle, req, _outcome = check_body(body, now, profile)
     record_check(ENDPOINT_CHECK, caller, now, req, bundle, started)
     return fhir_response(bundle)
