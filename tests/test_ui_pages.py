@@ -405,3 +405,22 @@ def test_report_when_the_store_cannot_be_read_is_503(tmp_path):
     body = resp.get_json()
     assert body["resourceType"] == "OperationOutcome"
     assert body["issue"][0]["diagnostics"] == "the audit store cannot be read now; try again"
+
+
+@pytest.mark.parametrize("name", [name for name, _ in DEMO_FINDINGS])
+def test_demo_patient_is_valid_fhir_r4_with_coded_observations(open_client, name):
+    bundle = _demo(open_client, name)
+    validate(bundle)  # the R4B models, every entry with a fullUrl
+    kinds = [e["resource"]["resourceType"] for e in bundle["entry"]]
+    assert kinds.count("Patient") == 1
+    drafts = [e["resource"] for e in bundle["entry"]
+              if e["resource"]["resourceType"] == "MedicationRequest"
+              and e["resource"]["status"] == "draft"]
+    assert len(drafts) == 1 and "baclofen" in drafts[0]["medicationCodeableConcept"]["text"]
+    for entry in bundle["entry"]:
+        res = entry["resource"]
+        if res["resourceType"] == "Observation":
+            (coding,) = res["code"]["coding"]
+            assert coding["system"] == "http://loinc.org"
+            quantity = res["valueQuantity"]
+            assert quantity["system"] == "http://unitsofmeasure.org" and quantity["code"]
