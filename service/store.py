@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import statistics
 from collections import Counter, defaultdict
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -55,6 +55,9 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.types import TypeDecorator
 
 SCHEMA_VERSION = 1
+# version -> the step that brings a database from version - 1 to it (run in order, inside the
+# locked start-up transaction). create_all makes new tables; steps change existing ones.
+MIGRATIONS: dict[int, Callable[[Connection], None]] = {}
 _LOCK_KEY = 0x62636C6F  # PostgreSQL advisory lock key for schema changes ("bclo")
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 
@@ -276,6 +279,8 @@ class Store:
                 raise StoreError(f"the database schema is version {current}, newer than this "
                                  f"service ({SCHEMA_VERSION}): upgrade the service")
             elif current < SCHEMA_VERSION:  # pragma: no cover - no migration steps yet
+                for version in range(current + 1, SCHEMA_VERSION + 1):
+                    MIGRATIONS[version](conn)
                 conn.execute(update(schema_version).where(schema_version.c.id == 1)
                              .values(version=SCHEMA_VERSION))
 
