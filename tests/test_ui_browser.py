@@ -23,6 +23,7 @@ import requests
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
+from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.remote.webelement import WebElement
 from selenium.webdriver.support.ui import Select, WebDriverWait
@@ -224,6 +225,18 @@ def test_keyboard_only_check(browser, live):
     status_done(browser)
     assert "Ordered 7.5 mg/day" in cards(browser)["renal.dialysis"].text
     assert browser.switch_to.active_element.get_attribute("id") == "dose"
+    # the suggestion is a button: Enter applies it
+    suggestion = cards(browser)["renal.dialysis"].find_element(By.CSS_SELECTOR,
+                                                               "button.suggestion")
+    assert "5 mg/day" in suggestion.text
+    suggestion.send_keys(Keys.ENTER)
+    wait(browser, lambda d: d.find_element(By.ID, "status").text.startswith("Applied: "),
+         "the suggestion to be applied")
+    status_done(browser)
+    # on dialysis any oral baclofen is flagged, but at 5 mg/day no longer as high
+    card = cards(browser)["renal.dialysis"]
+    assert "card-warning" in (card.get_attribute("class") or "")
+    assert "Ordered 5 mg/day" in card.text
     screenshot(browser, "try-dialysis")
 
 
