@@ -32,6 +32,17 @@ def fmt(value: Fraction | int | float, places: int | None = None) -> str:
     return text
 
 
+def fmt_beside(value: Fraction, other: Fraction) -> str:
+    """``value`` written so that it does not read the same as ``other`` when they differ
+    (80.04 mg beside an 80 mg limit is "80.04", not "80")."""
+    text = fmt(value)
+    places = 1 if abs(value) >= 10 else 2
+    while value != other and text == fmt(other) and places < 6:
+        places += 1
+        text = fmt(value, places)
+    return text
+
+
 def _exponent(v: Fraction) -> int:
     """The power of ten of the leading digit of a positive value (0.004 -> -3)."""
     e = len(str(v.numerator)) - len(str(v.denominator))

@@ -313,3 +313,13 @@ def test_tablet_product_name_strength_end_to_end():
     assert found(result) == [(MD, "moderate"), (MS, "moderate")]
     detail = by_rule(result, MD)["detail"]
     assert "90 mg/day" in detail and "3 tablets = 30 mg" in detail
+
+
+@pytest.mark.parametrize(("lines", "rule", "words"), [
+    pytest.param([dosage(26.68, "mg", 3)], MD, "Ordered 80.04 mg/day", id="max-daily-80.04"),
+    pytest.param([once(20.04)], MS, "One dose of 20.04 mg is above", id="max-single-20.04"),
+    pytest.param([dosage(20, "mg", 4), dosage(0.001, "mg", 1)], MD, "Ordered 80.001 mg/day",
+                 id="max-daily-80.001"),
+])
+def test_a_dose_just_above_a_limit_does_not_read_as_the_limit(lines, rule, words):
+    assert words in by_rule(run(parameters(order(*lines))), rule)["detail"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 from fractions import Fraction
 
 from ..facts import DoseLine, OrderFacts, Step
-from ..numbers import fmt, mg, mg_day, times_per_day
+from ..numbers import fmt, fmt_beside, mg, mg_day, times_per_day
 
 
 def describe_line(line: DoseLine) -> str:
@@ -41,12 +41,12 @@ def step_label(order: OrderFacts, step: Step) -> str:
     return f" in step {order.steps.index(step) + 1} of {len(order.steps)}"
 
 
-def step_daily(step: Step) -> tuple[Fraction, str]:
-    """(daily mg, how to write it): a lower bound says "at least"."""
-    if step.complete:
-        daily = step.daily_mg or Fraction(0)
-        return daily, mg_day(daily)
-    return step.known_daily_mg, f"at least {mg_day(step.known_daily_mg)}"
+def step_daily(step: Step, beside: Fraction | None = None) -> tuple[Fraction, str]:
+    """(daily mg, how to write it): a lower bound says "at least". With ``beside`` (a limit
+    the text compares it with) the number never reads the same as that limit unless equal."""
+    daily = (step.daily_mg or Fraction(0)) if step.complete else step.known_daily_mg
+    text = f"{fmt_beside(daily, beside)} mg/day" if beside is not None else mg_day(daily)
+    return daily, text if step.complete else f"at least {text}"
 
 
 def worst_daily_step(order: OrderFacts) -> Step | None:

@@ -7,7 +7,7 @@ from fractions import Fraction
 
 from ..facts import OrderFacts
 from ..findings import Finding
-from ..numbers import fmt, mg, mg_day, times_per_day
+from ..numbers import fmt, fmt_beside, mg, mg_day, times_per_day
 from . import RuleContext, suggest_oral
 from .describe import describe_step, step_daily, step_label, worst_daily_step, worst_single
 
@@ -25,8 +25,8 @@ def max_daily(ctx: RuleContext, order: OrderFacts) -> Finding | None:
     step = worst_daily_step(order)
     if step is None:
         return None
-    daily, daily_text = step_daily(step)
     cap = ctx.profile.num("max_daily_mg")
+    daily, daily_text = step_daily(step, beside=cap)
     if daily <= cap:
         return None
     high = ctx.profile.num("high_daily_mg")
@@ -53,6 +53,7 @@ def max_single(ctx: RuleContext, order: OrderFacts) -> Finding | None:
     if dose <= cap:
         return None
     daily = step.daily_mg
+    dose_text = f"{fmt_beside(dose, cap)} mg"
     correction = suggest_oral(ctx, daily, None) if daily else None
     todo = f" Give at most {mg(cap)} per dose"
     most_doses = max(Fraction(n) for n in ctx.kb.data["dosing"]["usual_doses_per_day"])
@@ -67,9 +68,9 @@ def max_single(ctx: RuleContext, order: OrderFacts) -> Finding | None:
         correction = None
     return ctx.finding(
         "oral.max-single", "moderate", order,
-        summary=f"Single baclofen dose of {mg(dose)}{step_label(order, step)} exceeds the "
+        summary=f"Single baclofen dose of {dose_text}{step_label(order, step)} exceeds the "
                 f"{mg(cap)} maximum",
-        detail=f"One dose of {mg(dose)}{step_label(order, step)} is above the maximum single "
+        detail=f"One dose of {dose_text}{step_label(order, step)} is above the maximum single "
                f"oral dose of {mg(cap)} ({ctx.profile.label}).{todo}",
         correction=correction,
     )
