@@ -28,8 +28,8 @@
     clear(body);
     var rows = report.rules || [];
     if (!rows.length) {
-      chart.appendChild(el("p", { className: "note", text: "No checks recorded yet: try an order first." }));
-      body.appendChild(el("tr", {}, [el("td", { colspan: "6", text: "No checks recorded yet." })]));
+      chart.appendChild(el("p", { className: "note", text: "No alerts recorded yet: try an order first." }));
+      body.appendChild(el("tr", {}, [el("td", { colspan: "6", text: "No alerts recorded yet." })]));
       return;
     }
     var max = 0;
