@@ -156,8 +156,9 @@ def test_search_follows_next_only_under_the_base_and_stops_on_a_loop() -> None:
         client = FhirClient(base, "secret-token", [base, other.base + "/fhir"], 100_000)
         found = client.search("Condition?patient=Patient/1", Deadline(5))
         assert [r["id"] for r in found] == ["a", "b", "c"]
-        found = client.search("Observation?patient=Patient/1", Deadline(5))
-        assert [r["id"] for r in found] == ["o1"]
+        with pytest.raises(FetchFailure) as err:
+            client.search("Observation?patient=Patient/1", Deadline(5))
+        assert err.value.reason == "not-allowed"
         assert other.hits == []
 
 
@@ -199,3 +200,25 @@ def test_refused_connection() -> None:
     with pytest.raises(FetchFailure) as err:
         _client(base).read("Patient/1", Deadline(5))
     assert err.value.reason == "refused"
+
+
+def test_a_search_without_end_fails_instead_of_answering_part() -> None:
+    import json
+
+    from service.fhir_input.fetch import MAX_PAGES
+
+    with stub_server() as stub:
+        def endless(h: BaseHTTPRequestHandler) -> None:
+            n = int(h.path.rsplit("=", 1)[1]) if "=" in h.path else 0
+            data = json.dumps({"resourceType": "Bundle", "type": "searchset", "link": [
+                {"relation": "next", "url": f"{stub.base}/fhir/Endless?page={n + 1}"}]}).encode()
+            h.send_response(200)
+            h.send_header("Content-Length", str(len(data)))
+            h.end_headers()
+            h.wfile.write(data)
+
+        stub.routes["/fhir/Endless"] = endless
+        with pytest.raises(FetchFailure) as err:
+            _client(stub.base + "/fhir").search("Endless", Deadline(30))
+        assert err.value.reason == "too-large"
+        assert len(stub.hits) == MAX_PAGES

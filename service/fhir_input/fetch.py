@@ -15,7 +15,8 @@ Hooks endpoints to fetch prefetch keys themselves. Rules (interfaces.md section 
   abandoned;
 - a body larger than ``max_bytes`` is abandoned; JSON is parsed strictly (no NaN/Infinity),
   as request bodies are;
-- searches follow ``Bundle.link[next]`` only under the same base, and stop on a loop.
+- searches follow ``Bundle.link[next]`` only under the same base (a next link elsewhere fails
+  the search rather than answer part of it), and stop on a loop.
 
 Failures are typed (``FetchFailure.reason``): ``not-allowed``, ``timeout``, ``refused``,
 ``http-status``, ``redirect``, ``invalid-json``, ``too-large``, ``error``.
@@ -174,10 +175,17 @@ class FhirClient:
             if nxt is None:
                 return resources
             nxt = urljoin(url, nxt)
-            if nxt in seen or not allowed(nxt, (self.base_url,)):
-                return resources  # a loop, or a next link outside this server: stop here
+            if nxt in seen:
+                return resources  # a loop: every page has been read
+            if not allowed(nxt, (self.base_url,)):
+                # choice: the rest of the results is not read, so the search failed (the
+                # caller names it as unavailable) rather than answering with part of it
+                raise self._fail("not-allowed", nxt, f"the search {_show(url)} continues at "
+                                 f"{_show(nxt)}, outside {self.base_url}; not followed",
+                                 "search")
             url = nxt
-        return resources
+        raise self._fail("too-large", url, f"the search {_show(relative_url)} has more than "
+                         f"{MAX_PAGES} pages; not read to the end", "search")
 
     # --- writes (write-back) --------------------------------------------------------------------
 
