@@ -100,6 +100,13 @@ def test_stu3_dose_fields_move_into_dose_and_rate():
                                   "rateRatio": {"numerator": {"value": 1}}}]}
 
 
+def test_r4_dose_wins_over_a_stu3_dose_sent_beside_it():
+    d = {"doseQuantity": {"value": 5, "unit": "mg"},
+         "doseAndRate": [{"doseQuantity": {"value": 10, "unit": "mg"}}]}
+    normalise_dosage(d)
+    assert d["doseAndRate"][0] == {"doseQuantity": {"value": 10, "unit": "mg"}}
+
+
 def test_dose_and_rate_object_becomes_a_list():
     d = {"doseAndRate": {"doseQuantity": {"value": 5}}}
     normalise_dosage(d)

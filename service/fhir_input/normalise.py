@@ -77,7 +77,8 @@ def normalise_dosage(dosage: JSON) -> None:
             if key in moved and not any(k.startswith("rate") for k in entry):
                 entry[key] = moved[key]
         existing = dosage.get("doseAndRate")
-        dosage["doseAndRate"] = [entry] + (existing if isinstance(existing, list) else [])
+        # the R4 doseAndRate, when also given, comes first: it is what the order means in R4
+        dosage["doseAndRate"] = (existing if isinstance(existing, list) else []) + [entry]
     # STU3 maxDosePerPeriod was a single Ratio; R4 keeps it single too, but some clients send
     # a list: keep the first (the reader accepts both).
     mdp = dosage.get("maxDosePerPeriod")
