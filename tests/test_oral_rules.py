@@ -17,6 +17,7 @@ from .builders import (
     parameters,
 )
 from .conftest import post_check, run
+from .fhir_validate import validate
 
 
 def once(dose: float, unit: str = "mg") -> dict[str, Any]:
@@ -45,6 +46,15 @@ def found(result: dict[str, Any]) -> list[tuple[str, str]]:
 
 def found_ids(result: dict[str, Any]) -> list[str]:
     return [rule for rule, _severity in found(result)]
+
+
+def http_run(client: Any, body: dict[str, Any]) -> dict[str, Any]:
+    """Check through POST /MedicationRequest/$check and validate the result Bundle."""
+    resp = post_check(client, body)
+    assert resp.status_code == 200, resp.get_data(as_text=True)
+    result: dict[str, Any] = resp.get_json()
+    validate(result)
+    return result
 
 
 MD, MS, PE, FQ = "oral.max-daily", "oral.max-single", "oral.probable-error", "oral.frequency"
@@ -92,8 +102,9 @@ CEILING_CASES = [
 
 
 @pytest.mark.parametrize(("lines", "profile", "expected"), CEILING_CASES)
-def test_ceiling_rules(lines, profile, expected):
-    assert found(run(parameters(order(*lines)), profile)) == sorted(expected)
+def test_ceiling_rules(client, lines, profile, expected):
+    result = http_run(client, parameters(order(*lines), profile=profile))
+    assert found(result) == sorted(expected)
 
 
 FREQUENCY_CASES = [
@@ -118,8 +129,8 @@ FREQUENCY_CASES = [
 
 
 @pytest.mark.parametrize(("lines", "fires"), FREQUENCY_CASES)
-def test_frequency(lines, fires):
-    result = run(parameters(order(*lines)))
+def test_frequency(client, lines, fires):
+    result = http_run(client, parameters(order(*lines)))
     assert ("oral.frequency" in found_ids(result)) is fires
     if fires:
         di = by_rule(result, "oral.frequency")
@@ -256,7 +267,7 @@ DUPLICATE_CASES = [
 
 
 @pytest.mark.parametrize(("setup", "fires"), DUPLICATE_CASES)
-def test_duplicate(setup, fires):
+def test_duplicate(client, setup, fires):
     new = order(dosage(10, "mg", 3))
     if "checked_end" in setup:
         new["dosageInstruction"][0]["timing"]["repeat"]["boundsPeriod"] = {
@@ -266,7 +277,7 @@ def test_duplicate(setup, fires):
     orders = [new]
     if setup.get("stopped_in_call"):
         orders.append(active(status="stopped"))
-    result = run(parameters(*orders, context=setup.get("context")))
+    result = http_run(client, parameters(*orders, context=setup.get("context")))
     checked = [di for di in issues(result)
                if di["implicated"][0]["reference"] == "MedicationRequest/ord-1"]
     assert ("oral.duplicate" in [di["identifier"][0]["value"] for di in checked]) is fires
@@ -297,12 +308,7 @@ def test_duplicate_through_a_bundle_and_http(client):
     from .builders import bundle, patient
 
     body = bundle(patient(), order(dosage(10, "mg", 3)), active(20))
-    resp = post_check(client, body)
-    assert resp.status_code == 200
-    result = resp.get_json()
-    from .fhir_validate import validate
-
-    validate(result)
+    result = http_run(client, body)
     assert found_ids(result) == ["oral.duplicate"]
     assert outcome(result) is None
 

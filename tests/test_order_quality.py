@@ -15,7 +15,7 @@ from service.output.fhir import result_bundle
 from .builders import baclofen_concept, by_rule, dosage, order, parameters
 from .conftest import run
 from .fhir_validate import validate
-from .test_oral_rules import found
+from .test_oral_rules import found, http_run
 
 UV, PRN, UG, LIQ = ("order.unverifiable-dose", "order.prn-no-max", "units.oral-microgram",
                     "units.liquid-volume")
@@ -64,8 +64,9 @@ CASES = [
 
 
 @pytest.mark.parametrize(("lines", "concept", "expected"), CASES)
-def test_order_quality_rules(lines, concept, expected):
-    assert found(run(parameters(order(*lines, concept=concept)))) == sorted(expected)
+def test_order_quality_rules(client, lines, concept, expected):
+    result = http_run(client, parameters(order(*lines, concept=concept)))
+    assert found(result) == sorted(expected)
 
 
 def test_no_dosage_at_all_is_unverifiable():
