@@ -350,3 +350,18 @@ def test_non_baclofen_drafts_in_a_bundle_are_information():
     assert issues(result) == []
     oo = outcome(result)
     assert oo is not None and oo["issue"][0]["severity"] == "information"
+
+
+def test_a_skipped_bundled_medication_gives_no_strength():
+    o = order(dosage(2, "tablet", 3))
+    del o["medicationCodeableConcept"]
+    o["medicationReference"] = {"reference": "Medication/m10", "display": "baclofen tablet"}
+    bad_med = {"resourceType": "Medication", "id": "m10", "code": {"text": "baclofen"},
+               "ingredient": [{"itemCodeableConcept": {"text": "baclofen"},
+                               "strength": {"numerator": {"value": "ten", "unit": "mg"}}}]}
+    result, _req, outcome_ = check_body(bundle(patient(), o, bad_med), NOW, "us")
+    validate(result)
+    assert outcome_.orders[0].lines[0].dose_mg is None
+    assert found_ids(result) == ["order.unverifiable-dose"]
+    oo = outcome(result)
+    assert oo is not None and "Medication/m10" in oo["issue"][0]["diagnostics"]

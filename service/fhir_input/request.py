@@ -75,6 +75,12 @@ class ResourceIndex:
         if full_url:
             self._by_key.setdefault(full_url, resource)
 
+    def discard(self, resource: JSON) -> None:
+        """Forget a resource (a skipped context resource must not be used through a reference
+        either)."""
+        for key in [k for k, r in self._by_key.items() if r is resource]:
+            del self._by_key[key]
+
     def urn_entries(self) -> list[tuple[str, JSON]]:
         """Resources known by a ``urn:`` fullUrl and having no id (Bundle entries)."""
         return [(key, res) for key, res in self._by_key.items()
@@ -392,6 +398,7 @@ def parse_bundle(body: JSON, now: datetime, default_profile: str) -> CheckReques
         why = _usable_context(it)
         if why:
             warnings.append(_skipped(it, why, f"Bundle.entry[{i}].resource"))
+            index.discard(it.resource)
             continue
         context.append(it)
     req = CheckRequest(order_items, patient, context, now, default_profile, mode, None, warnings,
@@ -434,6 +441,8 @@ def _check_subjects(req: CheckRequest) -> None:
             req.warnings.append(Problem(
                 f"context {item.type} {item.ref} skipped: it is for {other}, not for "
                 f"{_patient_name(req)}", "invalid", f"{item.type}.subject", "warning"))
+            if req.index is not None:
+                req.index.discard(item.resource)
             continue
         kept.append(item)
     req.context = kept
