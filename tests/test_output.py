@@ -16,7 +16,7 @@ from fhir.resources.R4B.operationdefinition import OperationDefinition
 from service.knowledge import load
 from service.numbers import fmt, mg, mg_day, micrograms, times_per_day
 
-from .builders import by_rule, dosage, issues, order, parameters, patient
+from .builders import bundle, by_rule, dosage, issues, order, parameters, patient
 from .conftest import AUTH, post_check, run
 from .fhir_validate import validate
 from .test_oral_rules import FOUNDATION_RULES
@@ -283,3 +283,19 @@ def test_absurd_doses_are_answered_not_500(client, value):
     result = resp.get_json()
     validate(result)
     assert by_rule(result, "oral.probable-error")["severity"] == "high"
+
+
+@pytest.mark.parametrize(("practitioner", "included"), [
+    pytest.param({"resourceType": "Practitioner", "name": [{"family": "Osei"}]}, True,
+                 id="valid-requester-travels"),
+    pytest.param({"resourceType": "Practitioner", "name": "Dr Osei"}, False,
+                 id="invalid-requester-stays-out"),
+])
+def test_resources_referenced_in_passing_travel_only_when_valid(client, practitioner, included):
+    doctor = "urn:uuid:7a1c2d3e-0000-4000-8000-000000000009"
+    o = order(dosage(30, "mg", 4), requester={"reference": doctor})
+    del o["id"]
+    body = bundle(patient(), o)
+    body["entry"].append({"fullUrl": doctor, "resource": practitioner})
+    result = check(client, body)
+    assert (doctor in {e["fullUrl"] for e in result["entry"]}) is included

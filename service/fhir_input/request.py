@@ -181,7 +181,7 @@ def _usable_context(item: Item) -> str | None:
     t = item.type
     if t not in CONTEXT_TYPES:
         return f"a {t} is not a resource the checker reads"
-    invalid = _model_problem(r, t)
+    invalid = model_problem(r, t)
     if invalid:
         return invalid
     if t in {"MedicationRequest", "MedicationStatement", "MedicationDispense",
@@ -199,7 +199,8 @@ def _usable_context(item: Item) -> str | None:
     return None
 
 
-def _model_problem(resource: JSON, rtype: str) -> str | None:
+def model_problem(resource: JSON, rtype: str) -> str | None:
+    """Why ``resource`` is not a valid R4 ``rtype`` (the first error), or None."""
     from fhir.resources.R4B import get_fhir_model_class
 
     try:

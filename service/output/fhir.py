@@ -13,7 +13,7 @@ from datetime import datetime
 
 from ..engine import CheckOutcome
 from ..errors import Problem
-from ..fhir_input.request import CheckRequest, Item
+from ..fhir_input.request import CheckRequest, Item, model_problem
 from ..fhirjson import JSON, walk
 from ..findings import Finding
 from ..knowledge import Knowledge
@@ -120,6 +120,8 @@ def result_bundle(
                 continue
             included.add(ref)
             resource = idless[ref].resource
+            if ref not in referenced and model_problem(resource, idless[ref].type):
+                continue  # an invalid resource only referenced in passing stays out
             entries.append({"fullUrl": ref, "resource": resource})
             pending += [r for r in _references(resource) if r in idless and r not in included]
     if outcome.notes:
