@@ -143,6 +143,7 @@ def pick_demo(driver: WebDriver, base: str, name: str) -> str:
     driver.get(base + "/")
     driver.execute_script("window.sessionStorage.clear()")
     Select(driver.find_element(By.ID, "demo")).select_by_value(name)
+    driver.find_element(By.ID, "load-demo").click()
     return status_done(driver)
 
 

@@ -446,8 +446,10 @@
 
   /* --- wiring ----------------------------------------------------------------------------- */
 
-  f.demo.addEventListener("change", function () {
-    if (!f.demo.value) { return; }
+  /* A button, not the select's change event: arrowing through the list must not load each
+     patient in turn (WCAG 3.2.2, on input). */
+  document.getElementById("load-demo").addEventListener("click", function () {
+    if (!f.demo.value) { BC.show(out.problem, "Choose a demo patient first."); return; }
     out.status.textContent = "Loading the demo patient\u2026";
     out.status.removeAttribute("data-state");
     BC.call("GET", "/demo/" + encodeURIComponent(f.demo.value), "").then(function (resp) {
