@@ -147,6 +147,8 @@ ATTACKS = [
     pytest.param(lambda p: token(p, iat=None), id="no_iat"),
     pytest.param(lambda p: token(p, key=RSA_KEY, alg="RS256", kid="ec-1"),
                  id="rsa_signature_on_ec_kid"),
+    pytest.param(lambda p: token(p, key=RSA_KEY, alg="PS256", kid="rsa-1"),
+                 id="alg_other_than_the_keys"),
 ]
 
 

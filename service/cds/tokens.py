@@ -59,6 +59,12 @@ def is_url(source: str) -> bool:
     return source.startswith(("https://", "http://"))
 
 
+@dataclass(frozen=True)
+class Key:
+    jwk: jwt.PyJWK
+    alg: str | None   # the alg the JWK declares, if any: a token must use that one
+
+
 class JwksCache:
     """Keys per issuer, from the configured URL or file only."""
 
@@ -67,9 +73,9 @@ class JwksCache:
         self.issuers = dict(issuers)
         self._clock = clock
         self._lock = threading.Lock()
-        self._keys: dict[str, tuple[float, dict[str, jwt.PyJWK]]] = {}
+        self._keys: dict[str, tuple[float, dict[str, Key]]] = {}
 
-    def key(self, issuer: str, kid: str, deadline: Budget) -> jwt.PyJWK:
+    def key(self, issuer: str, kid: str, deadline: Budget) -> Key:
         source = self.issuers[issuer]
         now = self._clock()
         with self._lock:
@@ -85,7 +91,7 @@ class JwksCache:
             raise TokenRejected("unknown kid")
         return keys[kid]
 
-    def _load(self, source: str, deadline: Budget) -> dict[str, jwt.PyJWK]:
+    def _load(self, source: str, deadline: Budget) -> dict[str, Key]:
         if is_url(source):
             data = _fetch_jwks(source, deadline)
         else:
@@ -93,14 +99,16 @@ class JwksCache:
                 data = json.loads(Path(source).read_text(encoding="utf-8"))
             except (OSError, ValueError) as exc:
                 raise TokenRejected("the JWKS file cannot be read") from exc
-        keys: dict[str, jwt.PyJWK] = {}
+        keys: dict[str, Key] = {}
         for raw in data.get("keys", []) if isinstance(data, dict) else []:
             if not isinstance(raw, dict) or not isinstance(raw.get("kid"), str):
                 continue
             if raw.get("use") not in {None, "sig"}:
                 continue
             try:
-                keys[raw["kid"]] = jwt.PyJWK(raw)
+                declared = raw.get("alg")
+                keys[raw["kid"]] = Key(jwt.PyJWK(raw),
+                                       declared if isinstance(declared, str) else None)
             except (jwt.PyJWKError, jwt.InvalidKeyError, ValueError, TypeError):
                 continue
         return keys
@@ -159,10 +167,12 @@ def verify(
         if name in header and header[name] != source:
             raise TokenRejected(f"{name} differs from the configured JWKS URL")
     key = cache.key(issuer, kid, deadline)
+    if key.alg is not None and key.alg != alg:
+        raise TokenRejected("the token's alg differs from the key's")
     current = now or datetime.now(UTC)
     try:
         verified = jwt.decode(
-            token, key=key.key, algorithms=[alg], audience=audience, issuer=issuer,
+            token, key=key.jwk.key, algorithms=[alg], audience=audience, issuer=issuer,
             leeway=LEEWAY_S, options={"require": ["exp", "iat", "jti", "iss", "aud"]},
         )
     except (jwt.PyJWTError, ValueError, TypeError) as exc:
