@@ -270,3 +270,17 @@ def test_jwks_keys_for_encryption_are_not_used(tmp_path: Any) -> None:
     path.write_text(json.dumps({"keys": [key]}))
     with pytest.raises(TokenRejected):
         JwksCache({ISS_FILE: str(path)}).key(ISS_FILE, "enc", _Budget())
+
+
+def test_the_issuer_is_recorded_as_the_caller(secure_app: Flask, secure: FlaskClient) -> None:
+    from sqlalchemy import text
+
+    from service.store import get_store
+
+    body = hook_call(b.order(), patient=b.patient())
+    resp = secure.post(SIGN, json=body, headers={"Authorization": f"Bearer {token(SIGN)}"})
+    assert resp.status_code == 200
+    with get_store(secure_app).engine.connect() as conn:
+        callers = conn.execute(text("select caller from checks where hook_instance = :h"),
+                               {"h": body["hookInstance"]}).scalars().all()
+    assert callers == [f"jwt:{ISS_FILE}"]
