@@ -195,6 +195,8 @@ def test_renal_cap_warning_and_its_suggestion(page, live):
     assert "DetectedIssues in the result Bundle" in notes
     screenshot(browser, "try-warning")
 
+    rule_link = card.find_element(By.CSS_SELECTOR, ".source a[href*='/rules#']")
+    assert rule_link.get_attribute("href") == live.base + "/rules#rule-renal.dose-band"
     suggestion = card.find_element(By.CSS_SELECTOR, "button.suggestion")
     label = suggestion.text
     assert label.startswith("Change to ") and "40 mg/day" in label
@@ -481,6 +483,8 @@ def test_report_page_shows_counts_after_feedback(page, live):
     assert figure.get_attribute("aria-label") == (
         f"interaction.opioid: fired {row['fired']}, accepted {row['accepted']}, "
         f"overridden {row['overridden']}")
+    link = opioid.find_element(By.CSS_SELECTOR, "th a")
+    assert link.get_attribute("href") == live.base + "/rules#rule-interaction.opioid"
     bar = figure.find_element(By.CSS_SELECTOR, ".bar.overridden")
     assert bar.size["width"] > 0
     screenshot(browser, "alerts")

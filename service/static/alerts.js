@@ -42,7 +42,9 @@
       ]));
       var reasons = r.overrideReasons.map(function (x) { return x.display + " (" + x.count + ")"; }).join("; ");
       body.appendChild(el("tr", { "data-rule": r.rule }, [
-        el("th", { scope: "row" }, [el("code", { text: r.rule }), el("br"), el("span", { className: "muted", text: r.title })]),
+        el("th", { scope: "row" }, [
+          el("a", { href: "/rules#rule-" + encodeURIComponent(r.rule) }, [el("code", { text: r.rule })]),
+          el("br"), el("span", { className: "muted", text: r.title })]),
         el("td", { className: "num fired", text: String(r.fired) }),
         el("td", { className: "num accepted", text: String(r.accepted) }),
         el("td", { className: "num overridden", text: String(r.overridden) }),

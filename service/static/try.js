@@ -295,7 +295,9 @@
     }
     if (topic.code) {
       sourceLine.appendChild(document.createTextNode(" \u00b7 rule "));
-      sourceLine.appendChild(el("code", { text: topic.code }));
+      var ruleCode = el("code", { text: topic.code });
+      sourceLine.appendChild(data.ruleIds.indexOf(topic.code) >= 0 ?
+        el("a", { href: "/rules#rule-" + encodeURIComponent(topic.code) }, [ruleCode]) : ruleCode);
     }
     main.appendChild(sourceLine);
     var actions = el("div", { className: "card-actions" });

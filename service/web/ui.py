@@ -168,6 +168,7 @@ def try_page() -> Response:
         "routes": {"oral": kb.recognition["oral_route_snomed"][0],
                    "intrathecal": kb.recognition["intrathecal_route_snomed"][0],
                    "gastrostomy": kb.recognition["enteral_route_snomed"][0]},
+        "ruleIds": list(kb.rules),
         "timingCodes": {code: float(n) for code, n in kb.timing_codes.items()},
         "overrideReasons": [{"code": c, "display": d} for c, d in OVERRIDE_REASONS],
         "apiAuth": settings().api_require_auth,
