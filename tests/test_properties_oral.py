@@ -269,3 +269,37 @@ def test_arbitrary_json_in_the_dosage_gets_a_result_or_a_4xx(http, dosage, timin
     o = order()
     o["dosageInstruction"] = [{"doseAndRate": dosage, "timing": timing}]
     assert_answered(http, parameters(o))
+
+
+context_resources = st.builds(
+    lambda rtype, fields, rid: {"resourceType": rtype, **({"id": rid} if rid else {}),
+                                **fields},
+    st.sampled_from(["Observation", "Condition", "MedicationStatement", "MedicationDispense",
+                     "MedicationAdministration", "Procedure", "Medication", "Practitioner",
+                     "OperationOutcome", "Foo"]),
+    st.dictionaries(st.sampled_from(["status", "code", "subject", "effectiveDateTime",
+                                     "valueQuantity", "medicationCodeableConcept",
+                                     "medicationReference", "dosage", "ingredient",
+                                     "clinicalStatus", "whenHandedOver", "contained"]),
+                    json_values, max_size=5),
+    st.one_of(st.none(), st.sampled_from(["c1", "c2", "m"])))
+
+
+@settings(max_examples=150, deadline=None,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(mr=medication_requests(), context=st.lists(context_resources, max_size=4),
+       urns=st.booleans(), bundle_type=st.sampled_from([None, "collection", "transaction",
+                                                        "searchset"]))
+def test_any_bundle_with_any_context_gets_a_result_or_a_4xx(http, mr, context, urns,
+                                                             bundle_type):
+    entries: list[dict[str, Any]] = []
+    resources = [{"resourceType": "Patient", "id": "pat-1"}, mr, *context]
+    for n, res in enumerate(resources):
+        entry: dict[str, Any] = {"resource": res}
+        if urns:
+            entry["fullUrl"] = f"urn:uuid:00000000-0000-4000-8000-{n:012d}"
+        entries.append(entry)
+    body: dict[str, Any] = {"resourceType": "Bundle", "entry": entries}
+    if bundle_type:
+        body["type"] = bundle_type
+    assert_answered(http, body)
