@@ -151,7 +151,9 @@ def demo(name: str) -> Response:
     if name not in found:
         raise ServiceError(404, [Problem(f"no demo patient {name!r}", "not-found")])
     body = demo_bundle(found[name], datetime.now(UTC).date())
-    return Response(json.dumps(body, indent=2), mimetype="application/fhir+json")
+    resp = Response(json.dumps(body, indent=2), mimetype="application/fhir+json")
+    resp.headers["Cache-Control"] = "no-store"  # its dates move every day
+    return resp
 
 
 # --- pages -----------------------------------------------------------------------------------
