@@ -27,7 +27,7 @@ from typing import Any
 from flask import Blueprint, Response, current_app, render_template, request
 from sqlalchemy.exc import SQLAlchemyError
 
-from ..cds.discovery import KEY_LABELS, prefetch_templates
+from ..cds.discovery import prefetch_templates
 from ..config import Settings
 from ..errors import Problem, ServiceError
 from ..knowledge import Knowledge, load
@@ -177,8 +177,7 @@ def try_page() -> Response:
         "cdsJwt": settings().cds_require_jwt,
     }
     return _page("try.html", title="Try an order", active="try",
-                 demos=page_data["demos"], page_data=page_data,
-                 key_labels=KEY_LABELS)
+                 demos=page_data["demos"], page_data=page_data)
 
 
 def rule_rows(kb: Knowledge) -> list[dict[str, Any]]:
