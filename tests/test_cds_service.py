@@ -566,3 +566,19 @@ def test_order_text_cannot_inject_markup_into_the_detail(client: FlaskClient) ->
 
     assert not re.search(r"(?<!\\)<img", card["detail"])
     assert "\\<img src=x onerror=alert(1)\\>" in card["detail"]
+
+
+def test_search_bundle_with_an_error_outcome_is_unavailable() -> None:
+    bundle = searchset(b.order(b.dosage(10), id="old", status="active"))
+    bundle["entry"].append({"search": {"mode": "outcome"}, "resource": {
+        "resourceType": "OperationOutcome",
+        "issue": [{"severity": "error", "code": "too-costly",
+                   "diagnostics": "too many results"}]}})
+    warn = searchset()
+    warn["entry"] = [{"search": {"mode": "outcome"}, "resource": {
+        "resourceType": "OperationOutcome",
+        "issue": [{"severity": "warning", "code": "informational"}]}}]
+    req = _request(hook_call(b.order(), patient=b.patient(),
+                             prefetch={"medicationRequests": bundle, "conditions": warn}))
+    assert req.unavailable == ["medicationRequests"]
+    assert "MedicationRequest/old" in [it.ref for it in req.context]

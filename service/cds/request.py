@@ -232,15 +232,21 @@ def read_prefetch_value(key: str, value: Any) -> KeyData:
         return KeyData([], failed=True)
     if rtype == "Bundle":
         out = []
+        failed = False
         for entry in dicts(value.get("entry")):
-            if as_dict(entry.get("search")).get("mode") == "outcome":
+            if as_dict(entry.get("search")).get("mode") == "outcome" or as_dict(
+                    entry.get("resource")).get("resourceType") == "OperationOutcome":
+                # choice: an error in the search's own outcome (e.g. "too many results")
+                # means the results may be incomplete: the key is reported as unavailable.
+                issues = dicts(as_dict(entry.get("resource")).get("issue"))
+                failed = failed or any(i.get("severity") in {"error", "fatal"} for i in issues)
                 continue
             res = entry.get("resource")
             if isinstance(res, dict) and isinstance(res.get("resourceType"), str):
                 out.append(res)
         nxt = next((as_str(link.get("url")) for link in dicts(value.get("link"))
                     if link.get("relation") == "next"), None)
-        return KeyData(out, next_url=nxt)
+        return KeyData(out, failed=failed, next_url=nxt)
     return KeyData([value])
 
 
