@@ -25,8 +25,10 @@ from ..config import Settings
 from ..engine import run_check
 from ..errors import Problem, ServiceError, unauthorized
 from ..fhir_input.fetch import Deadline
+from ..fhir_input.request import CheckRequest
 from ..knowledge import load
-from ..output.cards import render_cards
+from ..output.cards import Rendered, render_cards
+from ..store import CheckRecord, FindingRecord, Store
 from .auth import bearer
 from .body import read_json
 
@@ -53,8 +55,8 @@ def jwks_cache(app: Flask) -> JwksCache:
     return cache
 
 
-def _store() -> Any:
-    store = current_app.extensions.get("store")
+def _store() -> Store | None:
+    store: Store | None = current_app.extensions.get("store")
     return store
 
 
@@ -125,13 +127,12 @@ def call_service(service_id: str) -> Response:
     return _json({"cards": rendered.cards})
 
 
-def _record(service: CdsService, hook_instance: str, caller: str, req: Any, rendered: Any,
-            latency_ms: float, now: datetime) -> None:
+def _record(service: CdsService, hook_instance: str, caller: str, req: CheckRequest,
+            rendered: Rendered, latency_ms: float, now: datetime) -> None:
     store = _store()
     if store is None:
         return
     from ..output.fhir import FINDING_SYSTEM
-    from ..store import CheckRecord, FindingRecord
 
     findings = []
     for card in rendered.records:
