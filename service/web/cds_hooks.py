@@ -66,7 +66,15 @@ def verify_jwt(token: str) -> str:
     store = _store()
 
     def use_jti(issuer: str, jti: str, expires: datetime) -> bool:
-        return bool(store.use_jti(issuer, jti, expires)) if store is not None else False
+        if store is None:
+            return False
+        try:
+            return bool(store.use_jti(issuer, jti, expires))
+        except SQLAlchemyError as exc:
+            # choice: fail closed. Without the store a replay cannot be ruled out.
+            log.error("jti check failed", extra={"event": "jti-store-failed",
+                                                 "error_type": type(exc).__name__})
+            return False
 
     audience = cfg.public_base_url + request.path
     verified = verify(token, audience, jwks_cache(current_app), use_jti, outbound_deadline())
