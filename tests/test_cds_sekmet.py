@@ -63,6 +63,18 @@ def scenario(name: str, pid: str) -> tuple[dict[str, Any], list[dict[str, Any]],
         pat = b.patient("1960-01-01", "male", id=pid)
         ctx = [med_request(pid, f"{pid}-oxy", "oxycodone 5 MG Oral Tablet"),
                observation(pid, "62238-1", 40, "mL/min/{1.73_m2}")]
+    elif name == "opioid_by_medication_reference":
+        pat = b.patient("1965-01-01", "female", id=pid)
+        oxy = {"resourceType": "Medication", "id": f"{pid}-oxy-med",
+               "code": {"coding": [{"system": b.RXNORM, "code": "7804",
+                                    "display": "oxycodone"}]}}
+        ms = {"resourceType": "MedicationStatement", "id": f"{pid}-ms", "status": "active",
+              "medicationReference": {"reference": f"Medication/{pid}-oxy-med"},
+              "subject": {"reference": f"Patient/{pid}"}}
+        mr = med_request(pid, f"{pid}-mr", "x")
+        del mr["medicationCodeableConcept"]
+        mr["medicationReference"] = {"reference": f"Medication/{pid}-oxy-med"}
+        ctx = [oxy, ms, mr]
     elif name == "dialysis":
         pat = b.patient("1970-01-01", "male", id=pid)
         ctx = [{"resourceType": "Condition", "id": f"{pid}-esrd",
@@ -84,7 +96,7 @@ def scenario(name: str, pid: str) -> tuple[dict[str, Any], list[dict[str, Any]],
 
 
 SCENARIOS = ["renal_older_woman", "adult_overdose", "opioid_and_egfr_40", "dialysis",
-             "history_many_results"]
+             "history_many_results", "opioid_by_medication_reference"]
 
 
 @pytest.fixture
