@@ -226,14 +226,30 @@ def test_unresolvable_medication_reference_with_display():
 
 SKIPPED_CONTEXT = [
     pytest.param({"resourceType": "Observation", "id": "o1", "status": "final"},
-                 "Observation/o1", "Observation.code", id="observation-without-code"),
+                 "Observation/o1", "Observation.code is missing", id="observation-without-code"),
     pytest.param({"resourceType": "Observation", "id": "o2", "status": "final",
                   "code": {"text": "creatinine"}, "effectiveDateTime": "last tuesday"},
-                 "Observation/o2", "effectiveDateTime", id="observation-bad-date"),
+                 "Observation/o2", "Observation.effectiveDateTime is not a FHIR dateTime",
+                 id="observation-bad-date"),
+    pytest.param({"resourceType": "MedicationDispense", "id": "d1", "status": "completed",
+                  "medicationCodeableConcept": {"text": "baclofen"},
+                  "whenHandedOver": "2026-13-45"},
+                 "MedicationDispense/d1", "whenHandedOver", id="dispense-bad-date"),
+    pytest.param({"resourceType": "MedicationStatement", "id": "s1", "status": "active",
+                  "medicationCodeableConcept": {"text": "baclofen"},
+                  "effectivePeriod": {"start": "soon"}},
+                 "MedicationStatement/s1", "effectivePeriod", id="statement-bad-period"),
+    pytest.param({"resourceType": "Condition", "id": "c1", "code": {"text": "CKD"},
+                  "clinicalStatus": {"text": "active"}, "status": 3},
+                 "Condition/c1", "status is not a code", id="status-not-a-code"),
+    pytest.param({"resourceType": "MedicationRequest", "id": "m2", "status": "active",
+                  "intent": "order"},
+                 "MedicationRequest/m2", "names no medication", id="order-without-drug"),
     pytest.param({"resourceType": "MedicationRequest", "id": "m1", "status": "active",
                   "intent": "order", "subject": {"reference": "Patient/pat-1"},
                   "medicationCodeableConcept": {"text": "baclofen"}, "dosageInstruction": "x"},
-                 "MedicationRequest/m1", "dosageInstruction", id="order-with-bad-dosage"),
+                 "MedicationRequest/m1", "dosageInstruction is not a list of Dosage",
+                 id="order-with-bad-dosage"),
     pytest.param({"resourceType": "Practitioner", "id": "pr1"}, "Practitioner/pr1",
                  "not a resource the checker reads", id="type-not-read"),
 ]
@@ -357,8 +373,7 @@ def test_a_skipped_bundled_medication_gives_no_strength():
     del o["medicationCodeableConcept"]
     o["medicationReference"] = {"reference": "Medication/m10", "display": "baclofen tablet"}
     bad_med = {"resourceType": "Medication", "id": "m10", "code": {"text": "baclofen"},
-               "ingredient": [{"itemCodeableConcept": {"text": "baclofen"},
-                               "strength": {"numerator": {"value": "ten", "unit": "mg"}}}]}
+               "ingredient": "baclofen 10 mg per tablet"}
     result, _req, outcome_ = check_body(bundle(patient(), o, bad_med), NOW, "us")
     validate(result)
     assert outcome_.orders[0].lines[0].dose_mg is None

@@ -170,32 +170,61 @@ def _check_required_codes(resource: JSON, rtype: str, what: str) -> None:
                 expression, "code-invalid")
 
 
-def _usable_context(item: Item) -> str | None:
-    """Why a context resource cannot be used, or None.
+# The elements of context resources that rules read, checked for their JSON shape. Context is
+# read from normalised JSON, not through the models (architecture: validate the orders and the
+# Patient; read the rest), so these checks stand in for validation where a wrong shape would
+# otherwise be read as "absent".
+_CONTEXT_DOSAGE = {"MedicationRequest": "dosageInstruction", "MedicationDispense":
+                   "dosageInstruction", "MedicationStatement": "dosage"}
+_CONTEXT_DATES = {
+    "Observation": ("effectiveDateTime", "issued"),
+    "Condition": ("onsetDateTime", "abatementDateTime", "recordedDate"),
+    "Procedure": ("performedDateTime",),
+    "MedicationRequest": ("authoredOn",),
+    "MedicationStatement": ("effectiveDateTime", "dateAsserted"),
+    "MedicationDispense": ("whenHandedOver", "whenPrepared"),
+    "MedicationAdministration": ("effectiveDateTime",),
+}
+_CONTEXT_PERIODS = {"Observation": "effectivePeriod", "MedicationStatement": "effectivePeriod",
+                    "MedicationAdministration": "effectivePeriod",
+                    "Procedure": "performedPeriod"}
 
-    choice: context resources are validated with the R4B models like orders are; an invalid
-    one is skipped with a warning naming the field (interfaces.md section 2), so that a
-    malformed resource never reaches a rule half-read.
-    """
+
+def _usable_context(item: Item) -> str | None:
+    """Why a context resource cannot be used, or None (the warning names the element)."""
     r = item.resource
     t = item.type
     if t not in CONTEXT_TYPES:
         return f"a {t} is not a resource the checker reads"
-    invalid = model_problem(r, t)
-    if invalid:
-        return invalid
     if t in {"MedicationRequest", "MedicationStatement", "MedicationDispense",
              "MedicationAdministration"} and not (
         isinstance(r.get("medicationCodeableConcept"), dict)
         or isinstance(r.get("medicationReference"), dict)
     ):
         return "it names no medication"
-    if t in {"Observation", "Procedure"} and not isinstance(r.get("code"), dict):
-        return "it has no code"
-    if t == "Condition" and not isinstance(r.get("code"), dict):
-        return "it has no code"
+    if t in {"Observation", "Procedure", "Condition"} and not isinstance(r.get("code"), dict):
+        return f"{t}.code is missing or not a CodeableConcept"
     if t != "Medication" and "status" in r and not isinstance(r.get("status"), str):
-        return "its status is not a code"
+        return f"{t}.status is not a code"
+    ingredients = r.get("ingredient", [])
+    if t == "Medication" and not (
+            isinstance(ingredients, list) and all(isinstance(i, dict) for i in ingredients)):
+        return "Medication.ingredient is not a list of ingredients"
+    key = _CONTEXT_DOSAGE.get(t)
+    if key and key in r:
+        dosage = r[key]
+        if not isinstance(dosage, list) or not all(isinstance(d, dict) for d in dosage):
+            return f"{t}.{key} is not a list of Dosage"
+    for element in _CONTEXT_DATES.get(t, ()):
+        if element in r and parse_datetime_range(r[element]) is None:
+            return f"{t}.{element} is not a FHIR dateTime: {str(r[element])[:40]!r}"
+    period_key = _CONTEXT_PERIODS.get(t)
+    if period_key and period_key in r:
+        period = r[period_key]
+        if not isinstance(period, dict) or any(
+                k in period and parse_datetime_range(period[k]) is None
+                for k in ("start", "end")):
+            return f"{t}.{period_key} is not a Period of FHIR dateTimes"
     return None
 
 

@@ -120,8 +120,10 @@ def result_bundle(
                 continue
             included.add(ref)
             resource = idless[ref].resource
-            if ref not in referenced and model_problem(resource, idless[ref].type):
-                continue  # an invalid resource only referenced in passing stays out
+            if model_problem(resource, idless[ref].type):
+                # context is read from JSON, not validated: an input that is not valid R4
+                # stays out rather than make the result Bundle invalid
+                continue
             entries.append({"fullUrl": ref, "resource": resource})
             pending += [r for r in _references(resource) if r in idless and r not in included]
     if outcome.notes:
