@@ -255,3 +255,10 @@ def test_wrong_types_never_crash(where: tuple[str, list[Any]], value: Any, via_c
     else:
         assert body["resourceType"] == "OperationOutcome"
         assert body["issue"][0]["diagnostics"]
+
+
+@pytest.mark.parametrize("value", [["us"], {"code": "us"}, 1, None, True])
+def test_profile_of_the_wrong_type_is_400(client: Any, value: Any) -> None:
+    body = parameters(order())
+    body["parameter"].append({"name": "profile", "valueCode": value})
+    assert_outcome(post_check(client, body), 400, "profile")

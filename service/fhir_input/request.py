@@ -296,8 +296,6 @@ def parse_parameters(body: JSON, now: datetime, default_profile: str) -> CheckRe
         if name in {"order", "patient", "context"}:
             res = p.get("resource")
             if not isinstance(res, dict) or not isinstance(res.get("resourceType"), str):
-                if name == "context":
-                    raise bad_request(f"{where} ({name}) must carry a resource", where)
                 raise bad_request(f"{where} ({name}) must carry a resource", where)
             {"order": raw_orders, "patient": raw_patients, "context": raw_context}[name].append(
                 res)
@@ -305,7 +303,7 @@ def parse_parameters(body: JSON, now: datetime, default_profile: str) -> CheckRe
             check_time = _check_time(p.get("valueDateTime", p.get("valueInstant")), now)
         elif name == "profile":
             code = p.get("valueCode", p.get("valueString"))
-            if code not in {"us", "uk"}:
+            if not isinstance(code, str) or code not in {"us", "uk"}:
                 raise bad_request("profile must be the code us or uk", f"{where}.valueCode")
             profile = code
         else:
