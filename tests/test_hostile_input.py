@@ -262,3 +262,51 @@ def test_profile_of_the_wrong_type_is_400(client: Any, value: Any) -> None:
     body = parameters(order())
     body["parameter"].append({"name": "profile", "valueCode": value})
     assert_outcome(post_check(client, body), 400, "profile")
+
+
+# --- any node of a rich request replaced by any JSON value (hypothesis) ---------------------
+
+def _paths(value: Any, prefix: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    out = [prefix] if prefix else []
+    if isinstance(value, dict):
+        for k, v in value.items():
+            out += _paths(v, (*prefix, k))
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            out += _paths(v, (*prefix, i))
+    return out
+
+
+FIXTURES = ["patient-context-titration-dispense.json", "patient-context-dialysis-bundle.json",
+            "demo-5-older-opioid.json", "demo-6-intrathecal-pump.json", "params-stu3-order.json",
+            "bundle-transaction-urn.json"]
+
+
+def _fixture(name: str) -> dict[str, Any]:
+    import pathlib
+
+    root = pathlib.Path(__file__).resolve().parent.parent / "fixtures"
+    data: dict[str, Any] = json.loads((root / name).read_text())
+    return data
+
+
+@pytest.mark.parametrize("name", FIXTURES)
+def test_any_node_replaced_never_crashes(name: str) -> None:
+    rich = _fixture(name)
+    paths = _paths(rich)
+
+    @settings(max_examples=120, deadline=None, suppress_health_check=list(HealthCheck))
+    @given(st.sampled_from(paths), JSON_VALUES)
+    def check(path: tuple[Any, ...], value: Any) -> None:
+        body = copy.deepcopy(rich)
+        _set(body, list(path), value)
+        resp = HOSTILE_APP.test_client().post("/MedicationRequest/$check", json=body)
+        assert resp.status_code in (200, 400, 422), (path, value,
+                                                     resp.get_data(as_text=True)[:300])
+        out = resp.get_json()
+        if resp.status_code == 200:
+            validate(out)
+        else:
+            assert out["resourceType"] == "OperationOutcome"
+
+    check()
