@@ -329,3 +329,33 @@ def test_tablet_product_name_strength_end_to_end():
 ])
 def test_a_dose_just_above_a_limit_does_not_read_as_the_limit(lines, rule, words):
     assert words in by_rule(run(parameters(order(*lines))), rule)["detail"]
+
+
+@pytest.mark.parametrize(("quantity", "concept"), [
+    pytest.param(dosage(80, "mg", None, timing={"repeat": {"count": 1}}), None, id="80-mg"),
+    pytest.param(dosage(0.08, "g", None, timing={"repeat": {"count": 1}}), None, id="0.08-g"),
+    pytest.param(dosage(80000, "mcg", None, timing={"repeat": {"count": 1}}), None,
+                 id="80000-mcg"),
+    pytest.param(dosage(8, "tablet", None, timing={"repeat": {"count": 1}}),
+                 baclofen_concept("baclofen 10 MG Oral Tablet"), id="8-tablets-of-10-mg"),
+    pytest.param(dosage(16, "mL", None, timing={"repeat": {"count": 1}}),
+                 baclofen_concept("baclofen 25 mg/5 mL oral suspension"),
+                 id="16-mL-of-5-mg-per-mL"),
+    pytest.param(dosage(0.1, "g", None, timing={"repeat": {"count": 1}}), None, id="0.1-g"),
+])
+def test_probable_error_at_exactly_80_mg_in_every_unit(client, quantity, concept):
+    result = http_run(client, parameters(order(quantity, concept=concept)))
+    assert ("oral.probable-error", "high") in found(result)
+
+
+@pytest.mark.parametrize(("quantity", "concept"), [
+    pytest.param(dosage(79.99, "mg", None, timing={"repeat": {"count": 1}}), None,
+                 id="79.99-mg"),
+    pytest.param(dosage(0.07999, "g", None, timing={"repeat": {"count": 1}}), None,
+                 id="0.07999-g"),
+    pytest.param(dosage(15.99, "mL", None, timing={"repeat": {"count": 1}}),
+                 baclofen_concept("baclofen 25 mg/5 mL oral suspension"), id="15.99-mL"),
+])
+def test_probable_error_just_below_80_mg_in_every_unit(client, quantity, concept):
+    result = http_run(client, parameters(order(quantity, concept=concept)))
+    assert found(result) == [("oral.max-single", "moderate")]
