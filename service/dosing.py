@@ -390,6 +390,8 @@ def _reference_keys(reference: JSON, within: JSON, resolve: Resolve) -> set[str]
         parts = ref.split("/_history/")[0].rstrip("/").split("/")
         if len(parts) >= 2:
             keys.add(f"{parts[-2]}/{parts[-1]}")
+    if ref.startswith("#"):
+        return keys  # a contained resource's id is local to its container
     target = resolve(reference, within)
     if target is not None and as_str(target.get("id")):
         keys.add(f"{target.get('resourceType')}/{target['id']}")
