@@ -222,3 +222,23 @@ def test_a_search_without_end_fails_instead_of_answering_part() -> None:
             _client(stub.base + "/fhir").search("Endless", Deadline(30))
         assert err.value.reason == "too-large"
         assert len(stub.hits) == MAX_PAGES
+
+
+@pytest.mark.parametrize(("severity", "fails"), [("error", True), ("fatal", True),
+                                                 ("warning", False), ("information", False)])
+def test_a_search_whose_outcome_reports_an_error_fails(severity: str, fails: bool) -> None:
+    with stub_server() as stub:
+        base = stub.base + "/fhir"
+        stub.json("/fhir/Observation", {"resourceType": "Bundle", "type": "searchset", "entry": [
+            {"resource": {"resourceType": "Observation", "id": "o1"},
+             "search": {"mode": "match"}},
+            {"resource": {"resourceType": "OperationOutcome", "issue": [
+                {"severity": severity, "code": "processing", "diagnostics": "partial"}]},
+             "search": {"mode": "outcome"}}]})
+        client = FhirClient(base, None, [base], 100_000)
+        if fails:
+            with pytest.raises(FetchFailure):
+                client.search("Observation?patient=Patient/1", Deadline(5))
+        else:
+            assert [r["id"] for r in client.search("Observation?patient=1", Deadline(5))] == [
+                "o1"]

@@ -166,9 +166,15 @@ class FhirClient:
                 if not isinstance(entry, dict):
                     continue
                 search = entry.get("search")
-                if isinstance(search, dict) and search.get("mode") == "outcome":
-                    continue
                 res = entry.get("resource")
+                if isinstance(search, dict) and search.get("mode") == "outcome":
+                    # choice: an error in the search's own outcome means the results may be
+                    # incomplete, so the search failed; warnings (an ignored parameter) only
+                    # widen the results and are accepted.
+                    if _reports_error(res):
+                        raise self._fail("http-status", url, f"the search {_show(url)} "
+                                         "reported an error in its outcome", "search")
+                    continue
                 if isinstance(res, dict) and isinstance(res.get("resourceType"), str):
                     resources.append(res)
             nxt = _next_link(page)
@@ -282,6 +288,14 @@ class FhirClient:
 def _show(url: str) -> str:
     """A URL for messages: without query string (search values can hold clinical codes)."""
     return url.split("?", 1)[0]
+
+
+def _reports_error(resource: Any) -> bool:
+    if not isinstance(resource, dict) or resource.get("resourceType") != "OperationOutcome":
+        return False
+    issues = resource.get("issue")
+    return isinstance(issues, list) and any(
+        isinstance(i, dict) and i.get("severity") in ("error", "fatal") for i in issues)
 
 
 def _next_link(page: Mapping[str, Any]) -> str | None:
