@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 from typing import Any, TextIO
 
 from .config import ConfigError, load_settings
-from .errors import ServiceError
+from .errors import Problem, ServiceError
 from .output.fhir import operation_outcome
 
 
@@ -73,10 +73,17 @@ def _inputs(files: Sequence[str]) -> Iterator[tuple[str, Any]]:
     from .web.body import parse_json_text
 
     for name in files:
-        stream: TextIO
-        stream = sys.stdin if name == "-" else open(name, encoding="utf-8")  # noqa: SIM115
-        with stream:
-            text = stream.read()
+        try:
+            if name == "-":
+                text = sys.stdin.read()
+            else:
+                with open(name, encoding="utf-8") as stream:
+                    text = stream.read()
+        except (OSError, UnicodeDecodeError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            yield name, ServiceError(400, [Problem(f"{name}: cannot be read: {reason}",
+                                                   "not-found")])
+            continue
         try:
             yield name, parse_json_text(text)
         except ServiceError as exc:
@@ -139,7 +146,13 @@ def ndjson_cmd(files: Sequence[str], fixed: datetime | None, profile: str, out: 
             stream: Any = sys.stdin.buffer
             total = 0
         else:
-            stream = open(name, "rb")  # noqa: SIM115 - closed below
+            try:
+                stream = open(name, "rb")  # noqa: SIM115 - closed below
+            except OSError as exc:
+                print(f"baclofen-check: {name}: cannot be read: {exc.strerror}",
+                      file=sys.stderr)
+                summary.errors += 1
+                continue
             total = os.fstat(stream.fileno()).st_size
         try:
             for line in check_lines(read_lines(stream, None), now, profile, kb, None, summary):
@@ -222,8 +235,36 @@ def rules_cmd(out: TextIO) -> int:
                 values = {k: v for k, v in profile.raw.items() if k != "label"}
                 out.write(f"  profile {name}: " + ", ".join(f"{k}={v}" for k, v in
                                                             values.items()) + "\n")
+        for label, text in related_knowledge(kb, rule):
+            out.write(f"  {label + ':':<11} {text}\n")
         out.write(f"  source:     {rule.source_key} {rule.source_url}\n\n")
     return 0
+
+
+def related_knowledge(kb: Any, rule: Any) -> list[tuple[str, str]]:
+    """Knowledge a rule reads outside its own entry: kidney bands and caps, drug classes."""
+    rows: list[tuple[str, str]] = []
+    if rule.family == "renal":
+        renal = kb.data["patient_context"]["renal"]
+        rows.append(("bands", (
+            f"normal > {renal['band_normal_above']}, mild {renal['band_mild_from']}-"
+            f"{renal['band_normal_above']}, moderate {renal['band_moderate_from']} to < "
+            f"{renal['band_mild_from']}, severe < {renal['band_moderate_from']}, "
+            f"dialysis/ESRD < {renal['esrd_below']} mL/min")))
+        caps = ", ".join(f"{k} {v}" for k, v in renal["cap_fraction"].items())
+        rows.append(("caps", f"{caps} of the applicable cap; severe "
+                             f"{renal['severe_cap_mg_day']} mg/day; dialysis "
+                             f"{renal['dialysis_cap_mg_day']} mg/day"))
+    if rule.id in kb.interaction_classes:
+        cls = kb.interaction_classes[rule.id]
+        rows.append(("matches", ", ".join(cls["ingredients"])))
+        if cls.get("suffixes"):
+            rows.append(("suffixes", ", ".join(f"-{x}" for x in cls["suffixes"])))
+    if rule.id == "geriatric.cns-burden":
+        for name, members in kb.data["cns_active"]["classes"].items():
+            text = members if isinstance(members, str) else ", ".join(members)
+            rows.append(("CNS class", f"{name}: {text}"))
+    return rows
 
 
 if __name__ == "__main__":  # pragma: no cover
