@@ -119,3 +119,18 @@ def test_rules_lists_every_rule_in_the_knowledge_file(capsys):
     assert "DOSEH (High Dose Alert)" in out
     assert "profile uk" in out and "max_daily_mg=100" in out
 
+
+
+@pytest.mark.parametrize("name", ["missing.json", "missing.ndjson"])
+def test_a_missing_file_is_reported_not_a_traceback(capsys, tmp_path, name):
+    assert main(["check", str(tmp_path / name)]) == 1
+    captured = capsys.readouterr()
+    assert "cannot be read" in captured.err + captured.out
+    assert "Traceback" not in captured.err
+
+
+def test_rules_table_shows_kidney_bands_and_drug_classes(capsys):
+    assert main(["rules"]) == 0
+    out = capsys.readouterr().out
+    assert "severe < 30, dialysis/ESRD < 15 mL/min" in out
+    assert "oxycodone" in out and "-sartan" in out
