@@ -4,6 +4,7 @@ every call, and CORS for browser clients."""
 from __future__ import annotations
 
 import uuid
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +30,8 @@ def _cards(client: FlaskClient) -> list[dict[str, Any]]:
     high = b.order(b.dosage(40, frequency=3), id="high")
     preg = {"resourceType": "Observation", "id": "preg-1", "status": "final",
             "code": {"coding": [{"system": "http://loinc.org", "code": "82810-3"}]},
-            "subject": {"reference": "Patient/pat-1"}, "effectiveDateTime": "2026-11-01",
+            "subject": {"reference": "Patient/pat-1"},
+            "effectiveDateTime": (datetime.now(UTC) - timedelta(days=20)).date().isoformat(),
             "valueCodeableConcept": {"coding": [{"system": b.SNOMED, "code": "77386006"}]}}
     body = hook_call(prn, high, patient=b.patient(birth_date="1995-01-01", gender="female"),
                      prefetch={"pregnancy": {"resourceType": "Bundle", "type": "searchset",

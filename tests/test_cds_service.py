@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -32,9 +33,12 @@ from .cdsclient import (
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
 OLD = "1940-03-01"  # 86 at the check time
+# CDS Hooks calls are checked at the time of the call, so results are dated relative to now
+# (a fixed date would turn stale after 90 days and change the cards).
+RECENT = (datetime.now(UTC) - timedelta(days=5)).strftime("%Y-%m-%dT08:00:00Z")
 
 
-def obs(code: str, value: float, unit: str, date: str = "2026-11-20T08:00:00Z",
+def obs(code: str, value: float, unit: str, date: str = RECENT,
         id: str | None = None) -> dict[str, Any]:
     return {
         "resourceType": "Observation", "id": id or f"obs-{code}-{value}", "status": "final",
@@ -145,7 +149,7 @@ def test_low_findings_gathered_in_one_info_card_per_order(client: FlaskClient) -
     prn = b.order(b.dosage(10, frequency=None, asNeededBoolean=True), id="ord-prn")
     preg = {"resourceType": "Observation", "id": "preg-1", "status": "final",
             "code": {"coding": [{"system": "http://loinc.org", "code": "82810-3"}]},
-            "subject": {"reference": "Patient/pat-1"}, "effectiveDateTime": "2026-11-01",
+            "subject": {"reference": "Patient/pat-1"}, "effectiveDateTime": RECENT,
             "valueCodeableConcept": {"coding": [{"system": b.SNOMED, "code": "77386006"}]}}
     body = hook_call(prn, patient=b.patient(birth_date="1995-01-01", gender="female"),
                      prefetch={"pregnancy": searchset(preg)})
