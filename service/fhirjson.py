@@ -59,7 +59,10 @@ _DECIMAL = re.compile(r"^\s*-?\d+(\.\d+)?\s*$")
 
 
 def codings(concept: Any) -> list[JSON]:
-    return dicts(as_dict(concept).get("coding"))
+    """The codings of a CodeableConcept whose system, code and display (where present) are
+    strings; a coding with another JSON type there cannot be read and is left out."""
+    return [c for c in dicts(as_dict(concept).get("coding"))
+            if all(isinstance(c[k], str) for k in ("system", "code", "display") if k in c)]
 
 
 def concept_texts(concept: Any) -> list[str]:

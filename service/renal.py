@@ -453,7 +453,7 @@ def choose(candidates: list[RenalCandidate], kb: Knowledge) -> RenalCandidate | 
 def _icd10(concept: Any, kb: Knowledge) -> list[str]:
     systems = set(kb.data["patient_context"]["icd10_systems"])
     return [str(c.get("code")).replace(".", "").upper() for c in codings(concept)
-            if c.get("system") in systems and as_str(c.get("code"))]
+            if as_str(c.get("system")) in systems and as_str(c.get("code"))]
 
 
 def _condition_label(ref: str, r: JSON) -> str:

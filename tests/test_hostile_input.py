@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 from typing import Any
 
 import pytest
@@ -295,7 +296,8 @@ def test_any_node_replaced_never_crashes(name: str) -> None:
     rich = _fixture(name)
     paths = _paths(rich)
 
-    @settings(max_examples=120, deadline=None, suppress_health_check=list(HealthCheck))
+    @settings(max_examples=int(os.environ.get("HOSTILE_EXAMPLES", "120")), deadline=None,
+              suppress_health_check=list(HealthCheck))
     @given(st.sampled_from(paths), JSON_VALUES)
     def check(path: tuple[Any, ...], value: Any) -> None:
         body = copy.deepcopy(rich)

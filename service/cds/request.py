@@ -239,7 +239,7 @@ def read_prefetch_value(key: str, value: Any) -> KeyData:
                 # choice: an error in the search's own outcome (e.g. "too many results")
                 # means the results may be incomplete: the key is reported as unavailable.
                 issues = dicts(as_dict(entry.get("resource")).get("issue"))
-                failed = failed or any(i.get("severity") in {"error", "fatal"} for i in issues)
+                failed = failed or any(i.get("severity") in ("error", "fatal") for i in issues)
                 continue
             res = entry.get("resource")
             if isinstance(res, dict) and isinstance(res.get("resourceType"), str):
@@ -289,7 +289,7 @@ def build_request(
     patient: Item | None = None
     patient_data = data.get("patient", KeyData([]))
     for res in patient_data.resources:
-        if res.get("resourceType") == "Patient" and res.get("id") in {pid, None}:
+        if res.get("resourceType") == "Patient" and res.get("id") in (pid, None):
             res = normalise_resource(copy.deepcopy(res), offset)
             res.setdefault("id", pid)
             if not patient_data.fetched:

@@ -103,7 +103,7 @@ class JwksCache:
         for raw in data.get("keys", []) if isinstance(data, dict) else []:
             if not isinstance(raw, dict) or not isinstance(raw.get("kid"), str):
                 continue
-            if raw.get("use") not in {None, "sig"}:
+            if raw.get("use") not in (None, "sig"):
                 continue
             try:
                 declared = raw.get("alg")
