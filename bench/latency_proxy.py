@@ -78,17 +78,28 @@ async def read_body(reader: asyncio.StreamReader, headers: list[tuple[bytes, byt
 class Upstream:
     """Kept-alive connections to the upstream server, one per request in flight."""
 
+    IDLE_S = 2.0  # servers close idle connections after a few seconds (uvicorn: 5)
+
     def __init__(self, host: str, port: int) -> None:
         self.host, self.port = host, port
-        self.idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
+        self.idle: list[tuple[float, asyncio.StreamReader, asyncio.StreamWriter]] = []
+
+    async def _connection(self, fresh: bool
+                          ) -> tuple[bool, asyncio.StreamReader, asyncio.StreamWriter]:
+        loop = asyncio.get_running_loop()
+        while self.idle and not fresh:
+            since, reader, writer = self.idle.pop()
+            if loop.time() - since < self.IDLE_S:
+                return True, reader, writer
+            writer.close()
+        reader, writer = await asyncio.open_connection(self.host, self.port)
+        return False, reader, writer
 
     async def send(self, method: bytes, target: bytes, headers: list[tuple[bytes, bytes]],
                    body: bytes) -> tuple[bytes, list[tuple[bytes, bytes]], bytes]:
-        for attempt in range(2):
-            fresh = not self.idle
-            conn = self.idle.pop() if self.idle else await asyncio.open_connection(
-                self.host, self.port)
-            reader, writer = conn
+        fresh = False
+        while True:
+            reused, reader, writer = await self._connection(fresh)
             try:
                 out = [method + b" " + target + b" HTTP/1.1",
                        b"Host: " + f"{self.host}:{self.port}".encode(),
@@ -98,17 +109,17 @@ class Upstream:
                 await writer.drain()
                 status, resp_headers = await read_head(reader)
                 data = await read_body(reader, resp_headers)
-            except (EOFError, ConnectionError, asyncio.IncompleteReadError):
+            except (EOFError, BadMessage, ConnectionError, asyncio.IncompleteReadError):
                 writer.close()
-                if fresh or attempt:
+                if not reused:
                     raise
-                continue  # a kept-alive connection the upstream had closed: once more
+                fresh = True  # a kept-alive connection the upstream had closed: a new one
+                continue
             if (header(resp_headers, b"connection") or b"").lower() == b"close":
                 writer.close()
             else:
-                self.idle.append(conn)
+                self.idle.append((asyncio.get_running_loop().time(), reader, writer))
             return status, resp_headers, data
-        raise ConnectionError("upstream unreachable")
 
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
