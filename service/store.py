@@ -18,6 +18,7 @@ The API used by the web layer and the CDS Hooks endpoints: ``record_check``,
 
 from __future__ import annotations
 
+import logging
 import statistics
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator, Sequence
@@ -491,6 +492,28 @@ class Store:
         with self._read() as conn:
             return {t.name: int(conn.execute(select(func.count()).select_from(t)).scalar() or 0)
                     for t in (checks, findings, feedback, jtis, persisted)}
+
+
+def record_answered(store: Store | None, record: CheckRecord) -> bool:
+    """Record a check that has been answered; False when the store could not record it.
+
+    choice: when the store cannot record, the check is still answered (a clinical answer
+    matters more than its audit row); the failure is logged and counted, and /readyz reports
+    the store so that a load balancer takes the replica out.
+    """
+    if store is None:
+        return False
+    try:
+        store.record_check(record)
+    except SQLAlchemyError as exc:
+        from . import metrics
+
+        metrics.AUDIT_FAILURES.inc()
+        logging.getLogger("baclofen_check.store").error(
+            "audit record failed",
+            extra={"event": "audit-failed", "error_type": type(exc).__name__})
+        return False
+    return True
 
 
 def open_store(database_url: str, retention_days: int = 365) -> Store:

@@ -14,7 +14,6 @@ from typing import Any
 from flask import Blueprint, Flask, Response, current_app, g, json, request
 from sqlalchemy.exc import SQLAlchemyError
 
-from .. import metrics
 from ..cds.discovery import SERVICES, CdsService, discovery, prefetch_templates
 from ..cds.feedback import parse_feedback
 from ..cds.fetching import fetch_keys
@@ -28,7 +27,7 @@ from ..fhir_input.fetch import Deadline
 from ..fhir_input.request import CheckRequest
 from ..knowledge import load
 from ..output.cards import Rendered, render_cards
-from ..store import CheckRecord, FindingRecord, Store
+from ..store import CheckRecord, FindingRecord, Store, record_answered
 from .auth import bearer
 from .body import read_json
 
@@ -160,14 +159,7 @@ def _record(service: CdsService, hook_instance: str, caller: str, req: CheckRequ
         latency_ms=latency_ms,
         findings=findings,
     )
-    try:
-        store.record_check(record)
-    except SQLAlchemyError as exc:
-        # choice (as for the FHIR endpoint): the cards are still answered; the failure is
-        # logged and counted, and /readyz reports the store.
-        metrics.AUDIT_FAILURES.inc()
-        log.error("audit record failed", extra={"event": "audit-failed",
-                                                "error_type": type(exc).__name__})
+    record_answered(store, record)
 
 
 @bp.post("/cds-services/<service_id>/feedback")

@@ -9,7 +9,6 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 
 from flask import Blueprint, Response, current_app, json, request, stream_with_context
-from sqlalchemy.exc import SQLAlchemyError
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from .. import metrics
@@ -21,7 +20,7 @@ from ..fhir_input.request import CheckRequest
 from ..fhirjson import JSON
 from ..knowledge import load
 from ..output.fhir import operation_outcome, result_bundle
-from ..store import CheckRecord, finding_records, get_store
+from ..store import CheckRecord, finding_records, get_store, record_answered
 from .auth import authenticate
 from .body import read_json, require_json_type
 from .capability import OPDEF_ID, capability_statement, openapi, operation_definition
@@ -108,12 +107,8 @@ class _Clock:
 
 def record_check(endpoint: str, caller: str, now: datetime, req: CheckRequest,
                  bundle: JSON, started: float) -> None:
-    """Record one answered check in the audit store (one transaction).
-
-    choice: when the store cannot record, the check is still answered (a clinical answer
-    matters more than its audit row) and the failure is logged and counted; /readyz reports
-    the store as unreachable so that a load balancer takes the replica out.
-    """
+    """Record one answered check in the audit store (one transaction; see
+    store.record_answered for what happens when it cannot)."""
     store = get_store(current_app)
     record = CheckRecord(
         time=now, caller=caller, endpoint=endpoint, hook=None, hook_instance=None,
@@ -121,12 +116,7 @@ def record_check(endpoint: str, caller: str, now: datetime, req: CheckRequest,
         order_refs=[it.ref for it in req.orders], knowledge_version=load().version,
         latency_ms=round((time.perf_counter() - started) * 1000, 3),
         findings=finding_records(bundle))
-    try:
-        store.record_check(record)
-    except SQLAlchemyError as exc:
-        metrics.AUDIT_FAILURES.inc()
-        log.error("audit record failed", extra={"event": "audit-failed",
-                                                "error_type": type(exc).__name__})
+    record_answered(store, record)
 
 
 @bp.post("/MedicationRequest/<order_id>/$check")
