@@ -36,9 +36,9 @@ def workloads(workdir: Path) -> dict[str, Callable[[], object]]:
     one = json.dumps(payloads.one_order_parameters(now))
     review = json.dumps(payloads.review_bundle(now))
     sign = json.dumps(payloads.order_sign_call(now, prefetch_templates(kb))).encode()
+    _quiet_logs(workdir)
     app = create_app({"CDS_REQUIRE_JWT": False, "API_REQUIRE_AUTH": False,
                       "DATABASE_URL": f"sqlite:///{workdir / 'profile.sqlite3'}"})
-    _quiet_logs(workdir)
     client = app.test_client()
 
     def run_sign() -> object:

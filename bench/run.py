@@ -176,9 +176,9 @@ def engine_section(seconds: float, workdir: Path) -> dict[str, Any]:
         req = build_request(call, data, now, "us")
         return render_cards(req, run_check(req, kb), kb, "final")
 
+    _quiet_logs(workdir)
     app = create_app({"CDS_REQUIRE_JWT": False, "API_REQUIRE_AUTH": False,
                       "DATABASE_URL": f"sqlite:///{workdir / 'engine.sqlite3'}"})
-    _quiet_logs(workdir)
     client = app.test_client()
     sign_bytes = sign.encode()
 
@@ -209,6 +209,9 @@ def _quiet_logs(workdir: Path) -> None:
     """The service's JSON logs still get formatted and written, to a file, not the report."""
     import logging
 
+    from service.logs import configure_logging
+
+    configure_logging()  # the service's own handler, which create_app then keeps
     sink = open(workdir / "engine-logs.jsonl", "w", encoding="utf-8")  # noqa: SIM115
     for handler in logging.getLogger("baclofen_check").handlers:
         if isinstance(handler, logging.StreamHandler):
