@@ -4,8 +4,20 @@ from __future__ import annotations
 
 from fractions import Fraction
 
-from ..facts import DoseLine, OrderFacts, Step
+from ..facts import AgeFacts, DoseLine, OrderFacts, Step
 from ..numbers import fmt, fmt_beside, mg, mg_day, times_per_day
+
+
+def age_text(age: AgeFacts | None, end: str) -> str:
+    """An age for a detail. A partial birth date gives a range; ``end`` ("young" or "old")
+    names the end the rule used (the one that makes it fire), and the text says so."""
+    if age is None:
+        return "age unknown"
+    if age.partial and age.low_years != age.high_years:
+        used = "younger" if end == "young" else "older"
+        return (f"age {fmt(age.low_years)} to {fmt(age.high_years)} years from a partial "
+                f"birth date (the {used} age is used)")
+    return f"age {fmt(age.low_years if end == 'young' else age.high_years)} years"
 
 
 def describe_line(line: DoseLine) -> str:

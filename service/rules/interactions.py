@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from ..facts import AgeFacts, OrderFacts
+from ..facts import OrderFacts
 from ..findings import Finding
 from ..medications import MedicationUse, matches
-from ..numbers import fmt
 from . import RuleContext
+from .describe import age_text
 
 
 def class_hits(ctx: RuleContext, rule_id: str, uses: tuple[MedicationUse, ...]
@@ -101,19 +101,13 @@ def cns_burden(ctx: RuleContext, order: OrderFacts, others: tuple[MedicationUse,
     return ctx.finding(
         "geriatric.cns-burden", "moderate", order,
         summary=f"Baclofen makes {total} CNS-active drugs for a patient aged 65 or over",
-        detail=f"With baclofen the patient ({_age(age)}) would take "
+        detail=f"With baclofen the patient ({age_text(age, 'old')}) would take "
                f"{total} CNS-active drugs: baclofen and {listed}. Beers 2023 advises avoiding "
                f"three or more CNS-active drugs together (falls, fractures); deprescribe where "
                f"possible.",
         implicated=tuple(drugs),
         evidence=tuple(drugs),
     )
-
-
-def _age(age: AgeFacts) -> str:
-    if age.partial and age.low_years != age.high_years:
-        return f"age {fmt(age.low_years)} to {fmt(age.high_years)} years"
-    return f"age {fmt(age.high_years)}"
 
 
 def pregnancy_rule(ctx: RuleContext, order: OrderFacts) -> list[Finding]:

@@ -8,7 +8,7 @@ from ..facts import OrderFacts
 from ..findings import Finding
 from ..numbers import fmt, mg_day
 from . import RuleContext, suggest_oral
-from .describe import describe_step, step_daily, step_label, worst_daily_step
+from .describe import age_text, describe_step, step_daily, step_label, worst_daily_step
 
 
 def is_child(ctx: RuleContext) -> bool:
@@ -31,16 +31,6 @@ def age_cap(ctx: RuleContext) -> tuple[Fraction, str] | None:
     return spec.num("older_cap_mg"), f"aged {young} to under {fmt(below)}"
 
 
-def _age_text(ctx: RuleContext) -> str:
-    age = ctx.patient.age
-    if age is None:
-        return "age unknown"
-    if age.partial and age.low_years != age.high_years:
-        return (f"age {fmt(age.low_years)} to {fmt(age.high_years)} years from a partial "
-                f"birth date (the younger age is used)")
-    return f"age {fmt(age.low_years)} years"
-
-
 def rules(ctx: RuleContext, order: OrderFacts) -> list[Finding]:
     out: list[Finding] = []
     if not is_child(ctx):
@@ -49,9 +39,9 @@ def rules(ctx: RuleContext, order: OrderFacts) -> list[Finding]:
         out.append(ctx.finding(
             "pediatric.off-label", "low", order,
             summary="Baclofen for a child under 12: safety not established in US labels",
-            detail=f"The patient is a child ({_age_text(ctx)}); the safety and effectiveness "
-                   f"of oral baclofen under 12 years are not established in US labels. Dose by "
-                   f"weight and titrate slowly.",
+            detail=f"The patient is a child ({age_text(ctx.patient.age, 'young')}); the safety "
+                   f"and effectiveness of oral baclofen under 12 years are not established in "
+                   f"US labels. Dose by weight and titrate slowly.",
         ))
     step = worst_daily_step(order)
     if step is None:
@@ -71,8 +61,8 @@ def rules(ctx: RuleContext, order: OrderFacts) -> list[Finding]:
                 summary=f"Baclofen {daily_text}{label} exceeds the {mg_day(cap)} maximum for a "
                         f"child {why}",
                 detail=f"Ordered {daily_text} ({describe_step(step)}){label}; the maximum for a "
-                       f"child {why} ({_age_text(ctx)}) is {mg_day(cap)}. Reduce to at most "
-                       f"{mg_day(cap)}{example}.",
+                       f"child {why} ({age_text(ctx.patient.age, 'young')}) is {mg_day(cap)}. "
+                       f"Reduce to at most {mg_day(cap)}{example}.",
                 correction=correction,
             ))
     weight = ctx.patient.weight_kg

@@ -16,7 +16,7 @@ from ..knowledge import frac
 from ..numbers import fmt, mg_day
 from ..renal import renal_cap
 from . import RuleContext, suggest_oral
-from .describe import describe_step, step_daily, step_label, worst_daily_step
+from .describe import age_text, describe_step, step_daily, step_label, worst_daily_step
 from .pediatric import age_cap, is_child
 
 
@@ -40,16 +40,6 @@ def older(ctx: RuleContext, age_from: Fraction) -> bool:
     """Age >= ``age_from`` on the oldest possible age (a partial birth date makes it fire)."""
     age = ctx.patient.age
     return age is not None and age.high_years >= age_from
-
-
-def _age_text(ctx: RuleContext) -> str:
-    age = ctx.patient.age
-    if age is None:
-        return "age unknown"
-    if age.partial and age.low_years != age.high_years:
-        return (f"age up to {fmt(age.high_years)} years (partial birth date; the older end is "
-                f"used)")
-    return f"age {fmt(age.high_years)}"
 
 
 def applicable_cap(ctx: RuleContext) -> tuple[Fraction, str]:
@@ -145,9 +135,9 @@ def geriatric(ctx: RuleContext, order: OrderFacts, renal: RenalFacts) -> Finding
     dose = f" Ordered {step_daily(step)[1]}." if step else ""
     return ctx.finding(
         "geriatric.renal", "high" if high else "moderate", order,
-        summary=f"Baclofen at {_age_text(ctx)} with kidney function below "
+        summary=f"Baclofen at {age_text(ctx.patient.age, 'old')} with kidney function below "
                 f"{fmt(spec.num('value_below'))} mL/min: avoid (Beers 2023)",
-        detail=f"{_age_text(ctx).capitalize()} and {value.text}, below "
+        detail=f"{age_text(ctx.patient.age, 'old').capitalize()} and {value.text}, below "
                f"{fmt(spec.num('value_below'))} mL/min: Beers 2023 advises avoiding baclofen "
                f"(risk of encephalopathy).{dose}",
         evidence=renal.refs,
@@ -173,7 +163,7 @@ def unknown(ctx: RuleContext, order: OrderFacts, renal: RenalFacts) -> Finding |
         return None
     why = []
     if is_older:
-        why.append(_age_text(ctx))
+        why.append(age_text(ctx.patient.age, 'old'))
     if renal.ckd:
         why.append("chronic kidney disease recorded: " + "; ".join(e.text for e in renal.ckd))
     what = "eGFR" if renal.egfr_only else "eGFR, creatinine clearance or creatinine with weight"
