@@ -249,7 +249,7 @@ def test_a_server_that_never_answers_ends_at_the_deadline(tmp_path: Path) -> Non
             stub.release.wait(30)  # answers only when the test is over
 
         stub.routes["/fhir/Observation"] = hang
-        client = make_app(tmp_path, f"{stub.base}/fhir", timeout=0.5).test_client()
+        client = make_app(tmp_path, f"{stub.base}/fhir", timeout=2).test_client()
         body = hook_call(b.order(b.dosage(40, frequency=3)), empty_prefetch=False)
         body["fhirServer"] = f"{stub.base}/fhir"
         got = cards(post(client, body))
