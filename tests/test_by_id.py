@@ -187,7 +187,7 @@ def test_slow_order_read_is_504(tmp_path: Path, stub: StubServer) -> None:
         stub.release.wait(30)
 
     stub.routes["/fhir/MedicationRequest/o1"] = slow
-    app = make_app(tmp_path, stub.base + "/fhir", None, timeout=0.3)
+    app = make_app(tmp_path, stub.base + "/fhir", None, timeout=1)
     resp = check(app.test_client(), "o1")
     assert resp.status_code == 504
     assert resp.get_json()["issue"][0]["code"] == "timeout"

@@ -168,7 +168,7 @@ def test_fetch_all_runs_in_parallel_and_reports_each_call() -> None:
         stub.json("/fhir/Patient/err", None, status=503, raw=b"{}")
         stub.routes["/fhir/Patient/slow"] = _slow(stub)
         client = _client(stub.base + "/fhir")
-        deadline = Deadline(0.5)
+        deadline = Deadline(2)
         results = fetch_all({
             "patient": lambda: client.read("Patient/1", deadline),
             "broken": lambda: client.read("Patient/err", deadline),
