@@ -4,11 +4,11 @@ FROM python:3.11-slim
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 RUN useradd --create-home --uid 10001 app
 WORKDIR /app
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md constraints.txt ./
 COPY service ./service
 # the web page's demo patients (found under ./fixtures of the working directory)
 COPY fixtures/demo-*.json ./fixtures/
-RUN pip install --no-cache-dir . && mkdir -p /app/var && chown app:app /app/var
+RUN pip install --no-cache-dir -c constraints.txt . && mkdir -p /app/var && chown app:app /app/var
 
 USER app
 # gthread workers: WORKERS processes (about one per core) x THREADS threads each; the metrics of

@@ -13,13 +13,13 @@ HEALTHCHAIN_VENV := .venv-healthchain
 HEALTHCHAIN_STAMP := $(HEALTHCHAIN_VENV)/.installed
 CDS_CLIENT_STAMP := tests/cds-client/node_modules/.installed
 
-.PHONY: run test lint typecheck unit bench clean system-check soak
+.PHONY: run test lint typecheck unit bench clean system-check soak audit
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml constraints.txt
 	$(PY) -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11) and "Python 3.11 is required")'
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet -c constraints.txt -e '.[dev]'
 	touch $(STAMP)
 
 $(SEKMET_STAMP): tests/sekmet-requirements.txt
@@ -81,3 +81,12 @@ clean:
 ## recorded (not part of make test).
 soak: $(STAMP)
 	$(BIN)/python scripts/soak.py --duration 600 --restart
+
+## make audit: check every pinned Python package (constraints.txt) against the public
+## vulnerability databases with pip-audit, from its own virtualenv (needs network access to
+## the package index's vulnerability service).
+AUDIT_VENV := .venv-audit
+audit:
+	test -x $(AUDIT_VENV)/bin/pip-audit || ($(PY) -m venv $(AUDIT_VENV) && \
+	  $(AUDIT_VENV)/bin/pip install --quiet pip-audit==2.10.1)
+	$(AUDIT_VENV)/bin/pip-audit --requirement constraints.txt --no-deps --disable-pip
