@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from datetime import datetime
+from functools import lru_cache
 from typing import Any
 
 from .dosing import drug_names, is_baclofen, medication_of, route_of
@@ -100,16 +101,25 @@ def _ended(end: datetime | None, at: datetime) -> bool:
     return end is not None and end <= at
 
 
+@lru_cache(maxsize=4096)
+def _whole_word(word: str) -> re.Pattern[str]:
+    return re.compile(rf"\b{re.escape(word)}\b")
+
+
+_LETTERS = re.compile(r"[a-z]+")
+
+
 def matches(names: tuple[str, ...], ingredients: list[str], suffixes: list[str]) -> list[str]:
     """The ingredient names (or suffix words) found as whole words in ``names``."""
     found: list[str] = []
     for ingredient in ingredients:
-        pattern = re.compile(rf"\b{re.escape(ingredient.lower())}\b")
-        if any(pattern.search(n) for n in names):
+        low = ingredient.lower()
+        # a whole-word match is also a substring: the cheap test rules out most ingredients
+        if any(low in n for n in names) and any(_whole_word(low).search(n) for n in names):
             found.append(ingredient)
     for suffix in suffixes:
         for n in names:
-            for word in re.findall(r"[a-z]+", n):
+            for word in _LETTERS.findall(n):
                 if word.endswith(suffix) and len(word) > len(suffix) + 2 and word not in found:
                     found.append(word)
     return found
