@@ -5,8 +5,10 @@ from __future__ import annotations
 
 from decimal import ROUND_HALF_UP, Decimal, localcontext
 from fractions import Fraction
+from functools import lru_cache
 
 
+@lru_cache(maxsize=4096, typed=True)
 def fmt(value: Fraction | int | float, places: int | None = None) -> str:
     """5 -> "5", 53.3333 -> "53.3", 0.5 -> "0.5", 0.125 -> "0.13"; no trailing zeros.
 
