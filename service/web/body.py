@@ -59,15 +59,17 @@ def parse_json_text(text: str | bytes) -> Any:
 
 
 def _check_depth(value: Any) -> None:
+    """Refuse a value holding anything deeper than MAX_DEPTH levels. Only containers are
+    walked: a container at ``depth`` with any member holds something at ``depth + 1``."""
+    if not isinstance(value, dict | list):
+        return
     stack: list[tuple[Any, int]] = [(value, 0)]
     while stack:
         item, depth = stack.pop()
-        if depth > MAX_DEPTH:
+        members = item.values() if isinstance(item, dict) else item
+        if depth >= MAX_DEPTH and members:
             raise bad_request(f"the JSON is nested more than {MAX_DEPTH} levels deep")
-        if isinstance(item, dict):
-            stack.extend((v, depth + 1) for v in item.values())
-        elif isinstance(item, list):
-            stack.extend((v, depth + 1) for v in item)
+        stack.extend((v, depth + 1) for v in members if isinstance(v, dict | list))
 
 
 def read_json(req: Request, limit: int) -> Any:
