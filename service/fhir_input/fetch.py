@@ -137,9 +137,19 @@ class FhirClient:
         self._token = token
         self.allowlist = tuple(allowlist)
         self.max_bytes = max_bytes
+        self._proxy_cache: dict[tuple[str, str], dict[str, str]] = {}
 
     def __repr__(self) -> str:  # never shows the token
         return f"FhirClient({self.base_url!r})"
+
+    def _proxies(self, url: str) -> dict[str, str]:
+        """The environment's proxies for ``url``, read once per scheme and host for this
+        client (the lookup scans the environment twice on every call)."""
+        parts = urlsplit(url)
+        key = (parts.scheme, parts.netloc)
+        if key not in self._proxy_cache:
+            self._proxy_cache[key] = requests.utils.get_environ_proxies(url)
+        return self._proxy_cache[key]
 
     def url_for(self, relative_url: str) -> str:
         if relative_url.startswith(("http://", "https://")):
@@ -227,7 +237,7 @@ class FhirClient:
             with session.request(
                 method, url, headers=headers, json=body, stream=True, allow_redirects=False,
                 timeout=(remaining, remaining),
-                proxies=requests.utils.get_environ_proxies(url),
+                proxies=self._proxies(url),
             ) as resp:
                 if 300 <= resp.status_code < 400:
                     raise self._fail("redirect", url, f"{_show(url)} answered a redirect "
