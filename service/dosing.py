@@ -13,6 +13,7 @@ import re
 from collections.abc import Callable
 from datetime import datetime
 from fractions import Fraction
+from functools import lru_cache
 from typing import Any
 
 from .facts import DoseLine, OrderFacts, Route, Step
@@ -65,6 +66,12 @@ class UnitTable:
         if u in self.count:
             return "count", "count"
         return None
+
+
+@lru_cache(maxsize=8)
+def unit_table(kb: Knowledge) -> UnitTable:
+    """The UnitTable of a knowledge file, built once (it is only read)."""
+    return UnitTable(kb)
 
 
 def quantity_unit(q: JSON, table: UnitTable) -> tuple[str, str] | None:
@@ -320,7 +327,7 @@ def read_order(
     checked: bool = False,
 ) -> OrderFacts:
     tz = check_time.tzinfo
-    table = UnitTable(kb)
+    table = unit_table(kb)
     concept, med = medication_of(order, resolve)
     baclofen = is_baclofen(concept, med, kb)
     route = route_of(order, concept, med, kb)

@@ -24,7 +24,7 @@ from datetime import UTC, datetime, timedelta
 from fractions import Fraction
 from typing import Any
 
-from .dosing import Resolve, UnitTable, medication_of, quantity_unit, read_order, strengths
+from .dosing import Resolve, medication_of, quantity_unit, read_order, strengths, unit_table
 from .facts import MedicationHistory, OrderFacts, Regimen, RegimenSource, Route, TherapyTime
 from .fhirjson import (
     JSON,
@@ -181,7 +181,7 @@ def _supply_days(r: JSON, order: OrderFacts, resolve: Resolve, kb: Knowledge
     amount = as_number(q.get("value"))
     if daily is None or daily <= 0 or amount is None or amount <= 0:
         return None
-    table = UnitTable(kb)
+    table = unit_table(kb)
     kind = quantity_unit(q, table)
     concept, med = medication_of(r, resolve)
     per_unit = strengths(concept, med, table)
