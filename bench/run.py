@@ -150,7 +150,7 @@ def engine_section(seconds: float, workdir: Path) -> dict[str, Any]:
     from service import create_app
     from service.cds.discovery import SERVICES, prefetch_templates
     from service.cds.prefetch import gather
-    from service.cds.request import build_request, parse_call
+    from service.cds.request import build_request, medication_reads, parse_call
     from service.checker import check_body
     from service.engine import run_check
     from service.knowledge import load
@@ -171,8 +171,9 @@ def engine_section(seconds: float, workdir: Path) -> dict[str, Any]:
         return check_body(json.loads(review), now, "us", kb)
 
     def run_sign_functions() -> object:
+        # what service/web/cds_hooks.py call_service does, without Flask and the store
         call = parse_call(json.loads(sign), service)
-        data = gather(call, templates, None)
+        data = gather(call, {**templates, **medication_reads(call)}, None)
         req = build_request(call, data, now, "us")
         return render_cards(req, run_check(req, kb), kb, "final")
 
