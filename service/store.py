@@ -308,8 +308,10 @@ class Store:
     # --- start-up ---------------------------------------------------------------------------
 
     def migrate(self) -> None:
-        """Create or migrate the schema under a lock shared by every replica."""
-        with self.engine.begin() as conn:
+        """Create or migrate the schema under a lock shared by every replica (on SQLite the
+        writer lock file also serialises the first switch to WAL, which SQLite may refuse
+        with "database is locked" when several processes open a new file at once)."""
+        with self._writer(), self.engine.begin() as conn:
             if self.backend == "postgresql":
                 conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _LOCK_KEY})
             metadata.create_all(conn, checkfirst=True)
@@ -523,7 +525,7 @@ class Store:
         lets a later check cancel the DetectedIssues written earlier."""
         moment = now or datetime.now(UTC)
         cutoff = moment - timedelta(days=self.retention_days)
-        with self.engine.begin() as conn:
+        with self._writer(), self.engine.begin() as conn:
             old = select(checks.c.id).where(checks.c.time < cutoff)
             conn.execute(delete(findings).where(findings.c.check_id.in_(old)))
             n = conn.execute(delete(checks).where(checks.c.time < cutoff)).rowcount
