@@ -86,12 +86,14 @@ def check_lines(
     kb: Knowledge,
     max_lines: int | None = None,
     summary: Summary | None = None,
+    start: int = 0,
 ) -> Iterator[LineResult]:
-    """Check each line in order and yield its result (a Bundle or an OperationOutcome)."""
+    """Check each line in order and yield its result (a Bundle or an OperationOutcome).
+    ``start`` is the number of lines before these (a window of a larger file)."""
     from .web.body import parse_json_text
 
     tally = summary if summary is not None else Summary()
-    number = 0
+    number = start
     for raw in lines:
         if not isinstance(raw, TooLong) and not raw.strip():
             continue
@@ -130,3 +132,69 @@ def check_lines(
             if res.get("resourceType") == "DetectedIssue":
                 tally.findings[res["severity"]] = tally.findings.get(res["severity"], 0) + 1
         yield LineResult(number, result, req)
+
+
+# --- the command line on every core -------------------------------------------------------
+
+WINDOW_LINES = 256
+
+
+def _check_window(window: list[bytes], start: int, fixed: datetime | None, profile: str
+                  ) -> tuple[list[str], Summary]:
+    """Check one window of non-blank lines in a worker process: the output lines as JSON
+    text, and the window's tally. ``start`` is the number of lines before the window."""
+    import json
+    from datetime import UTC
+    from datetime import datetime as dt
+
+    from .knowledge import load
+
+    tally = Summary()
+    results = check_lines(iter(window), lambda: fixed or dt.now(UTC), profile, load(), None,
+                          tally, start)
+    return [json.dumps(line.result) for line in results], tally
+
+
+def check_file_parallel(
+    lines: Iterator[bytes | TooLong], fixed: datetime | None, profile: str, jobs: int,
+    summary: Summary, emit: Callable[[str, int], None],
+) -> None:
+    """Check NDJSON lines (read without a length limit) on ``jobs`` processes, in input
+    order and in constant memory: windows of WINDOW_LINES non-blank lines, at most 2 x
+    ``jobs`` windows in flight. ``emit(text, answered)`` receives each output line."""
+    import multiprocessing
+    from collections import deque
+    from concurrent.futures import Future, ProcessPoolExecutor
+
+    pending: deque[Future[tuple[list[str], Summary]]] = deque()
+    answered = 0
+
+    def drain(keep: int) -> None:
+        nonlocal answered
+        while len(pending) > keep:
+            out, tally = pending.popleft().result()
+            summary.checked += tally.checked
+            summary.errors += tally.errors
+            for key, value in tally.findings.items():
+                summary.findings[key] = summary.findings.get(key, 0) + value
+            for text in out:
+                answered += 1
+                emit(text, answered)
+
+    context = multiprocessing.get_context("fork")
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool:
+        window: list[bytes] = []
+        start = 0
+        for raw in lines:
+            assert not isinstance(raw, TooLong), "the command line reads without a limit"
+            if not raw.strip():
+                continue
+            window.append(raw)
+            if len(window) == WINDOW_LINES:
+                pending.append(pool.submit(_check_window, window, start, fixed, profile))
+                start += len(window)
+                window = []
+                drain(2 * jobs)
+        if window:
+            pending.append(pool.submit(_check_window, window, start, fixed, profile))
+        drain(0)

@@ -29,6 +29,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                        help="read every file (and standard input) as NDJSON")
     check.add_argument("--profile", choices=["us", "uk"], default=None)
     check.add_argument("--check-time", default=None, help="FHIR dateTime (default: now)")
+    check.add_argument("--jobs", type=int, default=os.cpu_count() or 1,
+                       help="processes for NDJSON files (default: one per core; 1: this "
+                            "process only)")
     sub.add_parser("rules", help="print the rule table from the knowledge data")
     sub.add_parser("report", help="print per rule: fired, accepted, overridden, top override "
                    "reasons, median latency (from the store at DATABASE_URL)")
@@ -106,7 +109,8 @@ def check_cmd(args: argparse.Namespace, out: TextIO) -> int:
     failures = 0
     ndjson = [f for f in args.files if args.ndjson or f.endswith((".ndjson", ".jsonl"))]
     if ndjson:
-        failures += ndjson_cmd(ndjson, now if args.check_time else None, profile, out)
+        failures += ndjson_cmd(ndjson, now if args.check_time else None, profile, out,
+                               max(1, args.jobs))
     json_files = [f for f in args.files if f not in ndjson]
     for name, body in _inputs(json_files):
         if isinstance(body, ServiceError):
@@ -127,11 +131,11 @@ def check_cmd(args: argparse.Namespace, out: TextIO) -> int:
     return 1 if failures else 0
 
 
-def ndjson_cmd(files: Sequence[str], fixed: datetime | None, profile: str, out: TextIO
-               ) -> int:
-    """Check NDJSON files line by line in constant memory; progress and summary on stderr.
-    Returns the number of lines that could not be checked."""
-    from .batch import Summary, check_lines, read_lines
+def ndjson_cmd(files: Sequence[str], fixed: datetime | None, profile: str, out: TextIO,
+               jobs: int = 1) -> int:
+    """Check NDJSON files line by line in constant memory (on ``jobs`` processes, in input
+    order); progress and summary on stderr. Returns the number of lines not checked."""
+    from .batch import Summary, check_file_parallel, check_lines, read_lines
     from .knowledge import load
 
     kb = load()
@@ -154,11 +158,19 @@ def ndjson_cmd(files: Sequence[str], fixed: datetime | None, profile: str, out: 
                 summary.errors += 1
                 continue
             total = os.fstat(stream.fileno()).st_size
+        def emit(text: str, answered: int) -> None:
+            out.write(text + "\n")
+            if progress and answered % 200 == 0:
+                _progress(name, answered, stream, total)  # noqa: B023 - used in this loop
+
         try:
-            for line in check_lines(read_lines(stream, None), now, profile, kb, None, summary):
-                out.write(json.dumps(line.result) + "\n")
-                if progress and line.number % 200 == 0:
-                    _progress(name, line.number, stream, total)
+            if jobs > 1:
+                check_file_parallel(read_lines(stream, None), fixed, profile, jobs, summary,
+                                    emit)
+            else:
+                for line in check_lines(read_lines(stream, None), now, profile, kb, None,
+                                        summary):
+                    emit(json.dumps(line.result), line.number)
         finally:
             if stream is not sys.stdin.buffer:
                 stream.close()
