@@ -7,7 +7,6 @@ which the rules turn into an explicit finding.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 from collections.abc import Callable
@@ -26,6 +25,7 @@ from .fhirjson import (
     codings,
     concept_texts,
     dicts,
+    elapsed_days,
     has_code,
     parse_datetime_range,
     parse_instant,
@@ -249,8 +249,6 @@ def duration_days(repeat: JSON, kb: Knowledge, tz: Any) -> Fraction | None:
     if start is not None and end_r is not None and end_r.high > start:
         # choice: a bounds end given as a bare date includes that whole day.
         end = end_r.high if end_r.precision != "instant" else end_r.low
-        from .fhirjson import elapsed_days
-
         return elapsed_days(start, end)
     return None
 
@@ -589,7 +587,3 @@ def _rate_mg_day(rate: JSON, to_mg: Callable[[JSON], Fraction | None], kb: Knowl
     amount = to_mg({"value": q.get("value"), "unit": mass_unit})
     days = _period_days(per_value, m.group(2), kb)
     return amount / days if amount is not None and days else None
-
-
-def finding_hash(*parts: str) -> str:
-    return hashlib.sha256("\x1f".join(parts).encode("utf-8")).hexdigest()

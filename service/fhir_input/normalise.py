@@ -47,13 +47,11 @@ def normalise_resource(resource: JSON, offset: str, depth: int = 0) -> JSON:
             resource["intent"] = "order"
         for dosage in _dicts(resource.get("dosageInstruction")):
             normalise_dosage(dosage)
-    elif rtype in {"MedicationStatement", "MedicationDispense", "MedicationAdministration"}:
-        key = "dosage" if rtype != "MedicationDispense" else "dosageInstruction"
-        if rtype == "MedicationAdministration":
-            pass
-        else:
-            for dosage in _dicts(resource.get(key)):
-                normalise_dosage(dosage)
+    elif rtype in {"MedicationStatement", "MedicationDispense"}:
+        # (a MedicationAdministration's dosage is a different type, with no doseAndRate)
+        key = "dosage" if rtype == "MedicationStatement" else "dosageInstruction"
+        for dosage in _dicts(resource.get(key)):
+            normalise_dosage(dosage)
     elif rtype == "Bundle" and "type" not in resource:
         resource["type"] = "collection"
     for contained in _dicts(resource.get("contained")):
