@@ -118,8 +118,20 @@ def is_baclofen(concept: JSON, med: JSON | None, kb: Knowledge) -> bool:
     ]
     if any(has_code(c, rec["rxnorm_system"], rec["baclofen_rxnorm"]) for c in concepts):
         return True
-    word = re.compile(rf"\b{re.escape(rec['baclofen_word'])}\b", re.IGNORECASE)
+    word = _word_pattern(rec["baclofen_word"])
     return any(word.search(name) for name in drug_names(concept, med))
+
+
+def names_baclofen(resource: JSON, resolve: Resolve, kb: Knowledge) -> bool:
+    """The medicine of a request, statement or dispense is baclofen (read before its dose,
+    which only a baclofen resource needs)."""
+    concept, med = medication_of(resource, resolve)
+    return is_baclofen(concept, med, kb)
+
+
+@lru_cache(maxsize=64)
+def _word_pattern(word: str) -> re.Pattern[str]:
+    return re.compile(rf"\b{re.escape(word)}\b", re.IGNORECASE)
 
 
 def _words(text: str) -> set[str]:

@@ -9,10 +9,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from .dosing import read_order
+from .dosing import names_baclofen, read_order
 from .errors import Problem
 from .facts import OrderFacts
 from .fhir_input.request import CheckRequest
+from .fhirjson import JSON
 from .findings import Finding
 from .history import build_history
 from .knowledge import Knowledge, frac
@@ -102,11 +103,25 @@ def run_check(req: CheckRequest, kb: Knowledge) -> CheckOutcome:
         read_order(it.resource, it.ref, req.resolve, kb, req.check_time, checked=True)
         for it in req.orders
     ]
+    read_once: dict[int, OrderFacts] = {}
+
+    def read_context(resource: JSON, ref: str) -> OrderFacts:
+        """A MedicationRequest that is not checked, read once per call (it is both another
+        order and, when it is baclofen, history of every checked order)."""
+        facts = read_once.get(id(resource))
+        if facts is None:
+            facts = read_once[id(resource)] = read_order(resource, ref, req.resolve, kb,
+                                                         req.check_time)
+        return facts
+
+    # only baclofen orders are read as other orders: the rules look at no other (duplicates,
+    # history); other medicines are read as MedicationUses below
     others = tuple(
-        read_order(it.resource, it.ref, req.resolve, kb, req.check_time)
+        read_context(it.resource, it.ref)
         for it in req.context
         if it.type == "MedicationRequest"
         and it.resource.get("status") not in {"entered-in-error"}
+        and names_baclofen(it.resource, req.resolve, kb)
     )
     meds = medication_uses(req, kb)
     patient_ref = req.patient.ref if req.patient else "Patient/unknown"
@@ -127,7 +142,8 @@ def run_check(req: CheckRequest, kb: Knowledge) -> CheckOutcome:
             profile=kb.profile(req.profile),
             patient=patient,
             renal=read_renal(context_items, patient, req.check_time, kb, egfr_only),
-            history=build_history(history_items, order, req.resolve, kb, req.check_time),
+            history=build_history(history_items, order, req.resolve, kb, req.check_time,
+                                  read_context),
             check_time=req.check_time,
             orders=tuple(orders),
             others=others,

@@ -16,16 +16,6 @@ from typing import Any
 JSON = dict[str, Any]
 
 
-def copy_json(value: Any) -> Any:
-    """A deep copy of parsed JSON (dicts, lists and immutable scalars), several times faster
-    than copy.deepcopy, which also handles shared and cyclic objects that JSON cannot hold."""
-    if isinstance(value, dict):
-        return {k: copy_json(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [copy_json(v) for v in value]
-    return value
-
-
 def as_dict(value: Any) -> JSON:
     return value if isinstance(value, dict) else {}
 
@@ -71,8 +61,14 @@ _DECIMAL = re.compile(r"^\s*-?\d+(\.\d+)?\s*$")
 def codings(concept: Any) -> list[JSON]:
     """The codings of a CodeableConcept whose system, code and display (where present) are
     strings; a coding with another JSON type there cannot be read and is left out."""
-    return [c for c in dicts(as_dict(concept).get("coding"))
-            if all(isinstance(c[k], str) for k in ("system", "code", "display") if k in c)]
+    if not isinstance(concept, dict):
+        return []
+    raw = concept.get("coding")
+    if raw is None:
+        return []
+    return [c for c in (raw if isinstance(raw, list) else [raw])
+            if isinstance(c, dict) and isinstance(c.get("system", ""), str)
+            and isinstance(c.get("code", ""), str) and isinstance(c.get("display", ""), str)]
 
 
 def concept_texts(concept: Any) -> list[str]:
@@ -84,10 +80,12 @@ def concept_texts(concept: Any) -> list[str]:
 
 
 def has_code(concept: Any, system: str | None, codes: Any) -> bool:
-    wanted = set(codes)
+    """A coding of ``concept`` has one of ``codes`` (a list or set of strings) and, unless
+    ``system`` is None, that system."""
     for coding in codings(concept):
-        code = as_str(coding.get("code"))
-        if code in wanted and (system is None or coding.get("system") == system):
+        code = coding.get("code")
+        if code and code in codes and code.strip() and (
+                system is None or coding.get("system") == system):
             return True
     return False
 

@@ -18,13 +18,21 @@ Public API (the titration, withdrawal and intrathecal rules read these):
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from fractions import Fraction
 from typing import Any
 
-from .dosing import Resolve, medication_of, quantity_unit, read_order, strengths, unit_table
+from .dosing import (
+    Resolve,
+    medication_of,
+    names_baclofen,
+    quantity_unit,
+    read_order,
+    strengths,
+    unit_table,
+)
 from .facts import MedicationHistory, OrderFacts, Regimen, RegimenSource, Route, TherapyTime
 from .fhirjson import (
     JSON,
@@ -36,6 +44,8 @@ from .fhirjson import (
     parse_instant,
 )
 from .knowledge import Knowledge, frac
+
+ReadOrder = Callable[[dict[str, Any], str], OrderFacts]
 
 _EXCLUDED = {
     "MedicationRequest": {"entered-in-error"},
@@ -63,12 +73,15 @@ def build_history(
     resolve: Resolve,
     kb: Knowledge,
     check_time: datetime,
+    read: ReadOrder | None = None,
 ) -> MedicationHistory:
+    """``read`` reads a MedicationRequest of ``resources`` as an unchecked order (default
+    ``read_order``); the engine passes one that reads each order once per call."""
     regimens: list[Regimen] = []
     for ref, r in resources:
         if ref == checked.ref:
             continue
-        regimen = read_regimen(ref, r, checked, resolve, kb, check_time)
+        regimen = read_regimen(ref, r, checked, resolve, kb, check_time, read)
         if regimen is not None:
             regimens.append(regimen)
     at = checked.start
@@ -81,18 +94,21 @@ def build_history(
 
 
 def read_regimen(ref: str, r: JSON, checked: OrderFacts, resolve: Resolve, kb: Knowledge,
-                 check_time: datetime) -> Regimen | None:
+                 check_time: datetime, read: ReadOrder | None = None) -> Regimen | None:
     """One baclofen regimen, or None (another drug, excluded status, unknown shape)."""
     rtype = r.get("resourceType")
     if not isinstance(rtype, str) or rtype not in _EXCLUDED or as_str(
             r.get("status")) in _EXCLUDED[rtype]:
         return None
+    if not names_baclofen(r, resolve, kb):
+        return None  # another drug: its dose is not read
     tz = check_time.tzinfo
     status = as_str(r.get("status")) or "unknown"
     source: RegimenSource
     if rtype == "MedicationRequest":
         source = "MedicationRequest"
-        order = read_order(r, ref, resolve, kb, check_time)
+        order = (read(r, ref) if read is not None
+                 else read_order(r, ref, resolve, kb, check_time))
         bounds_start = _bounds_start(r.get("dosageInstruction"), tz)
         if status == "cancelled" and (bounds_start is None or bounds_start >= checked.start):
             # clinical-rules section 1: a cancelled order counts only when something shows

@@ -109,17 +109,29 @@ def _whole_word(word: str) -> re.Pattern[str]:
 _LETTERS = re.compile(r"[a-z]+")
 
 
+@lru_cache(maxsize=256)
+def _any_of(ingredients: tuple[str, ...]) -> re.Pattern[str]:
+    """One pattern that finds a name containing any of ``ingredients`` as a whole word: it
+    rules out, in one search, a medicine that matches none of a class (the usual case)."""
+    return re.compile(r"\b(?:" + "|".join(re.escape(i.lower()) for i in ingredients) + r")\b")
+
+
 def matches(names: tuple[str, ...], ingredients: list[str], suffixes: list[str]) -> list[str]:
     """The ingredient names (or suffix words) found as whole words in ``names``."""
     found: list[str] = []
-    for ingredient in ingredients:
-        low = ingredient.lower()
-        # a whole-word match is also a substring: the cheap test rules out most ingredients
-        if any(low in n for n in names) and any(_whole_word(low).search(n) for n in names):
-            found.append(ingredient)
-    for suffix in suffixes:
-        for n in names:
-            for word in _LETTERS.findall(n):
+    if ingredients and names:
+        anything = _any_of(tuple(ingredients))
+        if any(anything.search(n) for n in names):
+            for ingredient in ingredients:
+                low = ingredient.lower()
+                # a whole-word match is also a substring: the cheap test rules out most
+                if any(low in n for n in names) and any(
+                        _whole_word(low).search(n) for n in names):
+                    found.append(ingredient)
+    if suffixes:
+        words = [word for n in names for word in _LETTERS.findall(n)]
+        for suffix in suffixes:
+            for word in words:
                 if word.endswith(suffix) and len(word) > len(suffix) + 2 and word not in found:
                     found.append(word)
     return found

@@ -13,7 +13,7 @@ from datetime import datetime
 from typing import Any
 
 from ..errors import Problem, ServiceError, bad_request
-from ..fhir_input.normalise import normalise_resource, offset_text
+from ..fhir_input.normalise import normalised_copy, offset_text
 from ..fhir_input.request import (
     CheckRequest,
     Item,
@@ -23,7 +23,7 @@ from ..fhir_input.request import (
     item_for,
     validate_model,
 )
-from ..fhirjson import JSON, as_dict, as_str, copy_json, dicts
+from ..fhirjson import JSON, as_dict, as_str, dicts
 from .discovery import CdsService
 
 ORDER_SELECT = "order-select"
@@ -267,7 +267,7 @@ def build_request(
     orders: list[Item] = []
     stopped: list[Item] = []
     for n, raw in enumerate(call.orders_json):
-        res = normalise_resource(copy_json(raw), offset)
+        res = normalised_copy(raw, offset)
         if res.get("resourceType") != "MedicationRequest":
             raise _fail(f"selected order {n + 1} is a {res.get('resourceType')}, not a "
                         "MedicationRequest", "context.selections", "not-supported")
@@ -289,7 +289,7 @@ def build_request(
     patient_data = data.get("patient", KeyData([]))
     for res in patient_data.resources:
         if res.get("resourceType") == "Patient" and res.get("id") in (pid, None):
-            res = normalise_resource(copy_json(res), offset)
+            res = normalised_copy(res, offset)
             res.setdefault("id", pid)
             if not patient_data.fetched:
                 validate_model(res, "prefetch.patient")  # the client's own data: 400
@@ -318,7 +318,7 @@ def build_request(
         if key != "patient":
             sources += [(key, r) for r in kd.resources]
     for key, raw in sources:
-        res = normalise_resource(copy_json(raw), offset)
+        res = normalised_copy(raw, offset)
         item = item_for(res)
         if item.ref in seen:
             continue

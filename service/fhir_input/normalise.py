@@ -39,7 +39,25 @@ def fix_datetime(value: str, offset: str) -> str:
     return f"{m.group(1)}{m.group(2) or ':00'}{offset}"
 
 
-def normalise_resource(resource: JSON, offset: str, depth: int = 0) -> JSON:
+def normalised_copy(raw: JSON, offset: str) -> JSON:
+    """``normalise_resource`` on a copy of ``raw`` (which is left as it was), the copy and the
+    dateTime fixes made in one walk."""
+    copy: JSON = _copy_fixing(raw, offset)
+    return normalise_resource(copy, offset, dates_fixed=True)
+
+
+def _copy_fixing(value: Any, offset: str) -> Any:
+    if isinstance(value, dict):
+        return {k: _copy_fixing(v, offset) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_copy_fixing(v, offset) for v in value]
+    if isinstance(value, str) and "T" in value and len(value) < 40:
+        return fix_datetime(value, offset)
+    return value
+
+
+def normalise_resource(resource: JSON, offset: str, depth: int = 0,
+                       dates_fixed: bool = False) -> JSON:
     """Normalise one resource (and its contained resources) in place."""
     rtype = resource.get("resourceType")
     if rtype == "MedicationRequest":
@@ -56,8 +74,9 @@ def normalise_resource(resource: JSON, offset: str, depth: int = 0) -> JSON:
         resource["type"] = "collection"
     for contained in _dicts(resource.get("contained")):
         if depth < _MAX_DEPTH:
-            normalise_resource(contained, offset, depth + 1)
-    _fix_datetimes(resource, offset)
+            normalise_resource(contained, offset, depth + 1, dates_fixed)
+    if not dates_fixed:
+        _fix_datetimes(resource, offset)
     return resource
 
 

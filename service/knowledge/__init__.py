@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from fractions import Fraction
-from functools import cache
+from functools import cache, lru_cache
 from importlib import resources
 from typing import Any
 
@@ -26,15 +26,25 @@ class KnowledgeError(RuntimeError):
 
 def frac(value: Any) -> Fraction:
     """An exact number from a YAML scalar: int, float (by its shortest repr) or "a/b" string."""
-    if isinstance(value, bool):
+    if isinstance(value, Fraction):
+        return value
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
         raise KnowledgeError(f"not a number: {value!r}")
-    if isinstance(value, int | Fraction):
+    return _frac(value)
+
+
+@lru_cache(maxsize=4096, typed=True)
+def _frac(value: int | float | str) -> Fraction:
+    """frac of a scalar, once per value: the rules read the same knowledge numbers on every
+    check, and making a Fraction from a float's text costs more than the rule using it."""
+    if isinstance(value, int):
         return Fraction(value)
     if isinstance(value, float):
         return Fraction(repr(value))
-    if isinstance(value, str):
+    try:
         return Fraction(value.strip())
-    raise KnowledgeError(f"not a number: {value!r}")
+    except ValueError:
+        raise KnowledgeError(f"not a number: {value!r}") from None
 
 
 @dataclass(frozen=True)

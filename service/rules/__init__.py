@@ -24,7 +24,7 @@ class RuleContext:
     patient: PatientFacts
     check_time: datetime
     orders: tuple[OrderFacts, ...]          # every order of this call (checked orders)
-    others: tuple[OrderFacts, ...]          # MedicationRequests from the context
+    others: tuple[OrderFacts, ...]          # baclofen MedicationRequests from the context
     mode: str = "order"                     # "order" (a new or changed order) or "review"
     hook: str | None = None                 # CDS hook name when called through CDS Hooks
     renal: RenalFacts | None = None         # kidney function (service/renal.py)
