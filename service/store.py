@@ -156,6 +156,9 @@ persisted = Table(
     UniqueConstraint("order_ref", "finding_id", name="uq_persisted_order_finding"),
 )
 Index("ix_findings_rule_card", findings.c.rule_id, findings.c.card_uuid)
+# built once: a statement made per call costs more than the insert (bench/profile.py)
+_INSERT_CHECK = insert(checks)
+_INSERT_FINDING = insert(findings)
 
 
 # --- records --------------------------------------------------------------------------------
@@ -358,21 +361,21 @@ class Store:
 
         metrics.count_findings([(f.rule_id, f.severity) for f in record.findings])
         with self._writer(), self.engine.begin() as conn:
-            inserted = conn.execute(insert(checks).values(
-                time=record.time,
-                caller=record.caller[:200],
-                endpoint=record.endpoint[:200],
-                hook=record.hook,
-                hook_instance=record.hook_instance,
-                patient_ref=record.patient_ref,
-                order_refs=list(record.order_refs),
-                knowledge_version=record.knowledge_version,
-                latency_ms=float(record.latency_ms),
-            )).inserted_primary_key
+            inserted = conn.execute(_INSERT_CHECK, {
+                "time": record.time,
+                "caller": record.caller[:200],
+                "endpoint": record.endpoint[:200],
+                "hook": record.hook,
+                "hook_instance": record.hook_instance,
+                "patient_ref": record.patient_ref,
+                "order_refs": list(record.order_refs),
+                "knowledge_version": record.knowledge_version,
+                "latency_ms": float(record.latency_ms),
+            }).inserted_primary_key
             assert inserted is not None
             check_id = inserted[0]
             if record.findings:
-                conn.execute(insert(findings), [{
+                conn.execute(_INSERT_FINDING, [{
                     "check_id": check_id,
                     "rule_id": f.rule_id,
                     "severity": f.severity,
