@@ -61,15 +61,22 @@ def parse_json_text(text: str | bytes) -> Any:
 def _check_depth(value: Any) -> None:
     """Refuse a value holding anything deeper than MAX_DEPTH levels. Only containers are
     walked: a container at ``depth`` with any member holds something at ``depth + 1``."""
-    if not isinstance(value, dict | list):
-        return
-    stack: list[tuple[Any, int]] = [(value, 0)]
-    while stack:
-        item, depth = stack.pop()
-        members = item.values() if isinstance(item, dict) else item
-        if depth >= MAX_DEPTH and members:
-            raise bad_request(f"the JSON is nested more than {MAX_DEPTH} levels deep")
-        stack.extend((v, depth + 1) for v in members if isinstance(v, dict | list))
+    if isinstance(value, dict | list) and _too_deep(value, 0):
+        raise bad_request(f"the JSON is nested more than {MAX_DEPTH} levels deep")
+
+
+def _too_deep(container: Any, depth: int) -> bool:
+    """Recursion no deeper than MAX_DEPTH; a value from json.loads holds only plain dicts and
+    lists (exact type tests are several times faster than a walk with a stack)."""
+    for member in container.values() if type(container) is dict else container:
+        kind = type(member)
+        if kind is dict or kind is list:
+            if depth + 1 >= MAX_DEPTH:
+                if member:
+                    return True
+            elif _too_deep(member, depth + 1):
+                return True
+    return False
 
 
 def read_json(req: Request, limit: int) -> Any:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json as stdjson
 import logging
 import time
 import uuid
@@ -38,7 +39,8 @@ def settings() -> Settings:
 
 
 def fhir_response(resource: object, status: int = 200) -> Response:
-    return Response(json.dumps(resource), status=status, mimetype=FHIR_JSON)
+    return Response(stdjson.dumps(resource, separators=(",", ":")), status=status,
+                    mimetype=FHIR_JSON)
 
 
 @bp.post("/MedicationRequest/$check")
