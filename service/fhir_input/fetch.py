@@ -18,21 +18,30 @@ Hooks endpoints to fetch prefetch keys themselves. Rules (interfaces.md section 
 - searches follow ``Bundle.link[next]`` only under the same base (a next link elsewhere fails
   the search rather than answer part of it), and stop on a loop.
 
+Connections are kept alive and reused across requests, per scheme, host and port (and proxy),
+in one pool per process; the parallel calls run on one set of worker threads per process. A
+process forked from one that used them starts with its own (it never shares its parent's
+sockets). A connection that carried a body not read to its end is closed, not reused.
+
 Failures are typed (``FetchFailure.reason``): ``not-allowed``, ``timeout``, ``refused``,
 ``http-status``, ``redirect``, ``invalid-json``, ``too-large``, ``error``.
 """
 
 from __future__ import annotations
 
+import os
 import posixpath
+import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
-from concurrent.futures import ALL_COMPLETED, ThreadPoolExecutor, wait
+from concurrent.futures import ALL_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote, urljoin, urlsplit
 
 import requests
+from requests.adapters import HTTPAdapter
+from urllib3.exceptions import ProtocolError
 
 from .. import metrics
 from ..errors import ServiceError
@@ -42,6 +51,14 @@ MAX_PAGES = 50
 # choice: 16, so that every prefetch key of a hook call (13 today) is read in one wave: with
 # 8 the call took two round trips to the FHIR server instead of one (bench/run.py self_fetch).
 MAX_PARALLEL = 16
+# choice: at most 128 outbound calls at once per process (worker threads, and kept-alive
+# connections per host): MAX_PARALLEL for each of 8 requests answered at once (``serve`` runs
+# 4 threads per worker by default). Threads start only when needed, so a quiet process holds
+# few; calls beyond the limit wait their turn within their own deadline.
+MAX_IN_FLIGHT = MAX_PARALLEL * 8
+# the headers requests sends by default (User-Agent, Accept-Encoding, Connection); Accept is
+# set per call
+_BASE_HEADERS = dict(requests.utils.default_headers())
 
 
 class Deadline:
@@ -124,6 +141,53 @@ def allowed(url: str, allowlist: Iterable[str]) -> bool:
         if target.path == origin.path or target.path.startswith(origin.path + "/"):
             return True
     return False
+
+
+# --- connections and threads, one set per process -------------------------------------------------
+
+class _Shared:
+    """The kept-alive connection pools and the worker threads of this process, made on first
+    use."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.adapter: HTTPAdapter | None = None
+        self.executor: ThreadPoolExecutor | None = None
+
+    def get_adapter(self) -> HTTPAdapter:
+        adapter = self.adapter
+        if adapter is None:
+            with self.lock:
+                if self.adapter is None:
+                    # max_retries=0: requests' default (a refused connection is not retried;
+                    # see FhirClient._send for the one retry a kept-alive connection needs)
+                    self.adapter = HTTPAdapter(pool_connections=16,
+                                               pool_maxsize=MAX_IN_FLIGHT, max_retries=0)
+                adapter = self.adapter
+        return adapter
+
+    def get_executor(self) -> ThreadPoolExecutor:
+        executor = self.executor
+        if executor is None:
+            with self.lock:
+                if self.executor is None:
+                    self.executor = ThreadPoolExecutor(max_workers=MAX_IN_FLIGHT,
+                                                       thread_name_prefix="fhir-fetch")
+                executor = self.executor
+        return executor
+
+
+_shared = _Shared()
+
+
+def _forget_after_fork() -> None:
+    """In a forked child: new pools and threads. The parent's sockets stay the parent's (they
+    are neither used nor closed here) and its threads do not exist in the child."""
+    global _shared
+    _shared = _Shared()
+
+
+os.register_at_fork(after_in_child=_forget_after_fork)
 
 
 # --- the client -------------------------------------------------------------------------------
@@ -225,20 +289,14 @@ class FhirClient:
             raise self._fail("timeout", url, f"no time was left to call {_show(url)}",
                              operation)
         metrics.OUTBOUND.labels(operation).inc()
-        headers = {"Accept": FHIR_JSON}
+        headers = {**_BASE_HEADERS, "Accept": FHIR_JSON}
         if self._token:
             headers["Authorization"] = f"Bearer {self._token}"
         if body is not None:
             headers["Content-Type"] = FHIR_JSON
-        remaining = deadline.remaining()
-        session = requests.Session()
-        session.trust_env = False  # no .netrc credentials; proxies are taken explicitly below
         try:
-            with session.request(
-                method, url, headers=headers, json=body, stream=True, allow_redirects=False,
-                timeout=(remaining, remaining),
-                proxies=self._proxies(url),
-            ) as resp:
+            prepared = requests.Request(method, url, headers=headers, json=body).prepare()
+            with self._send(prepared, url, deadline) as resp:
                 if 300 <= resp.status_code < 400:
                     raise self._fail("redirect", url, f"{_show(url)} answered a redirect "
                                      f"({resp.status_code}), which is not followed",
@@ -256,9 +314,31 @@ class FhirClient:
         except requests.RequestException as exc:
             raise self._fail("error", url, f"{_show(url)} failed: {type(exc).__name__}",
                              operation) from exc
-        finally:
-            session.close()
         return data
+
+    def _send(self, prepared: requests.PreparedRequest, url: str, deadline: Deadline
+              ) -> requests.Response:
+        """Send on a kept-alive connection of this process's pool (no redirect followed, no
+        cookies, no .netrc; the environment's proxies); the response body is streamed.
+
+        choice: a GET whose connection closed before any answer is sent once more on a new
+        connection, while time is left: a server may close an idle kept-alive connection at
+        the moment it is reused, and a read is safe to repeat. Nothing else is retried (a
+        refused connection, a timeout, a write).
+        """
+        retried = False
+        while True:
+            remaining = deadline.remaining()
+            try:
+                return _shared.get_adapter().send(prepared, stream=True,
+                                                  timeout=(remaining, remaining),
+                                                  proxies=self._proxies(url))
+            except requests.ConnectionError as exc:
+                cause = exc.args[0] if exc.args else None
+                if (retried or prepared.method != "GET" or not isinstance(cause, ProtocolError)
+                        or deadline.expired):
+                    raise
+                retried = True
 
     def _body(self, resp: requests.Response, url: str, deadline: Deadline,
               operation: str) -> dict[str, Any]:
@@ -323,21 +403,33 @@ def _next_link(page: Mapping[str, Any]) -> str | None:
 
 def fetch_all(calls: Mapping[str, Callable[[], Any]], deadline: Deadline
               ) -> dict[str, Any | FetchFailure]:
-    """Run the calls in parallel; return each one's value or its FetchFailure, in the order
-    given. A call still running at the deadline is reported as a ``timeout`` failure (its
-    thread ends by itself: every call's timeouts are bounded by the same deadline)."""
+    """Run the calls in parallel (at most MAX_PARALLEL at once, on this process's worker
+    threads); return each one's value or its FetchFailure, in the order given. A call still
+    running (or not started) at the deadline is reported as a ``timeout`` failure (its thread
+    ends by itself: every call's timeouts are bounded by the same deadline)."""
     if not calls:
         return {}
-    pool = ThreadPoolExecutor(max_workers=min(MAX_PARALLEL, len(calls)),
-                              thread_name_prefix="fhir-fetch")
-    futures = {name: pool.submit(call) for name, call in calls.items()}
-    try:
-        wait(futures.values(), timeout=deadline.remaining() + 0.05, return_when=ALL_COMPLETED)
-    finally:
-        pool.shutdown(wait=False, cancel_futures=True)
+    executor = _shared.get_executor()
+    slots = threading.BoundedSemaphore(MAX_PARALLEL)  # this request's share of the threads
+
+    def run(call: Callable[[], Any]) -> Any:
+        try:
+            return call()
+        finally:
+            slots.release()
+
+    futures: dict[str, Future[Any]] = {}
+    for name, call in calls.items():
+        if not slots.acquire(timeout=deadline.remaining()):
+            break  # the deadline passed waiting for a free slot: the rest are timeouts
+        futures[name] = executor.submit(run, call)
+    wait(futures.values(), timeout=deadline.remaining() + 0.05, return_when=ALL_COMPLETED)
+    for queued in futures.values():
+        queued.cancel()  # one still queued never starts (one running or done is not affected)
     results: dict[str, Any | FetchFailure] = {}
-    for name, future in futures.items():
-        if not future.done() or future.cancelled():
+    for name in calls:
+        future = futures.get(name)
+        if future is None or not future.done() or future.cancelled():
             results[name] = FetchFailure("timeout", "", f"{name} did not finish within the "
                                          f"{deadline.seconds:g} s deadline")
             continue
