@@ -29,6 +29,7 @@ class KeepAliveServer:
 
     def __init__(self, drop_second: bool = False) -> None:
         self.requests: list[tuple[str, int]] = []  # (method, client port)
+        self.paths: list[str] = []
         server = self
 
         class _H(BaseHTTPRequestHandler):
@@ -44,6 +45,7 @@ class KeepAliveServer:
                 if length:
                     self.rfile.read(length)
                 server.requests.append((self.command, self.client_address[1]))
+                server.paths.append(self.path)
                 if drop_second and self.seen == 2:
                     self.close_connection = True
                     return
@@ -162,6 +164,33 @@ def test_a_refused_connection_is_not_retried() -> None:
     with pytest.raises(FetchFailure) as err:
         FhirClient(base, None, [base], 1000).read("Patient/1", Deadline(5))
     assert err.value.reason == "refused"
+
+
+def _no_proxy_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("http_proxy", "https_proxy", "all_proxy", "no_proxy"):
+        monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv(name.upper(), raising=False)
+
+
+def test_the_environments_proxy_is_used_with_kept_alive_connections(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    _no_proxy_settings(monkeypatch)
+    with keep_alive_server() as proxy:
+        monkeypatch.setenv("HTTP_PROXY", proxy.base.removesuffix("/fhir"))
+        base = "http://ehr.invalid/fhir"
+        ports = {FhirClient(base, "t", [base], 100_000).read("Patient/port", Deadline(10))["id"]
+                 for _ in range(2)}
+        assert proxy.paths == ["http://ehr.invalid/fhir/Patient/port"] * 2
+        assert len(ports) == 1
+
+
+def test_a_host_in_no_proxy_is_called_directly(monkeypatch: pytest.MonkeyPatch) -> None:
+    _no_proxy_settings(monkeypatch)
+    with keep_alive_server() as proxy, keep_alive_server() as server:
+        monkeypatch.setenv("HTTP_PROXY", proxy.base.removesuffix("/fhir"))
+        monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+        _port(server.client())
+        assert (proxy.paths, server.paths) == ([], ["/fhir/Patient/port"])
 
 
 def test_one_request_runs_at_most_max_parallel_calls_at_once() -> None:
