@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import threading
 import warnings
 from collections.abc import Iterator
@@ -121,6 +122,7 @@ def test_a_forked_child_does_not_share_its_parents_connections() -> None:
         if pid == 0:  # the child: report its ports and leave without running pytest's exit
             code = 1
             try:
+                signal.alarm(60)  # a child that hung would end here, failing the test
                 os.close(read_end)
                 client = server.client()
                 got = fetch_all({"a": lambda: _port(client)}, Deadline(10))
