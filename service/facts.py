@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 from fractions import Fraction
+from functools import cached_property
 from typing import Literal
 
 Route = Literal["oral", "intrathecal"]
@@ -38,7 +39,7 @@ class DoseLine:
     def scheduled(self) -> bool:
         return not self.prn and not self.single
 
-    @property
+    @cached_property  # read by many rules: made once (the line is immutable)
     def daily_mg(self) -> Fraction | None:
         """Daily amount of this line (as-needed: the worst case)."""
         if self.rate_mg_day is not None:
@@ -61,7 +62,7 @@ class Step:
     sequence: int | None
     lines: tuple[DoseLine, ...]
 
-    @property
+    @cached_property
     def daily_mg(self) -> Fraction | None:
         """The step's daily dose, or None when any line's daily amount is unknown."""
         values = [line.daily_mg for line in self.lines]
@@ -69,7 +70,7 @@ class Step:
             return None
         return sum((v for v in values if v is not None), Fraction(0))
 
-    @property
+    @cached_property
     def known_daily_mg(self) -> Fraction:
         """Lower bound: the sum of the lines that could be read."""
         return sum((v for v in (ln.daily_mg for ln in self.lines) if v is not None), Fraction(0))

@@ -16,6 +16,16 @@ from typing import Any
 JSON = dict[str, Any]
 
 
+def copy_json(value: Any) -> Any:
+    """A deep copy of parsed JSON (dicts, lists and immutable scalars), several times faster
+    than copy.deepcopy, which also handles shared and cyclic objects that JSON cannot hold."""
+    if isinstance(value, dict):
+        return {k: copy_json(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [copy_json(v) for v in value]
+    return value
+
+
 def as_dict(value: Any) -> JSON:
     return value if isinstance(value, dict) else {}
 

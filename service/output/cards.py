@@ -9,7 +9,6 @@ MedicationRequest.
 
 from __future__ import annotations
 
-import copy
 import re
 import uuid
 from collections.abc import Callable
@@ -19,7 +18,7 @@ from fractions import Fraction
 from ..engine import CheckOutcome
 from ..facts import DoseLine, OrderFacts
 from ..fhir_input.request import CheckRequest
-from ..fhirjson import JSON, as_dict, dicts
+from ..fhirjson import JSON, as_dict, copy_json, dicts
 from ..findings import Correction, Finding
 from ..knowledge import Knowledge
 from ..numbers import fmt, mg, mg_day, micrograms
@@ -136,9 +135,9 @@ def corrected_order(order: JSON, correction: Correction, facts: OrderFacts | Non
     """The whole draft MedicationRequest with its dose replaced by the correction: one dosage
     line, the dose per administration (mg; micrograms for intrathecal corrections) and the
     administrations per day; everything else kept."""
-    new = copy.deepcopy(order)
+    new = copy_json(order)
     dosages = dicts(new.get("dosageInstruction"))
-    base: JSON = copy.deepcopy(dosages[0]) if dosages else {}
+    base: JSON = copy_json(dosages[0]) if dosages else {}
     for key in ("sequence", "text", "doseAndRate", "patientInstruction",
                 "maxDosePerAdministration"):
         base.pop(key, None)
