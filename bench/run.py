@@ -385,11 +385,24 @@ def http_section(server: Server, workdir: Path, seconds: float, warmup: float
         for c in CONCURRENCY:
             for key, target in (("service", server), ("bare", bare)):
                 log(f"http: {key} at concurrency {c}")
-                points[key][c] = wrk(target.url + SIGN_PATH, body_path, script, c, seconds)
+                cpu_before = _tree_cpu_s(target.proc.pid)
+                point = wrk(target.url + SIGN_PATH, body_path, script, c, seconds)
+                # CPU the server spent per request: unlike requests per second, not changed by
+                # load from elsewhere on the machine (it does include gunicorn's own work)
+                point["server_cpu_ms_per_request"] = round(
+                    (_tree_cpu_s(target.proc.pid) - cpu_before) * 1000
+                    / max(1, point["requests"]), 3)
+                points[key][c] = point
     out["service"] = {str(c): p for c, p in points["service"].items()}
     out["bare"] = {str(c): p for c, p in points["bare"].items()}
     out["ratio_rps"] = {str(c): round(points["service"][c]["rps"] / points["bare"][c]["rps"], 3)
                         for c in CONCURRENCY}
+    # bare CPU per request over the service's: what the throughput ratio would be on a machine
+    # with nothing else running (1.0 = a check costs nothing beyond serving the request)
+    out["ratio_cpu"] = {
+        str(c): round(points["bare"][c]["server_cpu_ms_per_request"]
+                      / max(1e-9, points["service"][c]["server_cpu_ms_per_request"]), 3)
+        for c in CONCURRENCY}
     return out
 
 
@@ -570,21 +583,40 @@ def _memory_kb(pid: int) -> tuple[int, int] | None:
     return found["VmRSS"], found["VmHWM"]
 
 
+def _stat_fields(pid: int | str) -> list[str] | None:
+    """The fields of /proc/PID/stat after the command name: [0] is field 3 (state)."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as f:
+            return f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+
+
+def _tree(pid: int) -> list[int]:
+    """A process and its direct children (gunicorn's workers, `check --jobs N`'s workers)."""
+    pids = [pid]
+    for entry in os.listdir("/proc"):
+        fields = _stat_fields(entry) if entry.isdigit() else None
+        if fields is not None and int(fields[1]) == pid:
+            pids.append(int(entry))
+    return pids
+
+
+def _tree_cpu_s(pid: int) -> float:
+    """User + system CPU seconds used so far by a process and its direct children."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for p in _tree(pid):
+        fields = _stat_fields(p)
+        if fields is not None:
+            total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15)
+    return total / ticks
+
+
 def _tree_memory_kb(pid: int) -> tuple[int, int] | None:
     """(VmRSS, VmHWM) summed over a process and its direct children (the worker processes of
     `baclofen-check check --jobs N`)."""
-    pids = [pid]
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat", encoding="ascii") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[1]) == pid:
-            pids.append(int(entry))
-    found = [m for m in (_memory_kb(p) for p in pids) if m is not None]
+    found = [m for m in (_memory_kb(p) for p in _tree(pid)) if m is not None]
     if not found:
         return None
     return sum(m[0] for m in found), sum(m[1] for m in found)
@@ -664,6 +696,7 @@ def headline(report: dict[str, Any]) -> tuple[dict[str, Any], list[dict[str, Any
     batch = report.get("batch") or {}
     values: dict[str, Any] = {
         "http_ratio_c4": (http.get("ratio_rps") or {}).get("4"),
+        "http_cpu_ratio_c4": (http.get("ratio_cpu") or {}).get("4"),  # no target: a reading
         "http_p99_ms_c4": ((http.get("service") or {}).get("4") or {}).get("p99_ms"),
         "self_fetch_ratio": sf.get("ratio"),
         "batch_checks_per_s": batch.get("checks_per_s"),
@@ -678,6 +711,8 @@ def headline(report: dict[str, Any]) -> tuple[dict[str, Any], list[dict[str, Any
     }
     targets = []
     for name, value in values.items():
+        if name not in checks:
+            continue
         met = None if value is None else bool(checks[name](value))
         targets.append({"name": name, "target": TARGETS[name], "measured": value,
                         "met": met if value is not None else "not measured"})
