@@ -11,9 +11,11 @@ COPY fixtures/demo-*.json ./fixtures/
 RUN pip install --no-cache-dir -c constraints.txt . && mkdir -p /app/var && chown app:app /app/var
 
 USER app
-# gthread workers: WORKERS processes (about one per core) x THREADS threads each; the metrics of
-# every worker are added up by /metrics. Several replicas share one PostgreSQL: set DATABASE_URL.
-ENV WORKERS=2 THREADS=8 DATABASE_URL=sqlite:////app/var/baclofen-check.sqlite3
+# gthread workers: WORKERS processes (default two per core the container may run on, at most
+# 16; set WORKERS when the container's CPU is limited by a quota rather than by cpuset) x THREADS
+# threads each (default 2); the metrics of every worker are added up by /metrics. Several
+# replicas share one PostgreSQL: set DATABASE_URL.
+ENV DATABASE_URL=sqlite:////app/var/baclofen-check.sqlite3
 EXPOSE 8080
 HEALTHCHECK --interval=30s --timeout=3s --start-period=10s \
   CMD python -c "import urllib.request,sys; sys.exit(urllib.request.urlopen('http://127.0.0.1:8080/healthz', timeout=2).status != 200)"

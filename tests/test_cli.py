@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import re
+import shutil
 
 import pytest
 
@@ -134,3 +136,40 @@ def test_rules_table_shows_kidney_bands_and_drug_classes(capsys):
     out = capsys.readouterr().out
     assert "severe < 30, dialysis/ESRD < 15 mL/min" in out
     assert "oxycodone" in out and "-sartan" in out
+
+
+# --- serve: the gunicorn command ----------------------------------------------------------
+
+@pytest.mark.parametrize(("cores", "env", "workers", "threads"), [
+    (2, {}, "4", "2"),
+    (1, {}, "2", "2"),
+    (12, {}, "16", "2"),
+    (2, {"WORKERS": "3", "THREADS": "5"}, "3", "5"),
+], ids=["two-per-core", "at-least-two", "at-most-16", "environment-wins"])
+def test_serve_runs_gunicorn_with_two_workers_per_core(monkeypatch, cores, env, workers,
+                                                       threads):
+    import service.cli as cli
+
+    class Exec(Exception):
+        pass
+
+    seen: list[list[str]] = []
+
+    def fake_execv(path: str, argv: list[str]) -> None:
+        seen.append(argv)
+        raise Exec
+
+    for key in ("WORKERS", "THREADS"):
+        monkeypatch.delenv(key, raising=False)
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", "")  # serve makes its own directory
+    monkeypatch.setattr(cli.os, "sched_getaffinity", lambda _pid: set(range(cores)))
+    monkeypatch.setattr(cli.os, "execv", fake_execv)
+    with pytest.raises(Exec):
+        main(["serve", "--bind", "127.0.0.1:1"])
+    shutil.rmtree(os.environ["PROMETHEUS_MULTIPROC_DIR"], ignore_errors=True)
+    argv = seen[0]
+    assert argv[argv.index("--workers") + 1] == workers
+    assert argv[argv.index("--threads") + 1] == threads
+    assert argv[argv.index("--worker-class") + 1] == "gthread"
