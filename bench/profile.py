@@ -1,6 +1,6 @@
 """Profile the typical order-sign call and the engine with pyinstrument (dev extra).
 
-    .venv/bin/python bench/profile.py [--calls 300] [--what sign,one,review]
+    .venv/bin/python bench/profile.py [--calls 300] [--what sign,one,review,phases]
 
 Writes a text call tree per payload to bench/results/profile-<time>-<payload>.txt and prints
 the top of each. The order-sign call goes through the Flask test client (CDS_REQUIRE_JWT
@@ -53,18 +53,68 @@ def workloads(workdir: Path) -> dict[str, Callable[[], object]]:
     }
 
 
+PHASES = ("read_json", "parse_call", "gather", "build_request", "run_check", "render_cards",
+          "_record", "_json")
+
+
+def phases(fn: Callable[[], object], calls: int) -> dict[str, float]:
+    """Milliseconds per order-sign call spent in each step of the CDS endpoint, timed with
+    perf_counter around the endpoint module's own functions (no profiler overhead); the rest
+    is Flask, the test client, request logging and metrics."""
+    import time
+    from collections import Counter
+
+    import service.web.cds_hooks as endpoint
+
+    spent: Counter[str] = Counter()
+    originals = {name: getattr(endpoint, name) for name in PHASES}
+
+    def timed(name: str, real: Callable[..., object]) -> Callable[..., object]:
+        def run(*args: object, **kwargs: object) -> object:
+            t0 = time.perf_counter()
+            try:
+                return real(*args, **kwargs)
+            finally:
+                spent[name] += time.perf_counter() - t0
+        return run
+
+    for name, real in originals.items():
+        setattr(endpoint, name, timed(name, real))
+    try:
+        for _ in range(50):
+            fn()
+        spent.clear()
+        t0 = time.perf_counter()
+        for _ in range(calls):
+            fn()
+        total = time.perf_counter() - t0
+    finally:
+        for name, real in originals.items():
+            setattr(endpoint, name, real)
+    out = {name.lstrip("_"): round(spent[name] * 1000 / calls, 3) for name in PHASES}
+    out["flask_and_the_rest"] = round((total - sum(spent.values())) * 1000 / calls, 3)
+    out["total"] = round(total * 1000 / calls, 3)
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     from pyinstrument import Profiler
 
     parser = argparse.ArgumentParser(description="pyinstrument profiles for the benchmark")
     parser.add_argument("--calls", type=int, default=300)
-    parser.add_argument("--what", default="sign,one,review")
+    parser.add_argument("--what", default="phases,sign,one,review")
     args = parser.parse_args(argv)
     workdir = Path(tempfile.mkdtemp(prefix="baclofen-profile-"))
     loads = workloads(workdir)
     stamp = f"{datetime.now(UTC):%Y%m%dT%H%M%SZ}"
     RESULTS.mkdir(parents=True, exist_ok=True)
     for name in [w.strip() for w in args.what.split(",") if w.strip()]:
+        if name == "phases":
+            table = phases(loads["sign"], args.calls)
+            (RESULTS / f"profile-{stamp}-phases.json").write_text(json.dumps(table, indent=1))
+            print("=== order-sign call, ms per call by step (no profiler):")
+            print(json.dumps(table, indent=1))
+            continue
         fn = loads[name]
         calls = args.calls if name != "review" else max(10, args.calls // 20)
         for _ in range(10):
