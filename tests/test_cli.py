@@ -146,8 +146,8 @@ def test_rules_table_shows_kidney_bands_and_drug_classes(capsys):
     (12, {}, "16", "2"),
     (2, {"WORKERS": "3", "THREADS": "5"}, "3", "5"),
 ], ids=["two-per-core", "at-least-two", "at-most-16", "environment-wins"])
-def test_serve_runs_gunicorn_with_two_workers_per_core(monkeypatch, cores, env, workers,
-                                                       threads):
+def test_serve_runs_gunicorn_with_two_workers_per_core(monkeypatch, tmp_path, cores, env,
+                                                       workers, threads):
     import service.cli as cli
 
     class Exec(Exception):
@@ -163,7 +163,8 @@ def test_serve_runs_gunicorn_with_two_workers_per_core(monkeypatch, cores, env, 
         monkeypatch.delenv(key, raising=False)
     for key, value in env.items():
         monkeypatch.setenv(key, value)
-    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", "")  # serve makes its own directory
+    # serve makes its own metrics directory and sets this; restored after the test
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
     monkeypatch.setattr(cli.os, "sched_getaffinity", lambda _pid: set(range(cores)))
     monkeypatch.setattr(cli.os, "execv", fake_execv)
     with pytest.raises(Exec):
