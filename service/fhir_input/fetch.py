@@ -36,11 +36,13 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ALL_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 from urllib.parse import unquote, urljoin, urlsplit
 
 import requests
 from requests.adapters import HTTPAdapter
+from urllib3 import exceptions as urllib3_errors
 from urllib3.exceptions import ProtocolError
 
 from .. import metrics
@@ -51,10 +53,11 @@ MAX_PAGES = 50
 # choice: 16, so that every prefetch key of a hook call (13 today) is read in one wave: with
 # 8 the call took two round trips to the FHIR server instead of one (bench/run.py self_fetch).
 MAX_PARALLEL = 16
-# choice: at most 128 outbound calls at once per process (worker threads, and kept-alive
-# connections per host): MAX_PARALLEL for each of 8 requests answered at once (``serve`` runs
-# 4 threads per worker by default). Threads start only when needed, so a quiet process holds
-# few; calls beyond the limit wait their turn within their own deadline.
+# choice: 128 pooled worker threads per process (and kept-alive connections per host):
+# MAX_PARALLEL for each of 8 requests answered at once (``serve`` runs 2 threads per worker by
+# default). Threads start only when needed, so a quiet process holds few. A call made while all
+# 128 are busy (say, with servers that answer slowly) runs on a thread of its own, so that
+# slow servers never make a later request wait for a pooled thread.
 MAX_IN_FLIGHT = MAX_PARALLEL * 8
 # the headers requests sends by default (User-Agent, Accept-Encoding, Connection); Accept is
 # set per call
@@ -153,6 +156,7 @@ class _Shared:
         self.lock = threading.Lock()
         self.adapter: HTTPAdapter | None = None
         self.executor: ThreadPoolExecutor | None = None
+        self.busy = 0  # calls submitted and not finished
 
     def get_adapter(self) -> HTTPAdapter:
         adapter = self.adapter
@@ -175,6 +179,39 @@ class _Shared:
                                                        thread_name_prefix="fhir-fetch")
                 executor = self.executor
         return executor
+
+    def submit(self, fn: Callable[[], Any]) -> Future[Any]:
+        """Run ``fn`` on a pooled thread, or on a thread of its own when every pooled thread
+        is busy (never queued behind calls that may be stuck on a slow server)."""
+        with self.lock:
+            alone = self.busy >= MAX_IN_FLIGHT
+            self.busy += 1
+        if not alone:
+            try:
+                pooled = self.get_executor().submit(fn)
+            except BaseException:
+                self._finished(None)
+                raise
+            pooled.add_done_callback(self._finished)  # also when cancelled while queued
+            return pooled
+        future: Future[Any] = Future()
+
+        def run_alone() -> None:
+            try:
+                if future.set_running_or_notify_cancel():
+                    try:
+                        future.set_result(fn())
+                    except BaseException as exc:  # as the pool does: the caller sees it
+                        future.set_exception(exc)
+            finally:
+                self._finished(future)
+
+        threading.Thread(target=run_alone, name="fhir-fetch-extra", daemon=True).start()
+        return future
+
+    def _finished(self, _future: Future[Any] | None) -> None:
+        with self.lock:
+            self.busy -= 1
 
 
 _shared = _Shared()
@@ -350,14 +387,29 @@ class FhirClient:
                              f"than the {self.max_bytes} allowed", operation)
         chunks: list[bytes] = []
         size = 0
-        for chunk in resp.iter_content(65536):
+        stream = resp.raw
+        while True:
+            # what has come so far, at once: a server sending its body slowly is cut off at
+            # the deadline (a read that waits for a full 64 KiB would outlive it)
+            remaining = deadline.remaining()
+            if remaining <= 0:
+                raise self._fail("timeout", url, f"{_show(url)} was still answering at the "
+                                 f"{deadline.seconds:g} s deadline", operation)
+            _wait_at_most(stream, remaining)
+            try:
+                chunk = stream.read1(65536, decode_content=True)
+            except urllib3_errors.ReadTimeoutError as exc:
+                raise self._fail("timeout", url, f"{_show(url)} was still answering at the "
+                                 f"{deadline.seconds:g} s deadline", operation) from exc
+            except urllib3_errors.HTTPError as exc:
+                raise self._fail("error", url, f"{_show(url)} failed while answering: "
+                                 f"{type(exc).__name__}", operation) from exc
+            if not chunk:
+                break
             size += len(chunk)
             if size > self.max_bytes:
                 raise self._fail("too-large", url, f"{_show(url)} answered more than "
                                  f"{self.max_bytes} bytes", operation)
-            if deadline.expired:
-                raise self._fail("timeout", url, f"{_show(url)} was still answering at the "
-                                 f"{deadline.seconds:g} s deadline", operation)
             chunks.append(chunk)
         raw = b"".join(chunks)
         try:
@@ -375,6 +427,14 @@ class FhirClient:
               status: int | None = None) -> FetchFailure:
         metrics.OUTBOUND_FAILURES.labels(operation, reason).inc()
         return FetchFailure(reason, url, message, status)
+
+
+def _wait_at_most(stream: Any, seconds: float) -> None:
+    """Make the next socket read of a streamed response wait no longer than ``seconds`` (the
+    read timeout given when the request was sent is what was left of the deadline then)."""
+    sock = getattr(getattr(stream, "connection", None), "sock", None)
+    if sock is not None:
+        sock.settimeout(max(seconds, 0.001))
 
 
 def _show(url: str) -> str:
@@ -409,7 +469,7 @@ def fetch_all(calls: Mapping[str, Callable[[], Any]], deadline: Deadline
     ends by itself: every call's timeouts are bounded by the same deadline)."""
     if not calls:
         return {}
-    executor = _shared.get_executor()
+    shared = _shared
     slots = threading.BoundedSemaphore(MAX_PARALLEL)  # this request's share of the threads
 
     def run(call: Callable[[], Any]) -> Any:
@@ -422,7 +482,7 @@ def fetch_all(calls: Mapping[str, Callable[[], Any]], deadline: Deadline
     for name, call in calls.items():
         if not slots.acquire(timeout=deadline.remaining()):
             break  # the deadline passed waiting for a free slot: the rest are timeouts
-        futures[name] = executor.submit(run, call)
+        futures[name] = shared.submit(partial(run, call))
     wait(futures.values(), timeout=deadline.remaining() + 0.05, return_when=ALL_COMPLETED)
     for queued in futures.values():
         queued.cancel()  # one still queued never starts (one running or done is not affected)
