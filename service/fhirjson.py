@@ -90,8 +90,10 @@ def concept_texts(concept: Any) -> list[str]:
 
 
 def has_code(concept: Any, system: str | None, codes: Any) -> bool:
-    """A coding of ``concept`` has one of ``codes`` (a list or set of strings) and, unless
-    ``system`` is None, that system."""
+    """A coding of ``concept`` has one of ``codes`` (a list or set of strings; one string is
+    one code) and, unless ``system`` is None, that system."""
+    if isinstance(codes, str):
+        codes = (codes,)  # never a substring test
     for coding in codings(concept):
         code = coding.get("code")
         if code and code in codes and code.strip() and (

@@ -169,3 +169,13 @@ def test_each_context_order_is_read_once_and_only_baclofen(monkeypatch: Any) -> 
     # the context order is both a duplicate and the current regimen, from the one read
     assert "oral.duplicate" in rule_ids(result)
     assert "interaction.muscle-relaxant" in rule_ids(result)
+
+
+@pytest.mark.parametrize(("codes", "expected"), [
+    (["1292"], True), ("1292", True), ("29", False), (["29"], False), (set(), False),
+], ids=["list", "one-string", "substring-string", "substring-list", "empty"])
+def test_has_code_matches_whole_codes_only(codes: Any, expected: bool) -> None:
+    from service.fhirjson import has_code
+
+    concept = baclofen_concept()
+    assert has_code(concept, "http://www.nlm.nih.gov/research/umls/rxnorm", codes) is expected
