@@ -174,3 +174,16 @@ def test_serve_runs_gunicorn_with_two_workers_per_core(monkeypatch, tmp_path, co
     assert argv[argv.index("--workers") + 1] == workers
     assert argv[argv.index("--threads") + 1] == threads
     assert argv[argv.index("--worker-class") + 1] == "gthread"
+
+
+def test_gunicorn_workers_freeze_what_they_loaded_before_serving():
+    import gc
+
+    from service import gunicorn_conf
+
+    gc.unfreeze()
+    try:
+        gunicorn_conf.post_worker_init(None)
+        assert gc.get_freeze_count() > 1000  # the modules and knowledge loaded by this process
+    finally:
+        gc.unfreeze()
