@@ -58,13 +58,21 @@ class StubServer:
 
 
 @contextmanager
+def serving(httpd: ThreadingHTTPServer) -> Iterator[ThreadingHTTPServer]:
+    """Serve on a daemon thread while inside; then stop and close the server."""
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        yield httpd
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+
+
+@contextmanager
 def stub_server() -> Iterator[StubServer]:
     stub = StubServer()
-    thread = threading.Thread(target=stub.server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield stub
-    finally:
-        stub.release.set()
-        stub.server.shutdown()
-        stub.server.server_close()
+    with serving(stub.server):
+        try:
+            yield stub
+        finally:
+            stub.release.set()  # before shutdown: a handler held by the stub must end first

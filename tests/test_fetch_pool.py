@@ -20,6 +20,8 @@ import pytest
 from service.fhir_input import fetch
 from service.fhir_input.fetch import MAX_PARALLEL, Deadline, FetchFailure, FhirClient, fetch_all
 
+from .httpstub import serving
+
 
 class KeepAliveServer:
     """An HTTP/1.1 server that keeps connections open. ``/fhir/Patient/port`` answers a
@@ -80,13 +82,8 @@ class KeepAliveServer:
 @contextmanager
 def keep_alive_server(drop_second: bool = False) -> Iterator[KeepAliveServer]:
     server = KeepAliveServer(drop_second)
-    thread = threading.Thread(target=server.httpd.serve_forever, daemon=True)
-    thread.start()
-    try:
+    with serving(server.httpd):
         yield server
-    finally:
-        server.httpd.shutdown()
-        server.httpd.server_close()
 
 
 def _port(client: FhirClient) -> str:

@@ -18,6 +18,8 @@ import pytest
 from service.fhir_input import fetch
 from service.fhir_input.fetch import MAX_PARALLEL, Deadline, FhirClient, fetch_all
 
+from .httpstub import serving
+
 
 @pytest.fixture
 def trickling_server() -> Iterator[tuple[str, threading.Event]]:
@@ -51,13 +53,11 @@ def trickling_server() -> Iterator[tuple[str, threading.Event]]:
 
     httpd = ThreadingHTTPServer(("127.0.0.1", 0), _H)
     httpd.daemon_threads = True
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    try:
-        yield f"http://127.0.0.1:{httpd.server_address[1]}/fhir", stop
-    finally:
-        stop.set()
-        httpd.shutdown()
-        httpd.server_close()
+    with serving(httpd):
+        try:
+            yield f"http://127.0.0.1:{httpd.server_address[1]}/fhir", stop
+        finally:
+            stop.set()
 
 
 def test_calls_outliving_their_deadline_do_not_starve_a_later_request(
