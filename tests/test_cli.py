@@ -176,14 +176,35 @@ def test_serve_runs_gunicorn_with_two_workers_per_core(monkeypatch, tmp_path, co
     assert argv[argv.index("--worker-class") + 1] == "gthread"
 
 
-def test_gunicorn_workers_freeze_what_they_loaded_before_serving():
+def test_gunicorn_workers_warm_up_and_freeze_what_they_loaded_before_serving(tmp_path):
     import gc
+    from types import SimpleNamespace
 
-    from service import gunicorn_conf
+    from service import create_app, gunicorn_conf
 
+    app = create_app({"DATABASE_URL": f"sqlite:///{tmp_path / 'store.sqlite3'}",
+                      "API_REQUIRE_AUTH": False, "CDS_REQUIRE_JWT": False})
     gc.unfreeze()
     try:
-        gunicorn_conf.post_worker_init(None)
+        gunicorn_conf.post_worker_init(SimpleNamespace(wsgi=app))
         assert gc.get_freeze_count() > 1000  # the modules and knowledge loaded by this process
     finally:
         gc.unfreeze()
+    # the made-up check is not an audited check
+    assert app.extensions["store"].counts()["checks"] == 0
+
+
+def test_the_warm_up_check_reaches_the_renal_interaction_and_card_rules():
+    from datetime import UTC, datetime
+
+    from service.checker import check_body
+    from service.output.cards import render_cards
+    from service.warmup import sample_body, warm_up
+
+    now = datetime(2026, 11, 25, 10, tzinfo=UTC)
+    bundle, req, outcome = check_body(sample_body(now), now, "us", load())
+    validate(bundle)
+    assert {f.rule_id for f in outcome.findings} >= {"renal.dose-band", "interaction.sedative"}
+    assert render_cards(req, outcome, load()).cards
+    assert warm_up("us", now) is True
+    assert warm_up("no-such-profile", now) is False  # a failure is logged, never raised
