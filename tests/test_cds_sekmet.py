@@ -131,6 +131,33 @@ def high_moderate(card_list: list[dict[str, Any]]) -> list[tuple[str, str]]:
                   if c["indicator"] in {"critical", "warning"})
 
 
+def three_ways(client: Any, sekmet: Sekmet, pid: str, pat: dict[str, Any],
+               orders: list[dict[str, Any]], ctx: list[dict[str, Any]]
+               ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[tuple[str, str]]]:
+    """The same orders checked three ways: CDS with the prefetch an EHR builds from our
+    templates, CDS fetching from sekmet itself, and native $check. Returns the two card lists
+    and the native (rule, severity) pairs of high and moderate findings."""
+    prefetch = prefetch_from_templates(client, sekmet, pid)
+    assert prefetch["patient"]["id"] == pid
+    with_prefetch = cards(post(client, hook_call(*orders, patient_id=pid, prefetch=prefetch)))
+    body = hook_call(*orders, patient_id=pid, empty_prefetch=False)
+    body["fhirServer"] = sekmet.base_url
+    body["fhirAuthorization"] = {"access_token": sekmet.token, "token_type": "Bearer",
+                                 "expires_in": 300, "scope": "patient/*.read",
+                                 "subject": "baclofen-check"}
+    self_fetched = cards(post(client, body))
+    native = client.post("/MedicationRequest/$check", json=b.parameters(
+        *orders, pat=pat, context=ctx, check_time=_now()), headers={
+            "Content-Type": "application/fhir+json", **AUTH})
+    assert native.status_code == 200, native.get_data(as_text=True)
+    expected = sorted(
+        (e["resource"]["identifier"][0]["value"], e["resource"]["severity"])
+        for e in native.get_json()["entry"]
+        if e["resource"]["resourceType"] == "DetectedIssue"
+        and e["resource"]["severity"] in {"high", "moderate"})
+    return with_prefetch, self_fetched, expected
+
+
 @pytest.mark.parametrize("name", SCENARIOS)
 def test_prefetch_self_fetch_and_native_agree(fhir_app: Flask, sekmet: Sekmet,
                                               name: str) -> None:
@@ -139,26 +166,7 @@ def test_prefetch_self_fetch_and_native_agree(fhir_app: Flask, sekmet: Sekmet,
     pat, ctx, order = scenario(name, pid)
     load_into(sekmet, [pat, *ctx])
 
-    prefetch = prefetch_from_templates(client, sekmet, pid)
-    assert prefetch["patient"]["id"] == pid
-    with_prefetch = cards(post(client, hook_call(order, patient_id=pid, prefetch=prefetch)))
-
-    body = hook_call(order, patient_id=pid, empty_prefetch=False)
-    body["fhirServer"] = sekmet.base_url
-    body["fhirAuthorization"] = {"access_token": sekmet.token, "token_type": "Bearer",
-                                 "expires_in": 300, "scope": "patient/*.read",
-                                 "subject": "baclofen-check"}
-    self_fetched = cards(post(client, body))
-
-    native = client.post("/MedicationRequest/$check", json=b.parameters(
-        order, pat=pat, context=ctx, check_time=_now()), headers={
-            "Content-Type": "application/fhir+json", **AUTH})
-    assert native.status_code == 200
-    expected = sorted(
-        (e["resource"]["identifier"][0]["value"], e["resource"]["severity"])
-        for e in native.get_json()["entry"]
-        if e["resource"]["resourceType"] == "DetectedIssue"
-        and e["resource"]["severity"] in {"high", "moderate"})
+    with_prefetch, self_fetched, expected = three_ways(client, sekmet, pid, pat, [order], ctx)
     assert expected, name
     assert high_moderate(with_prefetch) == expected
     assert high_moderate(self_fetched) == expected
@@ -242,22 +250,6 @@ def test_fixture_scenarios_agree_through_the_server(fhir_app: Flask, sekmet: Sek
     load_into(sekmet, [pat, *ctx])
     client = fhir_app.test_client()
 
-    prefetch = prefetch_from_templates(client, sekmet, pid)
-    with_prefetch = cards(post(client, hook_call(*orders, patient_id=pid, prefetch=prefetch)))
-    body = hook_call(*orders, patient_id=pid, empty_prefetch=False)
-    body["fhirServer"] = sekmet.base_url
-    body["fhirAuthorization"] = {"access_token": sekmet.token, "token_type": "Bearer",
-                                 "expires_in": 300, "scope": "patient/*.read",
-                                 "subject": "baclofen-check"}
-    self_fetched = cards(post(client, body))
-    native = client.post("/MedicationRequest/$check", json=b.parameters(
-        *orders, pat=pat, context=ctx, check_time=_now()), headers={
-            "Content-Type": "application/fhir+json", **AUTH})
-    assert native.status_code == 200, native.get_data(as_text=True)
-    expected = sorted(
-        (e["resource"]["identifier"][0]["value"], e["resource"]["severity"])
-        for e in native.get_json()["entry"]
-        if e["resource"]["resourceType"] == "DetectedIssue"
-        and e["resource"]["severity"] in {"high", "moderate"})
+    with_prefetch, self_fetched, expected = three_ways(client, sekmet, pid, pat, orders, ctx)
     assert high_moderate(with_prefetch) == expected
     assert high_moderate(self_fetched) == expected
