@@ -46,6 +46,16 @@ def _float(name: str, value: Any) -> float:
     return number
 
 
+def _hours(name: str, value: Any) -> float:
+    try:
+        number = float(value)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{name} must be a number of hours, not {value!r}") from exc
+    if not 0 <= number <= 24 * 365:
+        raise ConfigError(f"{name} must be between 0 and 8760 hours")
+    return number
+
+
 def _list(value: Any) -> tuple[str, ...]:
     if isinstance(value, list | tuple):
         items = [str(v) for v in value]
@@ -66,7 +76,63 @@ def _size(name: str, value: Any) -> int:
     return _int(name, text)
 
 
-def _issuers(value: Any) -> dict[str, str]:
+CLIENT_STYLES = ("standard", "epic")
+ISSUER_FIELDS = frozenset({"jwks_url", "jwks_file", "max_lifetime_s", "style"})
+DEFAULT_MAX_LIFETIME_S = 300
+# choice: a token living longer than an hour is not a per-call token; such a setting is a typo.
+MAX_ISSUER_LIFETIME_S = 3600
+
+
+@dataclass(frozen=True)
+class TrustedIssuer:
+    """One entry of CDS_TRUSTED_ISSUERS. A ``jku`` header must equal ``jwks_url``; keys come
+    from ``jwks_file`` when given (nothing is fetched), else from ``jwks_url``. ``style`` is
+    the card style for this issuer's calls (None: CDS_CLIENT_STYLE)."""
+
+    jwks_url: str | None = None
+    jwks_file: str | None = None
+    max_lifetime_s: int = DEFAULT_MAX_LIFETIME_S
+    style: str | None = None
+
+
+def _is_url(text: str) -> bool:
+    return text.startswith(("https://", "http://"))
+
+
+def trusted_issuer(issuer: str, value: Any) -> TrustedIssuer:
+    """A string (a JWKS URL or a JWKS file path) or an object with ISSUER_FIELDS."""
+    where = f"CDS_TRUSTED_ISSUERS[{issuer!r}]"
+    if isinstance(value, TrustedIssuer):
+        return value
+    if isinstance(value, str) and value.strip():
+        text = value.strip()
+        return TrustedIssuer(jwks_url=text) if _is_url(text) else TrustedIssuer(jwks_file=text)
+    if not isinstance(value, Mapping):
+        raise ConfigError(f"{where} must be a JWKS URL, a JWKS file path or an object")
+    unknown = sorted(set(value) - ISSUER_FIELDS)
+    if unknown:
+        raise ConfigError(f"{where} has unknown field(s) {', '.join(unknown)} (allowed: "
+                          f"{', '.join(sorted(ISSUER_FIELDS))})")
+    url, path, style = value.get("jwks_url"), value.get("jwks_file"), value.get("style")
+    if url is not None and not (isinstance(url, str) and _is_url(url)):
+        raise ConfigError(f"{where}.jwks_url must be an http(s) URL")
+    if path is not None and not (isinstance(path, str) and path.strip()):
+        raise ConfigError(f"{where}.jwks_file must be a file path")
+    if url is None and path is None:
+        raise ConfigError(f"{where} needs jwks_url or jwks_file")
+    if style is not None and style not in CLIENT_STYLES:
+        raise ConfigError(f"{where}.style must be one of {', '.join(CLIENT_STYLES)}")
+    lifetime = value.get("max_lifetime_s", DEFAULT_MAX_LIFETIME_S)
+    if isinstance(lifetime, bool):
+        raise ConfigError(f"{where}.max_lifetime_s must be a whole number of seconds")
+    seconds = _int(f"{where}.max_lifetime_s", lifetime)
+    if seconds > MAX_ISSUER_LIFETIME_S:
+        raise ConfigError(f"{where}.max_lifetime_s must be at most {MAX_ISSUER_LIFETIME_S}")
+    return TrustedIssuer(jwks_url=url, jwks_file=path.strip() if path else None,
+                         max_lifetime_s=seconds, style=style)
+
+
+def _issuers(value: Any) -> dict[str, TrustedIssuer]:
     if isinstance(value, Mapping):
         data: Any = dict(value)
     else:
@@ -74,11 +140,17 @@ def _issuers(value: Any) -> dict[str, str]:
             data = json.loads(str(value or "{}"))
         except json.JSONDecodeError as exc:
             raise ConfigError("CDS_TRUSTED_ISSUERS must be a JSON object") from exc
-    if not isinstance(data, dict) or not all(
-        isinstance(k, str) and isinstance(v, str) for k, v in data.items()
-    ):
-        raise ConfigError("CDS_TRUSTED_ISSUERS must map issuer strings to JWKS URLs or paths")
-    return data
+    if not isinstance(data, dict) or not all(isinstance(k, str) and k for k in data):
+        raise ConfigError("CDS_TRUSTED_ISSUERS must map issuer strings to JWKS URLs, paths or "
+                          "objects")
+    return {k: trusted_issuer(k, v) for k, v in data.items()}
+
+
+def _style(value: Any) -> str:
+    text = str(value or "standard").strip().lower()
+    if text not in CLIENT_STYLES:
+        raise ConfigError(f"CDS_CLIENT_STYLE must be one of {', '.join(CLIENT_STYLES)}")
+    return text
 
 
 @dataclass(frozen=True)
@@ -93,7 +165,9 @@ class Settings:
     api_require_auth: bool = True
     api_tokens: tuple[str, ...] = field(default=(), repr=False)
     cds_require_jwt: bool = True
-    cds_trusted_issuers: Mapping[str, str] = field(default_factory=dict)
+    cds_trusted_issuers: Mapping[str, TrustedIssuer] = field(default_factory=dict)
+    cds_client_style: str = "standard"
+    cds_repeat_after_h: float = 24.0
     cors_origins: tuple[str, ...] = ()
     max_request_bytes: int = 5 * 1000 * 1000
     max_batch_lines: int = 10000
@@ -121,6 +195,8 @@ NAMES = (
     "API_TOKENS",
     "CDS_REQUIRE_JWT",
     "CDS_TRUSTED_ISSUERS",
+    "CDS_CLIENT_STYLE",
+    "CDS_REPEAT_AFTER_H",
     "CORS_ORIGINS",
     "MAX_REQUEST_BYTES",
     "MAX_BATCH_LINES",
@@ -160,6 +236,8 @@ def load_settings(
         api_tokens=_list(raw.get("API_TOKENS", "")),
         cds_require_jwt=_bool("CDS_REQUIRE_JWT", raw.get("CDS_REQUIRE_JWT", True)),
         cds_trusted_issuers=_issuers(raw.get("CDS_TRUSTED_ISSUERS", "{}")),
+        cds_client_style=_style(raw.get("CDS_CLIENT_STYLE", "standard")),
+        cds_repeat_after_h=_hours("CDS_REPEAT_AFTER_H", raw.get("CDS_REPEAT_AFTER_H", 24)),
         cors_origins=_list(raw.get("CORS_ORIGINS", "")),
         max_request_bytes=_size("MAX_REQUEST_BYTES", raw.get("MAX_REQUEST_BYTES", 5_000_000)),
         max_batch_lines=_int("MAX_BATCH_LINES", raw.get("MAX_BATCH_LINES", 10000)),

@@ -1,12 +1,16 @@
 """Verifying the JWT a CDS client sends (interfaces.md section 4, CDS Hooks 2.0 security).
 
 Rules: asymmetric algorithms only; ``kid`` required; a ``jku`` or ``x5u`` header that differs
-from the issuer's configured JWKS URL is refused and never fetched; ``aud`` equal to
-PUBLIC_BASE_URL plus the exact path; ``exp``, ``iat`` and ``jti`` required; ``exp - iat`` at
-most 300 s; ``iat`` at most 60 s in the future; 60 s leeway; a ``jti`` is never accepted twice
-(the store keeps them, so replicas share them). Keys come only from CDS_TRUSTED_ISSUERS: a JWKS
-URL (fetched without redirects, within the request's outbound deadline, cached) or a file.
-Every failure is the same ``TokenRejected``; the reason goes to the log, never the token.
+from the issuer's configured ``jwks_url`` is refused and never fetched (an issuer without a
+``jwks_url`` accepts neither header); ``aud`` equal to PUBLIC_BASE_URL plus the exact path;
+``exp``, ``iat`` and ``jti`` required; ``exp - iat`` at most the issuer's ``max_lifetime_s``
+(default 300 s; Epic's tokens live 900 s); ``nbf`` honoured; ``iat`` at most 60 s in the
+future; 60 s leeway on every time; a ``jti`` is never accepted twice (the store keeps them, so
+replicas share them). Keys come only from CDS_TRUSTED_ISSUERS: the pinned ``jwks_file`` when
+one is given (then nothing is fetched, even when the token names the ``jwks_url`` in its
+``jku``), else the ``jwks_url`` (fetched without redirects, within the request's outbound
+deadline, cached). Every failure is the same ``TokenRejected``; the reason goes to the log,
+never the token.
 """
 
 from __future__ import annotations
@@ -19,10 +23,12 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeGuard
 
 import jwt
 import requests
+
+from ..config import TrustedIssuer, trusted_issuer
 
 log = logging.getLogger("baclofen_check.jwt")
 
@@ -30,7 +36,7 @@ ALGORITHMS = frozenset({
     "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA",
 })
 LEEWAY_S = 60
-MAX_LIFETIME_S = 300
+MAX_LIFETIME_S = 300  # the default of an issuer's max_lifetime_s
 MAX_FUTURE_IAT_S = 60
 JWKS_TTL_S = 300.0
 # choice: a kid missing from a cached JWKS refetches it (key rotation), at most once a minute.
@@ -53,6 +59,7 @@ class Verified:
     issuer: str
     subject: str | None
     jti: str
+    style: str | None = None   # the issuer's card style (None: CDS_CLIENT_STYLE)
 
 
 def is_url(source: str) -> bool:
@@ -66,11 +73,13 @@ class Key:
 
 
 class JwksCache:
-    """Keys per issuer, from the configured URL or file only."""
+    """Keys per issuer, from the configured file or URL only. ``issuers`` maps each issuer to
+    a TrustedIssuer or to the string form (a JWKS URL or a JWKS file path)."""
 
-    def __init__(self, issuers: Mapping[str, str],
+    def __init__(self, issuers: Mapping[str, str | TrustedIssuer],
                  clock: Callable[[], float] = time.monotonic) -> None:
-        self.issuers = dict(issuers)
+        self.issuers: dict[str, TrustedIssuer] = {
+            name: trusted_issuer(name, value) for name, value in issuers.items()}
         self._clock = clock
         self._lock = threading.Lock()
         self._keys: dict[str, tuple[float, dict[str, Key]]] = {}
@@ -91,27 +100,35 @@ class JwksCache:
             raise TokenRejected("unknown kid")
         return keys[kid]
 
-    def _load(self, source: str, deadline: Budget) -> dict[str, Key]:
-        if is_url(source):
-            data = _fetch_jwks(source, deadline)
-        else:
+    def _load(self, source: TrustedIssuer, deadline: Budget) -> dict[str, Key]:
+        if source.jwks_file is not None:
             try:
-                data = json.loads(Path(source).read_text(encoding="utf-8"))
+                data = json.loads(Path(source.jwks_file).read_text(encoding="utf-8"))
             except (OSError, ValueError) as exc:
                 raise TokenRejected("the JWKS file cannot be read") from exc
-        keys: dict[str, Key] = {}
-        for raw in data.get("keys", []) if isinstance(data, dict) else []:
-            if not isinstance(raw, dict) or not isinstance(raw.get("kid"), str):
-                continue
-            if raw.get("use") not in (None, "sig"):
-                continue
-            try:
-                declared = raw.get("alg")
-                keys[raw["kid"]] = Key(jwt.PyJWK(raw),
-                                       declared if isinstance(declared, str) else None)
-            except (jwt.PyJWKError, jwt.InvalidKeyError, ValueError, TypeError):
-                continue
-        return keys
+        elif source.jwks_url is not None:
+            data = _fetch_jwks(source.jwks_url, deadline)
+        else:  # pragma: no cover - the settings refuse an issuer without either
+            raise TokenRejected("the issuer has no key source")
+        return jwks_keys(data)
+
+
+def jwks_keys(data: Any) -> dict[str, Key]:
+    """The signing keys of a JWKS document by kid (keys for other uses, or unreadable, are
+    left out)."""
+    keys: dict[str, Key] = {}
+    for raw in data.get("keys", []) if isinstance(data, dict) else []:
+        if not isinstance(raw, dict) or not isinstance(raw.get("kid"), str):
+            continue
+        if raw.get("use") not in (None, "sig"):
+            continue
+        try:
+            declared = raw.get("alg")
+            keys[raw["kid"]] = Key(jwt.PyJWK(raw),
+                                   declared if isinstance(declared, str) else None)
+        except (jwt.PyJWKError, jwt.InvalidKeyError, ValueError, TypeError):
+            continue
+    return keys
 
 
 def _fetch_jwks(url: str, deadline: Budget) -> Any:
@@ -164,7 +181,7 @@ def verify(
         raise TokenRejected("issuer not trusted")
     source = cache.issuers[issuer]
     for name in ("jku", "x5u"):
-        if name in header and header[name] != source:
+        if name in header and (source.jwks_url is None or header[name] != source.jwks_url):
             raise TokenRejected(f"{name} differs from the configured JWKS URL")
     key = cache.key(issuer, kid, deadline)
     if key.alg is not None and key.alg != alg:
@@ -178,18 +195,28 @@ def verify(
     except (jwt.PyJWTError, ValueError, TypeError) as exc:
         raise TokenRejected(type(exc).__name__) from exc
     exp, iat, jti = verified.get("exp"), verified.get("iat"), verified.get("jti")
-    if not isinstance(exp, int | float) or not isinstance(iat, int | float):
+    if not _number(exp) or not _number(iat):
         raise TokenRejected("exp and iat must be numbers")
-    if exp - iat > MAX_LIFETIME_S:
-        raise TokenRejected("lifetime over 300 s")
+    if exp - iat > source.max_lifetime_s:
+        raise TokenRejected(f"lifetime over {source.max_lifetime_s} s")
     if iat > current.timestamp() + MAX_FUTURE_IAT_S:
         raise TokenRejected("iat in the future")
     if exp + LEEWAY_S < current.timestamp():
         raise TokenRejected("expired")
+    if "nbf" in verified:
+        nbf = verified["nbf"]
+        if not _number(nbf):
+            raise TokenRejected("nbf must be a number")
+        if nbf - LEEWAY_S > current.timestamp():
+            raise TokenRejected("not valid yet (nbf)")
     if not isinstance(jti, str) or not jti:
         raise TokenRejected("jti missing")
     expires = datetime.fromtimestamp(exp, UTC) + timedelta(seconds=LEEWAY_S)
     if not use_jti(issuer, jti, expires):
         raise TokenRejected("jti replayed")
     sub = verified.get("sub")
-    return Verified(issuer, sub if isinstance(sub, str) else None, jti)
+    return Verified(issuer, sub if isinstance(sub, str) else None, jti, source.style)
+
+
+def _number(value: Any) -> TypeGuard[int | float]:
+    return isinstance(value, int | float) and not isinstance(value, bool)

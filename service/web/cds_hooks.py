@@ -78,7 +78,14 @@ def verify_jwt(token: str) -> str:
 
     audience = cfg.public_base_url + request.path
     verified = verify(token, audience, jwks_cache(current_app), use_jti, outbound_deadline())
+    g.cds_issuer_style = verified.style
     return f"jwt:{verified.issuer}"
+
+
+def client_style() -> str:
+    """The card style for this call: the JWT issuer's ``style``, else CDS_CLIENT_STYLE."""
+    style = g.get("cds_issuer_style")
+    return style if isinstance(style, str) else settings().cds_client_style
 
 
 def authenticate_cds() -> str:
