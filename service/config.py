@@ -172,6 +172,12 @@ class Settings:
     max_request_bytes: int = 5 * 1000 * 1000
     max_batch_lines: int = 10000
     outbound_timeout_s: float = 2.0
+    request_read_timeout_s: float = 10.0
+    max_batch_bytes: int = 100 * 1000 * 1000
+    db_connect_timeout_s: float = 3.0
+    db_statement_timeout_s: float = 5.0
+    spool_dir: str = "var/spool"
+    spool_max_bytes: int = 100 * 1000 * 1000
     testing: bool = False
 
     @property
@@ -201,6 +207,12 @@ NAMES = (
     "MAX_REQUEST_BYTES",
     "MAX_BATCH_LINES",
     "OUTBOUND_TIMEOUT_S",
+    "REQUEST_READ_TIMEOUT_S",
+    "MAX_BATCH_BYTES",
+    "DB_CONNECT_TIMEOUT_S",
+    "DB_STATEMENT_TIMEOUT_S",
+    "SPOOL_DIR",
+    "SPOOL_MAX_BYTES",
     "TESTING",
 )
 
@@ -242,5 +254,13 @@ def load_settings(
         max_request_bytes=_size("MAX_REQUEST_BYTES", raw.get("MAX_REQUEST_BYTES", 5_000_000)),
         max_batch_lines=_int("MAX_BATCH_LINES", raw.get("MAX_BATCH_LINES", 10000)),
         outbound_timeout_s=_float("OUTBOUND_TIMEOUT_S", raw.get("OUTBOUND_TIMEOUT_S", 2)),
+        request_read_timeout_s=_float("REQUEST_READ_TIMEOUT_S",
+                                      raw.get("REQUEST_READ_TIMEOUT_S", 10)),
+        max_batch_bytes=_size("MAX_BATCH_BYTES", raw.get("MAX_BATCH_BYTES", 100_000_000)),
+        db_connect_timeout_s=_float("DB_CONNECT_TIMEOUT_S", raw.get("DB_CONNECT_TIMEOUT_S", 3)),
+        db_statement_timeout_s=_float("DB_STATEMENT_TIMEOUT_S",
+                                      raw.get("DB_STATEMENT_TIMEOUT_S", 5)),
+        spool_dir=str(raw.get("SPOOL_DIR") or "var/spool"),
+        spool_max_bytes=_size("SPOOL_MAX_BYTES", raw.get("SPOOL_MAX_BYTES", 100_000_000)),
         testing=_bool("TESTING", raw.get("TESTING", False)),
     )
