@@ -41,6 +41,10 @@ OUTBOUND_FAILURES = Counter(
     ["operation", "reason"])
 AUDIT_FAILURES = Counter(
     "baclofen_check_audit_failures_total", "Checks answered but not recorded in the store")
+INPUT_LEFT_OUT = Counter(
+    "baclofen_check_input_left_out_total",
+    "Invalid elements of orders or patients that no rule needs, left out instead of refusing "
+    "the call", ["resource"])
 BATCH_LINES = Counter(
     "baclofen_check_batch_lines_total", "NDJSON lines processed", ["result"])
 

@@ -68,18 +68,41 @@ def test_bad_json_is_400(client, data, code, words):
     assert_outcome(post_raw(client, data), 400, code, words)
 
 
-def test_invalid_order_field_names_the_path(client):
+def _left_out(resp: Any, expression: str) -> tuple[list[str], dict[str, Any]]:
+    """(rule ids, the information issue naming ``expression``) of a 200 result."""
+    assert resp.status_code == 200, resp.get_data(as_text=True)
+    body = resp.get_json()
+    rules = [e["resource"]["identifier"][0]["value"] for e in body["entry"]
+             if e["resource"]["resourceType"] == "DetectedIssue"]
+    issues = [i for e in body["entry"] if e["resource"]["resourceType"] == "OperationOutcome"
+              for i in e["resource"]["issue"] if i.get("expression") == [expression]]
+    assert len(issues) == 1, body
+    return rules, issues[0]
+
+
+def test_invalid_dose_value_is_left_out_and_the_dose_is_unverifiable(client):
+    """Issue 13: an invalid element a rule needs is not a 400; the dose rules say the dose
+    could not be checked (fail closed) and an information issue names the element."""
     body = parameters(order(dosage("abc", "mg", 3)))
     resp = post_raw(client, json.dumps(body))
     path = "MedicationRequest.dosageInstruction[0].doseAndRate[0].doseQuantity.value"
-    out = assert_outcome(resp, 400, "structure", path, path)
-    assert out["issue"][0]["diagnostics"].startswith("order 1:")
+    rules, issue = _left_out(resp, path)
+    assert rules == ["order.unverifiable-dose"]
+    assert issue["severity"] == "information" and issue["code"] == "informational"
+    assert issue["diagnostics"].startswith(f"order 1: {path} left out")
+    assert "dose and schedule of dosageInstruction[0] were not read" in issue["diagnostics"]
 
 
-def test_unknown_order_property_names_it(client):
+def test_unknown_order_property_is_left_out_and_named(client):
     resp = post_raw(client, json.dumps(parameters(order(dosageText="10 mg"))))
-    assert_outcome(resp, 400, "structure", "MedicationRequest.dosageText",
-                   "MedicationRequest.dosageText")
+    rules, issue = _left_out(resp, "MedicationRequest.dosageText")
+    assert rules == ["oral.start-dose"]  # the builder's 10 mg three times a day, as without it
+    assert "Extra inputs are not permitted" in issue["diagnostics"]
+
+
+def test_invalid_order_status_is_still_400(client):
+    resp = post_raw(client, json.dumps(parameters(order(status=5))))
+    assert_outcome(resp, 400, "structure", "MedicationRequest.status", "MedicationRequest.status")
 
 
 def test_invalid_patient_names_the_field(client):

@@ -20,6 +20,7 @@ from ..fhir_input.request import (
     ResourceIndex,
     _check_subjects,
     _usable_context,
+    has_medication,
     item_for,
     validate_model,
 )
@@ -110,7 +111,10 @@ def _selected(resources: list[JSON], selections: Any) -> tuple[list[JSON], list[
         raise ServiceError(412, [Problem(
             "context.selections names orders that are not in context.draftOrders: "
             + ", ".join(missing[:10]), "not-found", "context.selections")])
-    return chosen, []
+    # the orders not selected are not read at all; other resources of draftOrders (Epic sends
+    # the Medications an order references as sibling entries) are context
+    others = [r for r in resources if r.get("resourceType") != "MedicationRequest"]
+    return chosen, others
 
 
 def parse_call(body: Any, service: CdsService) -> HookCall:
@@ -271,7 +275,14 @@ def build_request(
         if res.get("resourceType") != "MedicationRequest":
             raise _fail(f"selected order {n + 1} is a {res.get('resourceType')}, not a "
                         "MedicationRequest", "context.selections", "not-supported")
-        validate_model(res, f"order {n + 1} ({res.get('resourceType')}/{res.get('id')})")
+        what = f"order {n + 1} ({res.get('resourceType')}/{res.get('id')})"
+        if not has_medication(res):
+            # a draft still being written (order-select fires before a medicine is chosen):
+            # nothing to check yet, answered 200 with no card for it
+            warnings.append(Problem(f"{what} names no medication yet: nothing to check",
+                                    "informational", None, "information"))
+            continue
+        warnings += validate_model(res, what)
         item = item_for(res)
         if res.get("status") in STOP_STATUSES:
             # clinical-rules section 1: a stop is checked only when it comes as a Parameters
@@ -292,10 +303,10 @@ def build_request(
             res = normalised_copy(res, offset)
             res.setdefault("id", pid)
             if not patient_data.fetched:
-                validate_model(res, "prefetch.patient")  # the client's own data: 400
+                warnings += validate_model(res, "prefetch.patient")  # the client's data: 400
             else:
                 try:
-                    validate_model(res, "the patient read from fhirServer")
+                    warnings += validate_model(res, "the patient read from fhirServer")
                 except ServiceError as exc:
                     # The server's data, not the caller's mistake: the patient is unavailable.
                     warnings.extend(Problem(p.message, p.code, None, "warning")

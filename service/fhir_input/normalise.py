@@ -1,14 +1,25 @@
 """Turn the shapes real clients send into R4 before anything reads them.
 
-Normalises in place on a private copy: STU3 dose fields on the Dosage, ``doseAndRate`` as an
-object, Bundle without ``type``, MedicationRequest without ``intent``, and dateTimes written
-without an offset (read in the offset of the check time, clinical-rules section 1).
+Normalises in place on a private copy:
+- cardinality: a single object where R4 has an array is wrapped in one, and a one-item array
+  where R4 has a single element is unwrapped, for every element of every resource, decided
+  from the R4B models' field types (``_shape``), not from a list of field names;
+- STU3 dose fields on the Dosage, Bundle without ``type``, MedicationRequest without
+  ``intent``;
+- dateTimes written without an offset (read in the offset of the check time, clinical-rules
+  section 1).
+
+A valid R4 resource comes out unchanged, and normalising twice equals normalising once
+(tests/test_real_clients.py holds both as properties).
 """
 
 from __future__ import annotations
 
 import re
+import types
+import typing
 from datetime import tzinfo
+from functools import cache
 from typing import Any
 
 from ..fhirjson import JSON
@@ -56,10 +67,85 @@ def _copy_fixing(value: Any, offset: str) -> Any:
     return value
 
 
+# --- cardinality, from the R4B models -------------------------------------------------------
+
+Shape = dict[str, tuple[bool, str | None]]
+"""JSON key -> (R4 allows many, the element's own type name when it has elements)."""
+
+
+@cache
+def _shape(type_name: str) -> Shape | None:
+    """The elements of an R4 type (resource, datatype or backbone element) and their
+    cardinality, read once from its fhir.resources R4B model; None for an unknown type."""
+    from fhir.resources.R4B import get_fhir_model_class
+
+    try:
+        model = get_fhir_model_class(type_name)
+    except (KeyError, ValueError, AttributeError):
+        return None
+    shape: Shape = {}
+    for name, info in model.model_fields.items():
+        extra = info.json_schema_extra
+        if not isinstance(extra, dict) or not extra.get("element_property"):
+            continue
+        many, inner = _unwrap(info.annotation)
+        child = getattr(inner, "__name__", "")
+        child_type = None
+        if child.endswith("Type") and child not in {"ResourceType", "FHIRPrimitiveExtensionType"}:
+            child_type = child[: -len("Type")]
+        shape[info.alias or name] = (many, child_type)
+    return shape
+
+
+def _unwrap(annotation: Any) -> tuple[bool, Any]:
+    """(is a list, the item type) of a model field's annotation (Optional and Annotated off)."""
+    many = False
+    current = annotation
+    for _ in range(6):
+        origin = typing.get_origin(current)
+        if origin in (typing.Union, types.UnionType):
+            args = [a for a in typing.get_args(current) if a is not type(None)]
+            current = args[0] if args else current
+        elif origin in (list, typing.List):  # noqa: UP006 (the models use typing.List)
+            many = True
+            current = typing.get_args(current)[0]
+        elif origin is typing.Annotated:
+            current = typing.get_args(current)[0]
+        else:
+            break
+    return many, current
+
+
+def conform_cardinality(value: JSON, type_name: str, depth: int = 0) -> None:
+    """Wrap single objects where R4 has an array, unwrap one-item arrays where it has one
+    element, all the way down (in place). Contained and Bundle resources are left to their own
+    normalisation; keys the model does not know are left for validation to name."""
+    shape = _shape(type_name)
+    if shape is None or depth > _MAX_DEPTH:
+        return
+    for key in list(value):
+        spec = shape.get(key)
+        if spec is None:
+            continue
+        many, child_type = spec
+        child = value[key]
+        if many and child is not None and not isinstance(child, list):
+            child = value[key] = [child]
+        elif not many and isinstance(child, list) and len(child) == 1:
+            child = value[key] = child[0]
+        if child_type is None:
+            continue
+        for item in child if isinstance(child, list) else (child,):
+            if isinstance(item, dict):
+                conform_cardinality(item, child_type, depth + 1)
+
+
 def normalise_resource(resource: JSON, offset: str, depth: int = 0,
                        dates_fixed: bool = False) -> JSON:
     """Normalise one resource (and its contained resources) in place."""
     rtype = resource.get("resourceType")
+    if isinstance(rtype, str):
+        conform_cardinality(resource, rtype)
     if rtype == "MedicationRequest":
         if "intent" not in resource:
             resource["intent"] = "order"

@@ -122,8 +122,28 @@ def _expression(rtype: str, loc: tuple[Any, ...]) -> str:
     return path
 
 
-def validate_model(resource: JSON, what: str) -> None:
-    """Validate an order or the Patient with the R4B model; 400 naming every bad field."""
+# Elements a rule reads that cannot be left out when invalid: without them the order or the
+# patient cannot be checked at all (400). Everything else that is invalid is left out with an
+# information issue (issue 13: invalid content in elements no rule reads never rejects a call).
+_PROTECTED: dict[str, frozenset[str]] = {
+    "MedicationRequest": frozenset({"resourceType", "status", "subject",
+                                    "medicationCodeableConcept", "medicationReference"}),
+    "Patient": frozenset({"resourceType", "birthDate", "gender"}),
+}
+_DOSE_CONTENT = ("doseAndRate", "timing", "maxDosePerPeriod", "maxDosePerAdministration",
+                 "extension")
+_MAX_PRUNE_ROUNDS = 8
+
+
+def validate_model(resource: JSON, what: str) -> list[Problem]:
+    """Validate an order or the Patient with the R4B model, reading tolerantly.
+
+    Invalid content in an element no rule needs is left out (in place) and named in the
+    returned information issues. In a dosage line, anything invalid but the route makes the
+    line's dose and schedule unreadable (they are left out, so the dose rules say the dose
+    could not be checked instead of judging half a line). Invalid content in what a rule needs
+    to check at all (the order's status, patient or medicine, a dosage route, the patient's
+    birth date or gender) is a 400 naming every bad field."""
     from fhir.resources.R4B import get_fhir_model_class
 
     rtype = str(resource.get("resourceType"))
@@ -131,21 +151,106 @@ def validate_model(resource: JSON, what: str) -> None:
         model = get_fhir_model_class(rtype)
     except (KeyError, ValueError) as exc:
         raise bad_request(f"{what}: unknown resourceType {rtype!r}", code="structure") from exc
-    try:
-        model.model_validate(resource)
-    except ValidationError as exc:
-        problems = []
-        for err in exc.errors()[:20]:
-            expression = _expression(rtype, tuple(err.get("loc", ())))
-            problems.append(Problem(f"{what}: {expression}: {err.get('msg')}", "structure",
-                                    expression))
-        raise ServiceError(400, problems) from exc
-    except (ValueError, TypeError, RecursionError) as exc:
-        raise bad_request(f"{what}: not a valid {rtype}: {exc}", code="structure") from exc
+    notes: list[Problem] = []
+    for _ in range(_MAX_PRUNE_ROUNDS):
+        try:
+            model.model_validate(resource)
+            break
+        except ValidationError as exc:
+            errors = exc.errors()
+            fatal = [e for e in errors if _protected(rtype, tuple(e.get("loc", ())))]
+            if fatal or not errors:
+                raise _invalid(rtype, what, fatal or errors) from exc
+            touched: set[tuple[Any, ...]] = set()
+            for err in errors:
+                note = _prune(resource, rtype, what, tuple(err.get("loc", ())), err)
+                if note is not None:
+                    notes.append(note)
+                    touched.add(tuple(err.get("loc", ()))[:-1])
+            for path in sorted(touched, key=len, reverse=True):
+                _drop_none_items(resource, path)
+        except (ValueError, TypeError, RecursionError) as exc:
+            raise bad_request(f"{what}: not a valid {rtype}: {exc}", code="structure") from exc
+    else:
+        try:
+            model.model_validate(resource)
+        except ValidationError as exc:
+            raise _invalid(rtype, what, exc.errors()) from exc
     if rtype == "MedicationRequest" and not resource.get("status"):
         raise bad_request(f"{what}: MedicationRequest.status is required",
                           "MedicationRequest.status", "required")
     _check_required_codes(resource, rtype, what)
+    return notes
+
+
+def _invalid(rtype: str, what: str, errors: list[Any]) -> ServiceError:
+    problems = []
+    for err in errors[:20]:
+        expression = _expression(rtype, tuple(err.get("loc", ())))
+        problems.append(Problem(f"{what}: {expression}: {err.get('msg')}", "structure",
+                                expression))
+    return ServiceError(400, problems)
+
+
+def _protected(rtype: str, loc: tuple[Any, ...]) -> bool:
+    if not loc:
+        return True
+    if loc[0] in _PROTECTED.get(rtype, frozenset()):
+        return True
+    if rtype == "MedicationRequest" and loc[0] == "intent" and len(loc) == 1:
+        return False
+    # a dosage route decides which rules apply (intrathecal or oral): it is never guessed
+    return (rtype == "MedicationRequest" and len(loc) >= 3 and loc[0] == "dosageInstruction"
+            and loc[2] == "route")
+
+
+def _prune(resource: JSON, rtype: str, what: str, loc: tuple[Any, ...], err: Any
+           ) -> Problem | None:
+    """Leave out the invalid element at ``loc``; the information issue names it."""
+    expression = _expression(rtype, loc)
+    parent: Any = resource
+    for part in loc[:-1]:
+        try:
+            parent = parent[part]
+        except (KeyError, IndexError, TypeError):
+            return None
+    last = loc[-1]
+    removed = False
+    if rtype == "MedicationRequest" and len(loc) == 2 and loc[0] == "dosageInstruction":
+        if isinstance(parent, list) and isinstance(last, int) and 0 <= last < len(parent):
+            parent[last] = {}  # a line that is there but unreadable: never dropped unseen
+            return Problem(f"{what}: {expression} is not a Dosage: its dose and schedule were "
+                           "not read", "informational", expression, "information")
+    if isinstance(parent, dict) and last in parent:
+        del parent[last]
+        removed = True
+    elif isinstance(parent, list) and isinstance(last, int) and 0 <= last < len(parent):
+        parent[last] = None  # keeps the other items' positions this round; removed after it
+        removed = True
+    if not removed:
+        return None
+    message = f"{what}: {expression} left out: {err.get('msg')}"
+    if (rtype == "MedicationRequest" and len(loc) >= 3 and loc[0] == "dosageInstruction"
+            and isinstance(loc[1], int) and err.get("type") != "extra_forbidden"):
+        lines = resource.get("dosageInstruction")
+        if isinstance(lines, list) and loc[1] < len(lines) and isinstance(lines[loc[1]], dict):
+            for key in _DOSE_CONTENT:
+                lines[loc[1]].pop(key, None)
+            message += f"; the dose and schedule of dosageInstruction[{loc[1]}] were not read"
+    if rtype == "MedicationRequest" and loc == ("intent",):
+        resource["intent"] = "order"
+    return Problem(message, "informational", expression, "information")
+
+
+def _drop_none_items(resource: JSON, loc: tuple[Any, ...]) -> None:
+    node: Any = resource
+    for part in loc:
+        try:
+            node = node[part]
+        except (KeyError, IndexError, TypeError):
+            return
+    if isinstance(node, list):
+        node[:] = [v for v in node if v is not None]
 
 
 # Codes from required value sets that the models accept as any string (FHIR R4).
@@ -325,11 +430,15 @@ def parse_parameters(body: JSON, now: datetime, default_profile: str) -> CheckRe
                             "Parameters.parameter.where(name='patient')", "required")
     index = ResourceIndex()
     orders = []
+    warnings: list[Problem] = []
     for n, res in enumerate(raw_orders):
         if res.get("resourceType") != "MedicationRequest":
             raise bad_request(f"order {n + 1} is a {res.get('resourceType')}, not a "
                               "MedicationRequest", f"Parameters.parameter.where(name='order')[{n}]")
-        validate_model(res, f"order {n + 1}")
+        if not has_medication(res):
+            warnings.append(_no_medication_yet(f"order {n + 1}"))
+            continue
+        warnings += validate_model(res, f"order {n + 1}")
         orders.append(item_for(res))
     patient = None
     if raw_patients:
@@ -337,9 +446,8 @@ def parse_parameters(body: JSON, now: datetime, default_profile: str) -> CheckRe
         if res.get("resourceType") != "Patient":
             raise bad_request(f"the patient parameter is a {res.get('resourceType')}",
                               "Parameters.parameter.where(name='patient')")
-        validate_model(res, "patient")
+        warnings += validate_model(res, "patient")
         patient = item_for(res)
-    warnings: list[Problem] = []
     context = []
     for n, res in enumerate(raw_context):
         item = item_for(res)
@@ -391,11 +499,19 @@ def parse_bundle(body: JSON, now: datetime, default_profile: str) -> CheckReques
             f"{len(patients) if patients else 'none'}", "Bundle.entry.resource.ofType(Patient)",
             "required")
     patient = patients[0]
-    validate_model(patient.resource, "patient")
+    warnings += validate_model(patient.resource, "patient")
     drafts = [it for it in items
               if it.type == "MedicationRequest" and it.resource.get("status") == "draft"]
+    empty = [d for d in drafts if not has_medication(d.resource)]
+    for it in empty:
+        warnings.append(_no_medication_yet(it.ref))
+        drafts.remove(it)
+        items.remove(it)
+        index.discard(it.resource)
     mode = "order"
-    if drafts:
+    if drafts or empty:
+        # drafts whose medicine is not chosen yet are still the orders of this call: they are
+        # answered with nothing to check, not by a review of the patient's other orders
         order_items = drafts
     else:
         from ..dosing import is_baclofen, medication_of
@@ -415,7 +531,7 @@ def parse_bundle(body: JSON, now: datetime, default_profile: str) -> CheckReques
                 "baclofen MedicationRequest", "Bundle.entry.resource.ofType(MedicationRequest)",
                 "not-found")
     for n, it in enumerate(order_items):
-        validate_model(it.resource, f"order {n + 1} ({it.ref})")
+        warnings += validate_model(it.resource, f"order {n + 1} ({it.ref})")
     order_ids = {id(it) for it in order_items}
     context = []
     for i, it in enumerate(items):
@@ -433,6 +549,17 @@ def parse_bundle(body: JSON, now: datetime, default_profile: str) -> CheckReques
                        index=index)
     _check_subjects(req)
     return req
+
+
+def has_medication(order: JSON) -> bool:
+    """The order names its medicine (a draft being written may not have one yet)."""
+    return any(isinstance(order.get(k), dict) and order.get(k)
+               for k in ("medicationCodeableConcept", "medicationReference"))
+
+
+def _no_medication_yet(which: str) -> Problem:
+    return Problem(f"{which} names no medication yet: nothing to check until one is chosen",
+                   "informational", "MedicationRequest.medication", "information")
 
 
 def _distinct(items: list[Item]) -> list[Item]:
