@@ -240,6 +240,10 @@ def format_report(rows: Sequence[Any]) -> str:
     for row in table:
         cells = [row[0].ljust(widths[0])] + [row[i].rjust(widths[i]) for i in range(1, 5)]
         lines.append("  ".join(cells) + "  " + row[5])
+    comments = [f"  {r.rule_id} ({reason or 'no reason'}): {' '.join(text.split())}"
+                for r in rows for reason, text in r.comments]
+    if comments:
+        lines += ["", "newest override comments:", *comments]
     return "\n".join(lines) + "\n"
 
 

@@ -58,10 +58,20 @@ from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.types import TypeDecorator
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 # version -> the step that brings a database from version - 1 to it (run in order, inside the
 # locked start-up transaction). create_all makes new tables; steps change existing ones.
-MIGRATIONS: dict[int, Callable[[Connection], None]] = {}
+USER_COMMENT_MAX = 2000
+
+
+def _add_user_comment(conn: Connection) -> None:
+    """2: the clinician's free-text comment with CDS feedback (overrideReason.userComment)."""
+    conn.execute(text(f"ALTER TABLE feedback ADD COLUMN user_comment "
+                      f"VARCHAR({USER_COMMENT_MAX})"))
+
+
+MIGRATIONS: dict[int, Callable[[Connection], None]] = {2: _add_user_comment}
+REPORT_COMMENTS = 5   # the newest comments per rule shown in the alert report
 _LOCK_KEY = 0x62636C6F  # PostgreSQL advisory lock key for schema changes ("bclo")
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 
@@ -128,6 +138,7 @@ feedback = Table(
     Column("outcome", String(50), nullable=False),
     Column("accepted_suggestions", JSON, nullable=False),
     Column("override_reason", String(200)),
+    Column("user_comment", String(USER_COMMENT_MAX)),
     Column("outcome_time", UTCDateTime, nullable=False),
     Column("received", UTCDateTime, nullable=False, index=True),
     Column("check_id", _ID),
@@ -211,6 +222,8 @@ class RuleReport:
     overridden: int
     top_override_reasons: list[tuple[str, int]]
     median_latency_ms: float | None
+    # the newest override comments (reason code or None, the clinician's text), newest first
+    comments: list[tuple[str | None, str]] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -325,7 +338,7 @@ class Store:
             elif current > SCHEMA_VERSION:
                 raise StoreError(f"the database schema is version {current}, newer than this "
                                  f"service ({SCHEMA_VERSION}): upgrade the service")
-            elif current < SCHEMA_VERSION:  # pragma: no cover - no migration steps yet
+            elif current < SCHEMA_VERSION:
                 for version in range(current + 1, SCHEMA_VERSION + 1):
                     MIGRATIONS[version](conn)
                 conn.execute(update(schema_version).where(schema_version.c.id == 1)
@@ -393,6 +406,7 @@ class Store:
         accepted_suggestions: list[str],
         override_reason: str | None,
         outcome_time: datetime,
+        user_comment: str | None = None,
     ) -> bool:
         """Record CDS Hooks feedback for one card. Returns True when the card was recorded by
         a check (the feedback is joined to that check and finding), False otherwise (the
@@ -413,6 +427,7 @@ class Store:
                 outcome=outcome[:50],
                 accepted_suggestions=list(accepted_suggestions),
                 override_reason=override_reason[:200] if override_reason else None,
+                user_comment=user_comment[:USER_COMMENT_MAX] if user_comment else None,
                 outcome_time=outcome_time,
                 received=datetime.now(UTC),
                 check_id=row.check_id if row else None,
@@ -470,13 +485,16 @@ class Store:
             outcomes: dict[str, dict[str, set[str]]] = defaultdict(lambda: defaultdict(set))
             reasons: dict[str, Counter[str]] = defaultdict(Counter)
             reason_cards: set[tuple[str, str, str]] = set()
-            for rule_id, card, outcome, reason in conn.execute(
+            comments: dict[str, list[tuple[str | None, str]]] = defaultdict(list)
+            for rule_id, card, outcome, reason, comment in conn.execute(
                 select(card_rules.c.rule_id, feedback.c.card_uuid, feedback.c.outcome,
-                       feedback.c.override_reason)
+                       feedback.c.override_reason, feedback.c.user_comment)
                 .join(card_rules, card_rules.c.card_uuid == feedback.c.card_uuid)
                 .order_by(feedback.c.id)
             ):
                 outcomes[rule_id][outcome].add(card)
+                if comment:
+                    comments[rule_id].insert(0, (reason, comment))
                 if outcome == "overridden" and reason and (rule_id, card, reason) not in \
                         reason_cards:
                     reason_cards.add((rule_id, card, reason))
@@ -492,6 +510,7 @@ class Store:
                 top_override_reasons=reasons[rule_id].most_common(3) if rule_id in reasons
                 else [],
                 median_latency_ms=statistics.median(lat) if lat else None,
+                comments=comments[rule_id][:REPORT_COMMENTS] if rule_id in comments else [],
             ))
         return result
 

@@ -218,3 +218,11 @@ def test_issuer_entries_are_read(tmp_path: Path) -> None:
         load_settings({"CDS_CLIENT_STYLE": "cerner"}, environ={})
     with pytest.raises(ConfigError, match="CDS_REPEAT_AFTER_H"):
         load_settings({"CDS_REPEAT_AFTER_H": "-1"}, environ={})
+
+
+def test_the_issuer_style_picks_the_card_style(client: FlaskClient) -> None:
+    epic = call(client, SIGN, epic_token(SIGN))
+    plain = call(client, SIGN, sandbox_token(SIGN))
+    epic_codes = {c["source"]["topic"]["code"] for c in epic.get_json()["cards"]}
+    plain_codes = {c["source"]["topic"]["code"] for c in plain.get_json()["cards"]}
+    assert "oralmaxdaily" in epic_codes and "oral.max-daily" in plain_codes

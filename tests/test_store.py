@@ -14,7 +14,14 @@ from typing import Any
 import pytest
 from sqlalchemy import event
 
-from service.store import CheckRecord, FindingRecord, PersistedIssue, Store, StoreError
+from service.store import (
+    SCHEMA_VERSION,
+    CheckRecord,
+    FindingRecord,
+    PersistedIssue,
+    Store,
+    StoreError,
+)
 
 from .services import Postgres
 
@@ -240,5 +247,6 @@ def test_replicas_starting_together_migrate_once_under_the_lock(db_url: str) -> 
     assert errors == []
     s = Store(db_url)
     with s.engine.connect() as conn:
-        assert conn.exec_driver_sql("SELECT version FROM schema_version").all() == [(1,)]
+        assert conn.exec_driver_sql("SELECT version FROM schema_version").all() == [
+            (SCHEMA_VERSION,)]
     s.close()

@@ -1,5 +1,12 @@
 """CDS Hooks feedback bodies: ``{"feedback": [{card, outcome, acceptedSuggestions,
-overrideReason, outcomeTimestamp}, ...]}``. Malformed feedback is a 400 naming the fault."""
+overrideReason, outcomeTimestamp}, ...]}``. Malformed feedback is a 400 naming the fault.
+
+The override reason is read in every form clients send, whatever the card style: the CDS Hooks
+``overrideReason`` (``{reason: Coding, userComment}``), Epic's ``overrideReasons`` (the same
+object, or a list of them), and Epic's flat extension keys
+``com.epic.cdshooks.feedback.overrideReason.*`` on the item or in its ``extension`` object
+(``.code``/``.reason``, ``.display``, ``.system``, ``.userComment``/``.comment``).
+"""
 
 from __future__ import annotations
 
@@ -8,10 +15,13 @@ from datetime import datetime
 from typing import Any
 
 from ..errors import ServiceError, bad_request
-from ..fhirjson import as_dict, as_str, parse_datetime_range
+from ..fhirjson import JSON, as_dict, as_str, parse_datetime_range
 
 OUTCOMES = ("accepted", "overridden")
 MAX_ITEMS = 1000
+EPIC_PREFIX = "com.epic.cdshooks.feedback.overrideReason."
+_EPIC_FIELDS = {"code": "code", "reason": "code", "display": "display", "system": "system",
+                "usercomment": "comment", "comment": "comment"}
 
 
 @dataclass(frozen=True)
@@ -54,24 +64,61 @@ def _item(raw: Any, n: int) -> FeedbackItem:
     if outcome == "overridden" and accepted:
         raise bad_request(f"{where}: an overridden card has no accepted suggestions",
                           f"{where}.acceptedSuggestions")
-    reason = None
-    comment = None
-    override = raw.get("overrideReason")
-    if override is not None:
-        if outcome != "overridden" or not isinstance(override, dict):
-            raise bad_request(f"{where}.overrideReason belongs to an overridden card and must be "
-                              "an object", f"{where}.overrideReason")
-        coding = override.get("reason")
-        if coding is not None and not isinstance(coding, dict):
-            raise bad_request(f"{where}.overrideReason.reason must be a Coding",
-                              f"{where}.overrideReason.reason")
-        reason = as_str(as_dict(coding).get("code")) or as_str(as_dict(coding).get("display"))
-        text = override.get("userComment")
-        if text is not None and not isinstance(text, str):
-            raise bad_request(f"{where}.overrideReason.userComment must be a string",
-                              f"{where}.overrideReason.userComment")
-        comment = text
+    reason, comment = _override(raw, where, str(outcome))
     return FeedbackItem(card, str(outcome), accepted, reason, comment, when.low)
+
+
+def _reason_object(override: Any, where: str) -> tuple[str | None, str | None]:
+    """``{reason: Coding, userComment: string}`` -> (code or display, comment)."""
+    if not isinstance(override, dict):
+        raise bad_request(f"{where} must be an object", where)
+    coding = override.get("reason")
+    if coding is not None and not isinstance(coding, dict):
+        raise bad_request(f"{where}.reason must be a Coding", f"{where}.reason")
+    reason = as_str(as_dict(coding).get("code")) or as_str(as_dict(coding).get("display"))
+    text = override.get("userComment")
+    if text is not None and not isinstance(text, str):
+        raise bad_request(f"{where}.userComment must be a string", f"{where}.userComment")
+    return reason, as_str(text)
+
+
+def _epic_keys(raw: JSON, where: str) -> dict[str, str]:
+    """Epic's flat ``com.epic.cdshooks.feedback.overrideReason.*`` keys, on the item or in its
+    extension object."""
+    found: dict[str, str] = {}
+    for source in (raw, as_dict(raw.get("extension"))):
+        for key, value in source.items():
+            if not isinstance(key, str) or not key.startswith(EPIC_PREFIX):
+                continue
+            name = _EPIC_FIELDS.get(key[len(EPIC_PREFIX):].lower())
+            if name is None:
+                continue
+            if not isinstance(value, str):
+                raise bad_request(f"{where}: {key} must be a string", f"{where}.{key}")
+            if value.strip():
+                found.setdefault(name, value.strip())
+    return found
+
+
+def _override(raw: JSON, where: str, outcome: str) -> tuple[str | None, str | None]:
+    """(reason code, user comment) from whichever form the client sent; the first form that
+    gives a reason wins, and a comment is taken from any form."""
+    forms: list[tuple[str | None, str | None]] = []
+    if raw.get("overrideReason") is not None:
+        forms.append(_reason_object(raw["overrideReason"], f"{where}.overrideReason"))
+    plural = raw.get("overrideReasons")
+    if plural is not None:
+        items = plural if isinstance(plural, list) else [plural]
+        forms.extend(_reason_object(o, f"{where}.overrideReasons") for o in items)
+    epic = _epic_keys(raw, where)
+    if epic:
+        forms.append((epic.get("code") or epic.get("display"), epic.get("comment")))
+    if forms and outcome != "overridden":
+        raise bad_request(f"{where}: an override reason belongs to an overridden card",
+                          f"{where}.overrideReason")
+    reason = next((r for r, _ in forms if r), None)
+    comments = list(dict.fromkeys(c for _, c in forms if c))
+    return reason, "\n".join(comments) if comments else None
 
 
 def _has_offset(text: str) -> bool:

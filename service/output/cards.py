@@ -5,6 +5,12 @@ card gathering them. Each card carries its DetectedIssue(s) under the extension 
 ``baclofen-check.detectedIssue``; critical and warning cards carry the override reasons; a
 finding with a safe correction gets an ``update`` suggestion carrying the whole corrected draft
 MedicationRequest.
+
+The Epic style (``style="epic"``, per JWT issuer or CDS_CLIENT_STYLE) follows what Epic applies:
+each suggestion carries one action, ``create`` or ``delete`` only (the correction is a
+suggestion that creates the corrected MedicationRequest and a second one that deletes the
+draft), ``selectionBehavior: any``, and ``source.topic.code`` in letters and digits only with
+the rule id in ``display`` (the DetectedIssue keeps the rule id as it is).
 """
 
 from __future__ import annotations
@@ -40,6 +46,17 @@ OVERRIDE_REASONS = (
 )
 UCUM = "http://unitsofmeasure.org"
 SUMMARY_MAX = 139
+STANDARD, EPIC = "standard", "epic"
+STYLES = (STANDARD, EPIC)
+_NOT_ALNUM = re.compile(r"[^A-Za-z0-9]")
+
+
+def topic(code: str, display: str, style: str = STANDARD) -> JSON:
+    """``source.topic``: the rule id as code (Epic: letters and digits only, the rule id in
+    ``display``)."""
+    if style == EPIC:
+        return {"system": RULE_SYSTEM, "code": _NOT_ALNUM.sub("", code), "display": code}
+    return {"system": RULE_SYSTEM, "code": code, "display": display}
 
 
 @dataclass
@@ -141,6 +158,13 @@ def corrected_order(order: JSON, correction: Correction, facts: OrderFacts | Non
     for key in ("sequence", "text", "doseAndRate", "patientInstruction",
                 "maxDosePerAdministration"):
         base.pop(key, None)
+    # Epic's dose extensions would otherwise still give the old dose beside the new one
+    kept = [e for e in dicts(base.get("extension"))
+            if not str(e.get("url", "")).startswith("https://open.epic.com/fhir/extensions/")]
+    if kept:
+        base["extension"] = kept
+    else:
+        base.pop("extension", None)
     unit = "ug" if correction.unit == "ug" else "mg"
     dose = correction.dose_mg
     base["text"] = correction.label
@@ -202,6 +226,7 @@ def render_cards(
     kb: Knowledge,
     status: str = "final",
     new_uuid: Callable[[], str] = lambda: str(uuid.uuid4()),
+    style: str = STANDARD,
 ) -> Rendered:
     patient_ref = req.patient.ref if req.patient else "Patient/unknown"
     orders_json = {it.ref: it.resource for it in req.orders}
@@ -212,11 +237,14 @@ def render_cards(
     def issue(f: Finding) -> JSON:
         return detected_issue(f, kb, patient_ref, req.check_time, status)
 
-    def suggestion(f: Finding) -> JSON | None:
+    def suggestions_for(f: Finding) -> list[JSON]:
         order = orders_json.get(f.order_ref)
         if f.correction is None or order is None:
-            return None
-        return {
+            return []
+        corrected = corrected_order(order, f.correction, facts.get(f.order_ref))
+        if style == EPIC:
+            return epic_suggestions(order, corrected, f.correction.label, new_uuid)
+        return [{
             "label": short(f"Change to {f.correction.label}"),
             "uuid": new_uuid(),
             "isRecommended": True,
@@ -224,9 +252,11 @@ def render_cards(
                 "type": "update",
                 "description": short(f"Replace the draft order's dose with "
                                      f"{f.correction.label}", 500),
-                "resource": corrected_order(order, f.correction, facts.get(f.order_ref)),
+                "resource": corrected,
             }],
-        }
+        }]
+
+    behaviour = "any" if style == EPIC else "at-most-one"
 
     ranked = sorted(outcome.findings, key=lambda f: -f.rank)
     for f in ranked:
@@ -243,14 +273,14 @@ def render_cards(
             "source": {
                 "label": SOURCE_LABEL,
                 "url": spec.source_url,
-                "topic": {"system": RULE_SYSTEM, "code": f.rule_id, "display": spec.title},
+                "topic": topic(f.rule_id, spec.title, style),
             },
             "overrideReasons": override_reasons(),
         }
-        suggestions = [s for s in [suggestion(f)] if s]
+        suggestions = suggestions_for(f)
         if suggestions:
             card["suggestions"] = suggestions
-            card["selectionBehavior"] = "at-most-one"
+            card["selectionBehavior"] = behaviour
         card["extension"] = {EXTENSION_KEY: di}
         cards.append(card)
         records.append(CardRecord(card_uuid, [(f, di)]))
@@ -275,16 +305,15 @@ def render_cards(
             "source": {
                 "label": SOURCE_LABEL,
                 "url": kb.rule(lows[0].rule_id).source_url,
-                "topic": {"system": RULE_SYSTEM, "code": GATHERED_CODE,
-                          "display": "Lower-priority notes"},
+                "topic": topic(GATHERED_CODE, "Lower-priority notes", style),
             },
         }
         # A low finding with a safe correction (e.g. an intrathecal dose re-expressed in
         # micrograms) offers it here too.
-        suggestions = [s for s in (suggestion(f) for f in lows) if s]
+        suggestions = [s for f in lows for s in suggestions_for(f)]
         if suggestions:
             gathered["suggestions"] = suggestions
-            gathered["selectionBehavior"] = "at-most-one"
+            gathered["selectionBehavior"] = behaviour
         gathered["extension"] = {EXTENSION_KEY: issues}
         cards.append(gathered)
         records.append(CardRecord(card_uuid, list(zip(lows, issues, strict=True))))
@@ -301,10 +330,36 @@ def render_cards(
             "indicator": "info",
             "detail": "\n\n".join(md(p.message) for p in not_checked),
             "source": {"label": SOURCE_LABEL,
-                       "topic": {"system": RULE_SYSTEM, "code": NOT_CHECKED_CODE,
-                                 "display": "Not checked"}},
+                       "topic": topic(NOT_CHECKED_CODE, "Not checked", style)},
         })
     return Rendered(cards, records)
+
+
+def epic_suggestions(order: JSON, corrected: JSON, label: str,
+                     new_uuid: Callable[[], str]) -> list[JSON]:
+    """Epic applies only create and delete for a MedicationRequest: one suggestion creates the
+    corrected order (without the draft's id: it is a new order), a second deletes the draft."""
+    created = {k: v for k, v in corrected.items() if k != "id"}
+    out: list[JSON] = [{
+        "label": short(f"Order {label} instead"),
+        "uuid": new_uuid(),
+        "isRecommended": True,
+        "actions": [{"type": "create",
+                     "description": short(f"Create the corrected order: {label}", 500),
+                     "resource": created}],
+    }]
+    oid = order.get("id")
+    if isinstance(oid, str) and oid:
+        out.append({
+            "label": short("Remove the draft order as written"),
+            "uuid": new_uuid(),
+            "isRecommended": True,
+            "actions": [{"type": "delete",
+                         "description": "Remove the draft order whose dose is replaced by "
+                                        "the corrected order",
+                         "resourceId": f"MedicationRequest/{oid}"}],
+        })
+    return out
 
 
 def finding_key(f: Finding, kb: Knowledge) -> str:
@@ -312,4 +367,4 @@ def finding_key(f: Finding, kb: Knowledge) -> str:
 
 
 __all__ = ["render_cards", "corrected_order", "override_reasons", "Rendered", "CardRecord",
-           "EXTENSION_KEY", "SOURCE_LABEL", "short"]
+           "EXTENSION_KEY", "SOURCE_LABEL", "short", "topic", "STYLES", "EPIC", "STANDARD"]

@@ -23,13 +23,22 @@
     ]);
   }
 
+  /* The clinicians' own words (overrideReason.userComment), as text, never as markup. */
+  function comments(list) {
+    if (!list.length) { return el("td", { className: "comments", text: "-" }); }
+    return el("td", { className: "comments" }, [el("ul", {}, list.map(function (c) {
+      return el("li", {}, [el("q", { text: c.comment }),
+        el("span", { className: "muted", text: " (" + (c.display || "no reason given") + ")" })]);
+    }))]);
+  }
+
   function draw(report) {
     clear(chart);
     clear(body);
     var rows = report.rules || [];
     if (!rows.length) {
       chart.appendChild(el("p", { className: "note", text: "No alerts recorded yet: try an order first." }));
-      body.appendChild(el("tr", {}, [el("td", { colspan: "6", text: "No alerts recorded yet." })]));
+      body.appendChild(el("tr", {}, [el("td", { colspan: "7", text: "No alerts recorded yet." })]));
       return;
     }
     var max = 0;
@@ -49,6 +58,7 @@
         el("td", { className: "num accepted", text: String(r.accepted) }),
         el("td", { className: "num overridden", text: String(r.overridden) }),
         el("td", { text: reasons || "-" }),
+        comments(r.overrideComments || []),
         el("td", { className: "num", text: r.medianLatencyMs === null ? "-" : String(Math.round(r.medianLatencyMs * 10) / 10) })
       ]));
     });

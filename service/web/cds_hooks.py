@@ -139,7 +139,7 @@ def call_service(service_id: str) -> Response:
     req = build_request(call, data, now, cfg.profile)
     outcome = run_check(req, kb)
     status = "preliminary" if service.hook == "order-select" else "final"
-    rendered = render_cards(req, outcome, kb, status)
+    rendered = render_cards(req, outcome, kb, status, style=client_style())
     _record(service, call.hook_instance, caller, req, rendered,
             (time.perf_counter() - started) * 1000, now)
     return _json({"cards": rendered.cards})
@@ -185,7 +185,7 @@ def feedback(service_id: str) -> Response:
     for item in items:
         if store is not None and store.record_feedback(
                 service.id, item.card, item.outcome, item.accepted_suggestions,
-                item.override_reason, item.outcome_time):
+                item.override_reason, item.outcome_time, user_comment=item.user_comment):
             joined += 1
     return _json({"received": len(items), "joined": joined})
 

@@ -264,6 +264,9 @@ def report() -> Response:
             "overrideReasons": [{"code": code, "display": reasons.get(code, code),
                                  "count": n} for code, n in r.top_override_reasons],
             "medianLatencyMs": r.median_latency_ms,
+            "overrideComments": [{"reason": code, "display": reasons.get(code, code)
+                                  if code else None, "comment": text}
+                                 for code, text in r.comments],
         })
     body = {"knowledgeVersion": kb.version,
             "generated": datetime.now(UTC).isoformat(timespec="seconds"),
