@@ -15,6 +15,7 @@ from fractions import Fraction
 from functools import lru_cache
 from typing import Any
 
+from . import products
 from .facts import DoseLine, OrderFacts, Route, Step
 from .fhirjson import (
     JSON,
@@ -112,14 +113,8 @@ def drug_names(concept: JSON, med: JSON | None) -> list[str]:
 
 
 def is_baclofen(concept: JSON, med: JSON | None, kb: Knowledge) -> bool:
-    rec = kb.recognition
-    concepts = [concept] + [
-        as_dict(i.get("itemCodeableConcept")) for i in dicts((med or {}).get("ingredient"))
-    ]
-    if any(has_code(c, rec["rxnorm_system"], rec["baclofen_rxnorm"]) for c in concepts):
-        return True
-    word = _word_pattern(rec["baclofen_word"])
-    return any(word.search(name) for name in drug_names(concept, med))
+    """Baclofen by code, word or brand (clinical-rules section 1; service/products.py)."""
+    return products.is_baclofen(concept, med, kb)
 
 
 def names_baclofen(resource: JSON, resolve: Resolve, kb: Knowledge) -> bool:
@@ -190,6 +185,8 @@ def route_of(order: JSON, concept: JSON, med: JSON | None, kb: Knowledge) -> Rou
     for text in product_texts:
         if _words(text) & set(rec["intrathecal_product_words"]):
             return "intrathecal"
+    if products.names_intrathecal_brand(product_texts, kb):
+        return "intrathecal"
     return "oral"
 
 
@@ -310,20 +307,28 @@ def _timing_code(timing: JSON, kb: Knowledge) -> Fraction | None:
 
 
 def _per_day_amount(ratio: JSON, to_mg: Callable[[JSON], Fraction | None], kb: Knowledge
-                    ) -> Fraction | None:
-    """A Ratio of amount over time as mg per day.
-
-    choice: for maxDosePerPeriod over more than one day the whole amount could be taken in one
-    day, so the worst case per day is the whole amount.
-    """
+                    ) -> tuple[Fraction, Fraction] | None:
+    """A maxDosePerPeriod Ratio as (mg per day, days of its period): the amount divided by the
+    days of its period (clinical-rules section 1: 140 mg per week is 20 mg a day; a cap over
+    a day or less is scaled to 24 h)."""
     amount = to_mg(as_dict(ratio.get("numerator")))
     den = as_dict(ratio.get("denominator"))
     days = _period_days(
-        den.get("value", 1), as_str(den.get("code")) or as_str(den.get("unit")), kb
+        den.get("value", 1), _period_word(as_str(den.get("code")) or as_str(den.get("unit")),
+                                          kb), kb
     )
     if amount is None or days is None:
         return None
-    return amount / days if days <= 1 else amount
+    return amount / days, days
+
+
+def _period_word(unit: str | None, kb: Knowledge) -> str | None:
+    """A time unit written as text ("hr", "hour", "day") as its UCUM code (section 6)."""
+    if unit is None:
+        return None
+    aliases = kb.units.get("period_aliases") or {}
+    u = unit.strip()
+    return str(aliases.get(u.lower(), u)) if u not in kb.period_unit_days else u
 
 
 # --- one order ------------------------------------------------------------------------------
@@ -510,17 +515,24 @@ def _read_line(
     )
     per_day, single, timing_problem = administrations_per_day(timing, kb)
     duration = duration_days(repeat, kb, tz)
-    prn_max = None
+    # clinical-rules section 1: every cap is a limit the prescriber set, so the smallest
+    # applies; a cap over more than a day lowers nothing when a frequency is given.
+    prn_max = prn_long = None
     for ratio in dicts(dosage.get("maxDosePerPeriod")):
         value = _per_day_amount(ratio, to_mg, kb)
-        if value is not None:
-            prn_max = value if prn_max is None else max(prn_max, value)
+        if value is None:
+            continue
+        if value[1] <= 1:
+            prn_max = value[0] if prn_max is None else min(prn_max, value[0])
+        else:
+            prn_long = value[0] if prn_long is None else min(prn_long, value[0])
 
     dose_q, rate = _dose_quantity(dosage)
     base: dict[str, Any] = {
         "index": index, "sequence": sequence, "per_day": per_day, "single": single,
-        "prn": prn, "prn_max_mg_day": prn_max, "duration_days": duration,
-        "bolus_label": bolus_label,
+        "prn": prn, "prn_max_mg_day": prn_max, "prn_long_cap_mg_day": prn_long,
+        "duration_days": duration, "bolus_label": bolus_label,
+        "count_one": as_number(repeat.get("count")) == 1,
     }
 
     if dose_q is None and rate is not None:
@@ -551,6 +563,16 @@ def _read_line(
         return DoseLine(dose_mg=None, written=written, written_unit=unit[1] if unit else None,
                         problem="the dose value is missing, zero or negative", **base)
     if unit is None:
+        # a dose written as an amount per time ("500 mcg/day", "20 mcg/hr") is a rate
+        # (clinical-rules section 6)
+        as_rate = _rate_mg_day({"rateQuantity": dose_q}, to_mg, kb)
+        if as_rate is not None and as_rate > 0:
+            rate_unit = table.kind(re.split(r"/", as_str(dose_q.get("unit"))
+                                            or as_str(dose_q.get("code")) or "x")[0])
+            return DoseLine(dose_mg=None, written=written,
+                            written_unit=rate_unit[1] if rate_unit else None,
+                            rate_mg_day=as_rate,
+                            **{**base, "single": False, "per_day": None})
         return DoseLine(dose_mg=None, written=written, written_unit=None,
                         problem=f"the dose unit {written.split(' ', 1)[-1]!r} is not known",
                         **base)
@@ -564,11 +586,11 @@ def _read_line(
         problem = "the dose is a count of units and no strength per unit could be found"
     elif timing_problem and not prn:
         problem = timing_problem
-    elif prn and per_day is None and prn_max is None:
+    elif prn and per_day is None and prn_max is None and prn_long is None:
         problem = "as-needed with no frequency and no maximum per period"
         problem_rule = "order.prn-no-max"
     written_unit = canon if kind == "mass" else ("mL" if kind == "volume" else "count")
-    if prn and timing_problem and per_day is None and prn_max is None:
+    if prn and timing_problem and per_day is None and prn_max is None and prn_long is None:
         problem, problem_rule = "as-needed with no frequency and no maximum per period", (
             "order.prn-no-max")
     return DoseLine(dose_mg=dose_mg, written=written, written_unit=written_unit,
@@ -581,21 +603,21 @@ def _rate_mg_day(rate: JSON, to_mg: Callable[[JSON], Fraction | None], kb: Knowl
         ratio = as_dict(rate["rateRatio"])
         amount = to_mg(as_dict(ratio.get("numerator")))
         den = as_dict(ratio.get("denominator"))
-        days = _period_days(den.get("value", 1),
-                            as_str(den.get("code")) or as_str(den.get("unit")), kb)
+        days = _period_days(den.get("value", 1), _period_word(
+            as_str(den.get("code")) or as_str(den.get("unit")), kb), kb)
         return amount / days if amount is not None and days else None
     q = as_dict(rate.get("rateQuantity"))
-    unit_text = as_str(q.get("code")) or as_str(q.get("unit")) or ""
-    if "/" not in unit_text:
-        return None
-    mass_unit, per = unit_text.split("/", 1)
-    per = per.strip()
-    per_value = Fraction(1)
-    m = re.match(r"^(\d+(?:\.\d+)?)?\s*([a-z]+)$", per)
-    if not m:
-        return None
-    if m.group(1):
-        per_value = Fraction(m.group(1))
-    amount = to_mg({"value": q.get("value"), "unit": mass_unit})
-    days = _period_days(per_value, m.group(2), kb)
-    return amount / days if amount is not None and days else None
+    # the UCUM code, else the unit text ("mcg/hr", "microgram/hour": clinical-rules section 6)
+    for unit_text in (as_str(q.get("code")), as_str(q.get("unit"))):
+        if not unit_text or "/" not in unit_text:
+            continue
+        mass_unit, per = unit_text.split("/", 1)
+        m = re.match(r"^(\d+(?:\.\d+)?)?\s*([a-z]+)$", per.strip().lower())
+        if not m:
+            continue
+        per_value = Fraction(m.group(1)) if m.group(1) else Fraction(1)
+        amount = to_mg({"value": q.get("value"), "unit": mass_unit.strip()})
+        days = _period_days(per_value, _period_word(m.group(2), kb), kb)
+        if amount is not None and days:
+            return amount / days
+    return None

@@ -28,10 +28,12 @@ class DoseLine:
     per_day: Fraction | None          # administrations per day (worst case); None if unknown
     single: bool = False              # a single dose (repeat.count 1, no frequency)
     prn: bool = False
-    prn_max_mg_day: Fraction | None = None   # maxDosePerPeriod turned into mg per day
+    prn_max_mg_day: Fraction | None = None   # maxDosePerPeriod over a day or less, per 24 h
+    prn_long_cap_mg_day: Fraction | None = None  # maxDosePerPeriod over a longer period, per day
     rate_mg_day: Fraction | None = None      # a continuous rate turned into mg per day
     duration_days: Fraction | None = None    # boundsDuration / boundsPeriod length
     bolus_label: bool = False
+    count_one: bool = False           # timing.repeat.count 1 (an intrathecal bolus, section 6)
     problem: str | None = None        # why the dose or schedule could not be read
     problem_rule: str | None = None   # the specific rule that covers the problem, if any
 
@@ -41,7 +43,9 @@ class DoseLine:
 
     @cached_property  # read by many rules: made once (the line is immutable)
     def daily_mg(self) -> Fraction | None:
-        """Daily amount of this line (as-needed: the worst case)."""
+        """Daily amount of this line. As-needed: the most the order allows (clinical-rules
+        section 1), the smaller of dose x maximum frequency and a cap over a day or less; a
+        cap over a longer period counts (as its amount per day) only without a frequency."""
         if self.rate_mg_day is not None:
             return self.rate_mg_day
         if self.dose_mg is None:
@@ -51,7 +55,9 @@ class DoseLine:
         by_frequency = self.dose_mg * self.per_day if self.per_day is not None else None
         if self.prn:
             options = [v for v in (by_frequency, self.prn_max_mg_day) if v is not None]
-            return max(options) if options else None
+            if options:
+                return min(options)
+            return self.prn_long_cap_mg_day
         return by_frequency
 
 

@@ -12,6 +12,7 @@ from datetime import datetime
 from functools import lru_cache
 from typing import Any
 
+from . import products
 from .dosing import drug_names, is_baclofen, medication_of, route_of
 from .facts import Route
 from .fhir_input.request import CheckRequest, Item
@@ -28,10 +29,13 @@ class MedicationUse:
     ref: str
     resource_type: str
     name: str                  # as written, for details
-    names: tuple[str, ...]     # lower-case texts to match ingredients in
+    names: tuple[str, ...]     # lower-case texts to match ingredients in (brands read as
+                               # their ingredients, full ATC codes as their ingredient)
     baclofen: bool
     route: Route
     checked: bool              # an order of this call
+    atc: tuple[str, ...] = ()  # WHO ATC codes of the medicine and its ingredients
+    brands: tuple[str, ...] = ()   # "Percocet (oxycodone, acetaminophen)", for details
 
 
 def medication_uses(req: CheckRequest, kb: Knowledge) -> tuple[MedicationUse, ...]:
@@ -62,6 +66,14 @@ def _use(item: Item, req: CheckRequest, kb: Knowledge, checked: bool) -> Medicat
     res = item.resource
     concept, med = medication_of(res, req.resolve)
     names = drug_names(concept, med)
+    atc = products.atc_codes(products.concepts_of(concept, med), kb)
+    by_brand = products.brand_ingredients(names, kb)
+    # clinical-rules section 8: a brand is read as its ingredients, a full ATC code as its
+    # ingredient; the extra names are matched like written ones
+    extra = [i for _, i in by_brand] + products.atc_ingredient_names(atc, kb)
+    brands: dict[str, list[str]] = {}
+    for brand, ingredient in by_brand:
+        brands.setdefault(brand, []).append(ingredient)
     route: Route = "oral"
     if item.type == "MedicationRequest":
         route = route_of(res, concept, med, kb)
@@ -70,11 +82,13 @@ def _use(item: Item, req: CheckRequest, kb: Knowledge, checked: bool) -> Medicat
     return MedicationUse(
         ref=item.ref,
         resource_type=item.type,
-        name=names[0] if names else "an unnamed medicine",
-        names=tuple(n.lower() for n in names),
+        name=names[0] if names else (f"ATC {atc[0]}" if atc else "an unnamed medicine"),
+        names=tuple(dict.fromkeys(n.lower() for n in names + extra)),
         baclofen=is_baclofen(concept, med, kb),
         route=route,
         checked=checked,
+        atc=tuple(atc),
+        brands=tuple(f"{b} ({', '.join(i)})" for b, i in brands.items()),
     )
 
 
@@ -135,3 +149,10 @@ def matches(names: tuple[str, ...], ingredients: list[str], suffixes: list[str])
                 if word.endswith(suffix) and len(word) > len(suffix) + 2 and word not in found:
                     found.append(word)
     return found
+
+
+def atc_matches(atc: tuple[str, ...], prefixes: list[str], kb: Knowledge) -> list[str]:
+    """The ATC codes of ``atc`` in the groups ``prefixes`` (baclofen, M03BX01, never)."""
+    return [code for code in atc
+            if not products.is_baclofen_atc(code, kb)
+            and any(code.startswith(str(p).upper()) for p in prefixes)]

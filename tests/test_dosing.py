@@ -348,12 +348,19 @@ PRN_CASES = [
                  Fraction(40), id="prn-frequency-only"),
     pytest.param({"maxDosePerPeriod": ratio(30, "mg", 1, "d")}, Fraction(30),
                  id="prn-maxDosePerPeriod-only"),
+    # clinical-rules section 1 (round 2): both are limits, so the smaller is the most allowed
     pytest.param({"timing": {"repeat": {"frequency": 1, "period": 8, "periodUnit": "h"}},
-                  "maxDosePerPeriod": ratio(60, "mg", 1, "d")}, Fraction(60),
-                 id="prn-max-larger-than-frequency"),
+                  "maxDosePerPeriod": ratio(60, "mg", 1, "d")}, Fraction(30),
+                 id="prn-max-larger-than-frequency-gives-frequency"),
     pytest.param({"timing": {"repeat": {"frequency": 1, "period": 4, "periodUnit": "h"}},
-                  "maxDosePerPeriod": ratio(30, "mg", 1, "d")}, Fraction(60),
-                 id="prn-frequency-larger-than-max"),
+                  "maxDosePerPeriod": ratio(30, "mg", 1, "d")}, Fraction(30),
+                 id="prn-frequency-larger-than-max-gives-max"),
+    # a cap over a week: amount / 7 on its own, never lowering dose x frequency
+    pytest.param({"maxDosePerPeriod": ratio(140, "mg", 1, "wk")}, Fraction(20),
+                 id="prn-max-per-week-only-is-per-day"),
+    pytest.param({"timing": {"repeat": {"frequency": 1, "period": 8, "periodUnit": "h"}},
+                  "maxDosePerPeriod": ratio(70, "mg", 1, "wk")}, Fraction(30),
+                 id="prn-max-per-week-does-not-lower-frequency"),
     pytest.param({"timing": {"repeat": {"frequency": 1, "frequencyMax": 2, "period": 4,
                                         "periodUnit": "h"}}}, Fraction(120),
                  id="prn-frequencyMax"),
@@ -363,7 +370,7 @@ PRN_CASES = [
 
 
 @pytest.mark.parametrize(("extra", "daily"), PRN_CASES)
-def test_as_needed_uses_the_worst_case(extra, daily):
+def test_as_needed_uses_the_most_the_order_allows(extra, daily):
     d = {"doseAndRate": [{"doseQuantity": qty(10, "mg", "mg")}], "asNeededBoolean": True, **extra}
     line = line_of(order(d))
     assert line.prn

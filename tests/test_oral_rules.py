@@ -208,10 +208,12 @@ def test_as_needed_max_dose_per_period_counts_for_max_daily():
 
 
 def test_as_needed_detail_names_frequency_and_maximum():
+    # the smaller of dose x maximum frequency (120) and the daily cap (100) is judged
     d = dosage(20, "mg", 6, asNeededBoolean=True, maxDosePerPeriod={
-        "numerator": {"value": 60, "unit": "mg"}, "denominator": {"value": 1, "unit": "d"}})
+        "numerator": {"value": 100, "unit": "mg"}, "denominator": {"value": 1, "unit": "d"}})
     detail = by_rule(run(parameters(order(d))), MD)["detail"]
-    assert "Ordered 120 mg/day (20 mg as needed up to 6 times a day, at most 60 mg/day)" in detail
+    assert ("Ordered 100 mg/day (20 mg as needed up to 6 times a day, at most 100 mg/day)"
+            in detail)
 
 
 # --- duplicate -----------------------------------------------------------------------------

@@ -37,6 +37,8 @@ def describe_line(line: DoseLine) -> str:
         if line.prn_max_mg_day is not None:
             text += f"{',' if line.per_day is not None else ''} at most " \
                     f"{mg_day(line.prn_max_mg_day)}"
+        elif line.per_day is None and line.prn_long_cap_mg_day is not None:
+            text += f" at most {mg_day(line.prn_long_cap_mg_day)} on average over its period"
         return text
     if line.per_day is None:
         return dose

@@ -4,9 +4,24 @@ from __future__ import annotations
 
 from ..facts import OrderFacts
 from ..findings import Finding
-from ..medications import MedicationUse, matches
+from ..medications import MedicationUse, atc_matches, matches
 from . import RuleContext
 from .describe import age_text
+
+
+def ingredients_in(ctx: RuleContext, use: MedicationUse, ingredients: list[str],
+                   suffixes: list[str], atc_prefixes: list[str]) -> list[str]:
+    """The ingredients of ``use`` in a class: by name (brands read as their ingredients, full
+    ATC codes as theirs), else by the class's ATC groups (clinical-rules section 8). A name
+    inside a longer one found ("gabapentin" in "gabapentin enacarbil") is not a second
+    ingredient."""
+    found = matches(use.names, ingredients, suffixes)
+    found = [f for f in found if not any(f != g and f in g.split() for g in found)] if len(
+        found) > 1 else found
+    if not found:
+        found = [use.name if use.name == f"ATC {code}" else f"{use.name} (ATC {code})"
+                 for code in atc_matches(use.atc, atc_prefixes, ctx.kb)][:1]
+    return found
 
 
 def class_hits(ctx: RuleContext, rule_id: str, uses: tuple[MedicationUse, ...]
@@ -16,8 +31,9 @@ def class_hits(ctx: RuleContext, rule_id: str, uses: tuple[MedicationUse, ...]
     for use in uses:
         if use.baclofen:
             continue
-        found = matches(use.names, list(spec.get("ingredients", [])),
-                        list(spec.get("suffixes", [])))
+        found = ingredients_in(ctx, use, list(spec.get("ingredients", [])),
+                               list(spec.get("suffixes", [])),
+                               list(spec.get("atc_prefixes", [])))
         if found:
             hits.append((use, found))
     return hits
@@ -81,22 +97,27 @@ def cns_burden(ctx: RuleContext, order: OrderFacts, others: tuple[MedicationUse,
     age = ctx.patient.age
     if age is None or age.high_years < int(spec["older_age"]):
         return None
-    classes: dict[str, list[str]] = {}
+    classes: dict[str, tuple[list[str], list[str]]] = {}
+    own_prefixes = spec.get("atc_prefixes") or {}
     for name, members in spec["classes"].items():
+        prefixes = list(own_prefixes.get(name, []))
         if isinstance(members, str) and members.startswith("from "):
-            members = ctx.kb.interaction_classes[members[5:]]["ingredients"]
-        classes[name] = list(members)
+            source = ctx.kb.interaction_classes[members[5:]]
+            members = source["ingredients"]
+            prefixes += list(source.get("atc_prefixes", []))
+        classes[name] = (list(members), prefixes)
+    # clinical-rules section 8: counted by ingredient, so one drug in two orders is one drug
     drugs: dict[str, tuple[MedicationUse, str]] = {}
     for use in others:
         if use.baclofen:
             continue
-        for cls, members in classes.items():
-            if matches(use.names, members, []):
-                drugs.setdefault(use.ref, (use, cls))
-                break
+        for cls, (members, prefixes) in classes.items():
+            for ingredient in ingredients_in(ctx, use, members, [], prefixes):
+                drugs.setdefault(ingredient, (use, cls))
     if len(drugs) < int(spec["min_other_drugs"]):
         return None
-    listed = "; ".join(f"{u.name} ({cls})" for u, cls in drugs.values())
+    listed = "; ".join(f"{ingredient} ({cls}: {u.name})"
+                       for ingredient, (u, cls) in drugs.items())
     total = len(drugs) + 1
     return ctx.finding(
         "geriatric.cns-burden", "moderate", order,
@@ -105,8 +126,8 @@ def cns_burden(ctx: RuleContext, order: OrderFacts, others: tuple[MedicationUse,
                f"{total} CNS-active drugs: baclofen and {listed}. Beers 2023 advises avoiding "
                f"three or more CNS-active drugs together (falls, fractures); deprescribe where "
                f"possible.",
-        implicated=tuple(drugs),
-        evidence=tuple(drugs),
+        implicated=tuple(dict.fromkeys(u.ref for u, _ in drugs.values())),
+        evidence=tuple(dict.fromkeys(u.ref for u, _ in drugs.values())),
     )
 
 

@@ -13,10 +13,11 @@ UG_PER_MG = 1000
 
 
 def is_bolus(line: DoseLine) -> bool:
-    """Given once: repeat.count 1, no repeating timing, or labelled bolus/screening."""
+    """Given once: repeat.count 1 whatever frequency fields come with it (clinical-rules
+    section 6), no repeating timing, or labelled bolus/screening."""
     if line.rate_mg_day is not None:
         return False
-    return line.single or line.bolus_label or line.per_day is None
+    return line.single or line.count_one or line.bolus_label or line.per_day is None
 
 
 def maintenance_ug_day(order: OrderFacts) -> Fraction | None:
