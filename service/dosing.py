@@ -200,11 +200,41 @@ def _mass_mg(q: JSON, table: UnitTable) -> Fraction | None:
     return value * table.mass_factor[unit[1]]
 
 
+def _doubled_strength(ratio: JSON, table: UnitTable) -> tuple[str, Fraction] | None:
+    """A strength whose numerator and denominator have the same value and unit is the amount
+    written twice (Epic: ``15 MG/5ML`` over ``15 MG/5ML``): read the numerator as the strength
+    (50 mg per unit; 15 mg per 5 mL is 3 mg/mL), never the ratio 1."""
+    num, den = as_dict(ratio.get("numerator")), as_dict(ratio.get("denominator"))
+    value = as_number(num.get("value"))
+    unit = (as_str(num.get("unit")) or as_str(num.get("code")) or "").strip()
+    den_unit = (as_str(den.get("unit")) or as_str(den.get("code")) or "").strip()
+    if value is None or value <= 0 or not unit or value != as_number(den.get("value")) or (
+            unit.lower() != den_unit.lower()):
+        return None
+    m = _STRENGTH_RE.fullmatch(f"{fmt(value, 6)} {unit}".replace(" /", "/"))
+    if m is None:
+        m = _STRENGTH_RE.fullmatch(f"{fmt(value, 6)}{unit}")
+    if m is None:
+        return None
+    mass = table.kind(m.group("unit"))
+    if mass is None or mass[0] != "mass":
+        return None
+    mg_amount = value * table.mass_factor[mass[1]]
+    if not m.group("den_unit"):
+        return "count", mg_amount
+    per = Fraction(m.group("den")) if m.group("den") else Fraction(1)
+    return ("volume", mg_amount / per) if per > 0 else None
+
+
 def strengths(concept: JSON, med: JSON | None, table: UnitTable) -> dict[str, Fraction]:
     """mg per unit ('count') and mg per mL ('volume') from the Medication, else the name."""
     found: dict[str, Fraction] = {}
     for ing in dicts((med or {}).get("ingredient")):
         ratio = as_dict(ing.get("strength"))
+        doubled = _doubled_strength(ratio, table)
+        if doubled is not None:
+            found.setdefault(*doubled)
+            continue
         num = _mass_mg(as_dict(ratio.get("numerator")), table)
         den_q = as_dict(ratio.get("denominator"))
         den_value = as_number(den_q.get("value"))
@@ -436,6 +466,63 @@ def _steps(lines: list[DoseLine]) -> tuple[Step, ...]:
     )
 
 
+# Epic's dose extensions on a Dosage, read when it has no doseAndRate (issue 13).
+_DOSE_EXTENSIONS = {
+    "https://open.epic.com/fhir/extensions/ordered-dose": "ordered-dose",
+    "https://open.epic.com/fhir/extensions/admin-amount": "admin-amount",
+}
+
+
+def dose_entries(dosage: JSON) -> list[tuple[str, JSON]]:
+    """Every dose the line gives, with its type: the ``doseAndRate`` entries with a dose (a
+    range by its high end), typed by their ``type`` code (Epic's ``calculated``,
+    ``admin-amount``, ``ordered``; ``untyped`` when none), else Epic's dose extensions."""
+    out: list[tuple[str, JSON]] = []
+    for dr in dicts(dosage.get("doseAndRate")):
+        quantity = None
+        if isinstance(dr.get("doseQuantity"), dict):
+            quantity = dr["doseQuantity"]
+        elif isinstance(dr.get("doseRange"), dict):
+            quantity = as_dict(dr["doseRange"].get("high")) or None
+        if quantity is None:
+            continue
+        kind = as_dict(dr.get("type"))
+        label = next((as_str(c.get("code")) for c in codings(kind) if as_str(c.get("code"))),
+                     None) or as_str(kind.get("text")) or "untyped"
+        out.append((label, quantity))
+    if out or dicts(dosage.get("doseAndRate")):
+        return out
+    for ext in dicts(dosage.get("extension")):
+        label = _DOSE_EXTENSIONS.get(str(ext.get("url")))
+        if label and isinstance(ext.get("valueQuantity"), dict):
+            out.append((label, ext["valueQuantity"]))
+    return out
+
+
+def worst_dose(entries: list[tuple[str, JSON]], to_mg: Callable[[JSON], Fraction | None]
+               ) -> tuple[JSON | None, tuple[tuple[str, Fraction], ...]]:
+    """(the dose the limits judge, the entries' differing mg amounts or ``()``).
+
+    Every entry whose unit can be turned into mg is read; when they agree that is the dose,
+    when they differ the dose limits judge the largest (the worst case) and the amounts are
+    returned for ``order.dose-conflict``. An entry in a unit that cannot become mg (mg/kg: the
+    weight is not read here) is left out. choice: entries in no convertible unit at all leave
+    the first entry as the dose, so the line says why it cannot be read."""
+    if not entries:
+        return None, ()
+    readable = []
+    for label, quantity in entries:
+        amount = to_mg(quantity)
+        if amount is not None and amount > 0:
+            readable.append((label, amount, quantity))
+    if not readable:
+        return entries[0][1], ()
+    best = max(readable, key=lambda r: r[1])
+    amounts = tuple((label, amount) for label, amount, _ in readable)
+    conflict = amounts if len({a for _, a in amounts}) > 1 else ()
+    return best[2], conflict
+
+
 def _dose_quantity(dosage: JSON) -> tuple[JSON | None, JSON | None]:
     """(dose quantity, rate as a quantity or ratio) from the first doseAndRate that has them."""
     dose = rate = None
@@ -528,12 +615,15 @@ def _read_line(
             prn_long = value[0] if prn_long is None else min(prn_long, value[0])
 
     dose_q, rate = _dose_quantity(dosage)
+    dose_q, conflict = worst_dose(dose_entries(dosage), to_mg) if (
+        dose_q is None or len(dicts(dosage.get("doseAndRate"))) > 1) else (dose_q, ())
     base: dict[str, Any] = {
         "index": index, "sequence": sequence, "per_day": per_day, "single": single,
         "prn": prn, "prn_max_mg_day": prn_max, "prn_long_cap_mg_day": prn_long,
         "duration_days": duration, "bolus_label": bolus_label,
         "count_one": as_number(repeat.get("count")) == 1,
     }
+    base["dose_conflict"] = conflict
 
     if dose_q is None and rate is not None:
         rate_mg_day = _rate_mg_day(rate, to_mg, kb)

@@ -36,6 +36,9 @@ class DoseLine:
     count_one: bool = False           # timing.repeat.count 1 (an intrathecal bolus, section 6)
     problem: str | None = None        # why the dose or schedule could not be read
     problem_rule: str | None = None   # the specific rule that covers the problem, if any
+    # the line's own dose entries (typed doseAndRate, dose extensions) that give different mg
+    # amounts: (type, mg) each; dose_mg is the largest (order.dose-conflict)
+    dose_conflict: tuple[tuple[str, Fraction], ...] = ()
 
     @property
     def scheduled(self) -> bool:

@@ -30,6 +30,16 @@ def rules(ctx: RuleContext, order: OrderFacts) -> list[Finding]:
                        f"far below any oral baclofen dose; this is probably a micrograms/mg "
                        f"mix-up. Confirm the intended dose and write it in mg.",
             ))
+        if line.dose_conflict and line.dose_mg is not None:
+            amounts = ", ".join(f"{mg(amount)} ({kind})" for kind, amount in line.dose_conflict)
+            out.append(ctx.finding(
+                "order.dose-conflict", "low", order,
+                summary=f"Baclofen order gives different doses: {amounts}",
+                detail=f"The dose entries of this order give different amounts: {amounts}. "
+                       f"The dose limits were checked against the largest, {mg(line.dose_mg)} "
+                       f"per dose. Make the entries agree so that the dose given is the one "
+                       f"intended.",
+            ))
         if line.problem_rule == "units.liquid-volume" and oral:
             specific.add(line.index)
             concentrations = [
