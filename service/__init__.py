@@ -37,6 +37,9 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     errors.register(app)
     app.register_blueprint(fhir_api.bp)
     app.register_blueprint(ops.bp)
+    from .web import wellknown
+
+    wellknown.register(app)
     from .web import cds_hooks, cors
 
     cds_hooks.register(app)

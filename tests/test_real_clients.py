@@ -267,3 +267,19 @@ def test_cardinality_comes_from_the_models_not_a_list_of_names() -> None:
         "insurance": [{"reference": "Coverage/1"}],
         "subject": {"reference": "Patient/p1"},
     }
+
+
+def test_a_medication_held_in_the_prefetch_is_not_fetched(client: FlaskClient) -> None:
+    """The referenced Medication comes in a prefetch search (with _include): it is read from
+    there by its absolute or relative reference, and nothing is fetched (there is no
+    fhirServer, so a fetch would end as context.unavailable or a 412)."""
+    fx = load("epic-sibling-medication")
+    req = fx["shape"]
+    body = hook_call(*req["orders"], service=SIGN, patient=fx["patient"],
+                     prefetch={"creatinineClearance": searchset(*fx["context"]),
+                               "medicationDispenses": searchset(*req["siblings"])})
+    found = sorted((di["identifier"][0]["value"], di["severity"])
+                   for card in cards(post(client, body, SIGN))
+                   for di in ([card["extension"][EXT]] if isinstance(card["extension"][EXT], dict)
+                              else card["extension"][EXT]))
+    assert found == by_cds(client, fx, "twin")

@@ -154,7 +154,8 @@ def parse_call(body: Any, service: CdsService) -> HookCall:
     if not isinstance(prefetch, dict):
         raise _fail("prefetch must be an object", "prefetch", "structure")
 
-    resources = _orders_container(service, context)
+    # patient-view sends no orders: the record's active orders are reviewed (cds/review.py)
+    resources = _orders_container(service, context) if service.orders_key else []
     if service.hook == ORDER_SELECT:
         orders, others = _selected(resources, context.get("selections"))
     else:
@@ -183,6 +184,12 @@ def medication_reads(call: HookCall) -> dict[str, str]:
     """Medications the orders reference but the request does not hold: key -> relative URL
     (the key is the reference itself, so context.unavailable names it)."""
     held = {f"{r.get('resourceType')}/{r.get('id')}" for r in call.other_drafts}
+    for value in call.prefetch.values():
+        # a Medication the prefetch already holds (a search with _include) is not read again
+        for entry in dicts(as_dict(value).get("entry")):
+            res = as_dict(entry.get("resource"))
+            if res.get("resourceType") == "Medication":
+                held.add(f"Medication/{res.get('id')}")
     out: dict[str, str] = {}
     for order in call.orders_json:
         ref = as_str(as_dict(order.get("medicationReference")).get("reference"))

@@ -54,12 +54,12 @@ def check() -> Response:
     started = time.perf_counter()
     now = datetime.now(UTC)
     if cfg.fhir_server_url:
-        from ..fhir_input.fetch import Deadline, FhirClient
+        from ..fhir_input.fetch import Deadline
         from ..fhir_input.server import with_server_patient
+        from ..outbound import fhir_server_client
 
-        body = with_server_patient(body, FhirClient(
-            cfg.fhir_server_url, cfg.fhir_server_token, cfg.fhir_allowlist,
-            cfg.max_request_bytes), Deadline(cfg.outbound_timeout_s))
+        body = with_server_patient(body, fhir_server_client(cfg),
+                                   Deadline(cfg.outbound_timeout_s))
     bundle, req, _outcome = check_body(body, now, profile)
     record_check(ENDPOINT_CHECK, caller, now, req, bundle, started)
     return fhir_response(bundle)
@@ -125,8 +125,9 @@ def record_check(endpoint: str, caller: str, now: datetime, req: CheckRequest,
 def check_by_id(order_id: str) -> Response:
     """Check an order that lives on FHIR_SERVER_URL; ``?persist=true`` writes the
     DetectedIssues back (service/writeback.py)."""
-    from ..fhir_input.fetch import Deadline, FhirClient
+    from ..fhir_input.fetch import Deadline
     from ..fhir_input.server import read_from_server
+    from ..outbound import fhir_server_client
 
     cfg = settings()
     persist_arg = request.args.get("persist", "false").lower()
@@ -142,8 +143,7 @@ def check_by_id(order_id: str) -> Response:
     started = time.perf_counter()
     now = datetime.now(UTC)
     deadline = Deadline(cfg.outbound_timeout_s)
-    client = FhirClient(cfg.fhir_server_url, cfg.fhir_server_token, cfg.fhir_allowlist,
-                        cfg.max_request_bytes)
+    client = fhir_server_client(cfg)
     kb = load()
     req = read_from_server(client, order_id, deadline, now, profile, kb)
     outcome = run_check(req, kb)
