@@ -131,6 +131,7 @@ def run_check(req: CheckRequest, kb: Knowledge) -> CheckOutcome:
     # the other orders of the call that are not drafts are history too (a stopped order)
     history_items = context_items + [(it.ref, it.resource) for it in req.orders
                                      if it.resource.get("status") != "draft"]
+    call_refs = frozenset(it.ref for it in req.orders)
     adult_from = frac(kb.data["patient_context"]["renal"]["cockcroft_gault"]["age_from"])
 
     def context_for(order: OrderFacts) -> RuleContext:
@@ -143,7 +144,7 @@ def run_check(req: CheckRequest, kb: Knowledge) -> CheckOutcome:
             patient=patient,
             renal=read_renal(context_items, patient, req.check_time, kb, egfr_only),
             history=build_history(history_items, order, req.resolve, kb, req.check_time,
-                                  read_context),
+                                  read_context, call_refs),
             check_time=req.check_time,
             orders=tuple(orders),
             others=others,

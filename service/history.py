@@ -19,7 +19,7 @@ Public API (the titration, withdrawal and intrathecal rules read these):
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from fractions import Fraction
 from typing import Any
@@ -33,7 +33,16 @@ from .dosing import (
     strengths,
     unit_table,
 )
-from .facts import MedicationHistory, OrderFacts, Regimen, RegimenSource, Route, TherapyTime
+from .facts import (
+    DoseLine,
+    MedicationHistory,
+    OrderFacts,
+    Regimen,
+    RegimenSource,
+    Route,
+    Step,
+    TherapyTime,
+)
 from .fhirjson import (
     JSON,
     as_dict,
@@ -44,6 +53,7 @@ from .fhirjson import (
     parse_instant,
 )
 from .knowledge import Knowledge, frac
+from .numbers import fmt
 
 ReadOrder = Callable[[dict[str, Any], str], OrderFacts]
 
@@ -74,14 +84,18 @@ def build_history(
     kb: Knowledge,
     check_time: datetime,
     read: ReadOrder | None = None,
+    call_refs: frozenset[str] = frozenset(),
 ) -> MedicationHistory:
     """``read`` reads a MedicationRequest of ``resources`` as an unchecked order (default
-    ``read_order``); the engine passes one that reads each order once per call."""
+    ``read_order``); the engine passes one that reads each order once per call.
+    ``call_refs``: the orders of the call (a stopped one ends at the check time)."""
+    resources = list(resources)
+    ctx = _HistoryContext(resources, resolve, kb, check_time, call_refs)
     regimens: list[Regimen] = []
     for ref, r in resources:
         if ref == checked.ref:
             continue
-        regimen = read_regimen(ref, r, checked, resolve, kb, check_time, read)
+        regimen = read_regimen(ref, r, checked, resolve, kb, check_time, read, ctx)
         if regimen is not None:
             regimens.append(regimen)
     at = checked.start
@@ -93,9 +107,91 @@ def build_history(
     )
 
 
+class _HistoryContext:
+    """What one regimen's reading needs from the rest of the history: the orders by
+    reference (a dispense's authorising order) and the end of the dispenses each order
+    authorised (the last sign of supply of a stopped or completed order, section 2)."""
+
+    def __init__(self, resources: list[tuple[str, JSON]], resolve: Resolve, kb: Knowledge,
+                 check_time: datetime, call_refs: frozenset[str]):
+        self.resolve = resolve
+        self.call_refs = call_refs
+        self.requests: dict[str, JSON] = {}
+        for ref, r in resources:
+            if r.get("resourceType") == "MedicationRequest":
+                self.requests[ref] = r
+                if as_str(r.get("id")):
+                    self.requests.setdefault(f"MedicationRequest/{r['id']}", r)
+        self.supply_end: dict[str, datetime] = {}
+        tz = check_time.tzinfo
+        for _ref, r in resources:
+            if r.get("resourceType") != "MedicationDispense" or as_str(
+                    r.get("status")) in _EXCLUDED["MedicationDispense"]:
+                continue
+            handed = parse_instant(r.get("whenHandedOver"), tz)
+            days = _days_supply(r, kb)
+            if handed is None:
+                continue
+            end = handed + _days(days) if days is not None else handed
+            for auth in dicts(r.get("authorizingPrescription")):
+                target = self.authorising(auth, r)
+                if target is None:
+                    continue
+                key = target[0]
+                if key not in self.supply_end or self.supply_end[key] < end:
+                    self.supply_end[key] = end
+
+    def authorising(self, reference: JSON, within: JSON) -> tuple[str, JSON] | None:
+        """(the order's reference key, the order) of an authorizingPrescription."""
+        text = as_str(reference.get("reference"))
+        keys = [text] if text else []
+        if text and not text.startswith(("#", "urn:")):
+            parts = text.split("/_history/")[0].rstrip("/").split("/")
+            if len(parts) >= 2:
+                keys.append(f"{parts[-2]}/{parts[-1]}")
+        for key in keys:
+            if key in self.requests:
+                return key, self.requests[key]
+        target = self.resolve(reference, within)
+        if target is not None and target.get("resourceType") == "MedicationRequest":
+            return f"MedicationRequest/{target.get('id')}", target
+        return None
+
+    def supply_end_of(self, ref: str, r: JSON) -> datetime | None:
+        for key in (ref, f"MedicationRequest/{r.get('id')}"):
+            if key in self.supply_end:
+                return self.supply_end[key]
+        return None
+
+
+def _days_supply(r: JSON, kb: Knowledge) -> Fraction | None:
+    ds = as_dict(r.get("daysSupply"))
+    value = as_number(ds.get("value"))
+    unit = as_str(ds.get("code")) or as_str(ds.get("unit")) or "d"
+    unit = {"day": "d", "days": "d", "week": "wk", "weeks": "wk"}.get(unit, unit)
+    if value is not None and value > 0 and unit in kb.period_unit_days:
+        return value * kb.period_unit_days[unit]
+    return None
+
+
+def _expected_supply_end(r: JSON, start: datetime | None, kb: Knowledge) -> datetime | None:
+    """start + expectedSupplyDuration x (1 + numberOfRepeatsAllowed)."""
+    if start is None:
+        return None
+    request = as_dict(r.get("dispenseRequest"))
+    supply = _days_supply({"daysSupply": request.get("expectedSupplyDuration")}, kb) if (
+        isinstance(request.get("expectedSupplyDuration"), dict)) else None
+    if supply is None:
+        return None
+    repeats = as_number(request.get("numberOfRepeatsAllowed")) or Fraction(0)
+    return start + _days(supply * (1 + max(repeats, Fraction(0))))
+
+
 def read_regimen(ref: str, r: JSON, checked: OrderFacts, resolve: Resolve, kb: Knowledge,
-                 check_time: datetime, read: ReadOrder | None = None) -> Regimen | None:
+                 check_time: datetime, read: ReadOrder | None = None,
+                 hist: _HistoryContext | None = None) -> Regimen | None:
     """One baclofen regimen, or None (another drug, excluded status, unknown shape)."""
+    hist = hist or _HistoryContext([(ref, r)], resolve, kb, check_time, frozenset())
     rtype = r.get("resourceType")
     if not isinstance(rtype, str) or rtype not in _EXCLUDED or as_str(
             r.get("status")) in _EXCLUDED[rtype]:
@@ -128,8 +224,7 @@ def read_regimen(ref: str, r: JSON, checked: OrderFacts, resolve: Resolve, kb: K
             end, basis = order.end, "boundsPeriod.end"
     else:
         source = "MedicationDispense"
-        order = read_order(_as_request(r, r.get("dosageInstruction")), ref, resolve, kb,
-                           check_time)
+        order = _dispense_order(ref, r, resolve, kb, check_time, hist)
         start = parse_instant(r.get("whenHandedOver"), tz)
         if start is None:
             return None  # choice: a dispense not handed over is not exposure
@@ -146,13 +241,83 @@ def read_regimen(ref: str, r: JSON, checked: OrderFacts, resolve: Resolve, kb: K
         basis = "open"
     if status in _ENDED_STATUSES and source != "MedicationDispense":
         last = parse_instant(as_dict(r.get("meta")).get("lastUpdated"), tz)
-        if last is not None and (end is None or last < end):
+        in_call = ref in hist.call_refs or ref in checked.prior_refs
+        if in_call:
+            # clinical-rules section 2: a stopped order of the call (or the order the checked
+            # one replaces) ends at the check time: it is the current regimen it replaces
+            if end is None or end > check_time:
+                end, basis = check_time, "stopped in this call"
+        elif end is None and source == "MedicationRequest":
+            # an ended order with no end ended at its latest sign of supply; with none, at
+            # its start (it says nothing about use after it was written)
+            end, basis = _last_supply(ref, r, start, last, kb, hist)
+        elif end is None:
+            end, basis = (last, "meta.lastUpdated") if last is not None else (
+                start, "its start (no end and no sign of supply)")
+        elif last is not None and last < end:
             end, basis = last, "meta.lastUpdated"
         before = checked.start - _JUST_BEFORE
-        if end is None or end > before:
+        if not in_call and end is not None and end > before:
             end, basis = before, "just before the checked order"
     return Regimen(ref=ref, source=source, status=status, route=order.route, start=start,
                    end=end, end_basis=basis, order=order)
+
+
+def _last_supply(ref: str, r: JSON, start: datetime | None, last: datetime | None,
+                 kb: Knowledge, hist: _HistoryContext) -> tuple[datetime | None, str]:
+    """The end of a stopped or completed order without one (clinical-rules section 2): the
+    end of the dispenses it authorised, else start + expectedSupplyDuration x (1 + repeats),
+    else meta.lastUpdated, else its start."""
+    dispensed = hist.supply_end_of(ref, r)
+    if dispensed is not None:
+        return dispensed, "the end of the dispenses it authorised"
+    expected = _expected_supply_end(r, start, kb)
+    if expected is not None:
+        return expected, "start + expectedSupplyDuration x (1 + repeats)"
+    if last is not None:
+        return last, "meta.lastUpdated"
+    return start, "its start (no end and no sign of supply)"
+
+
+def _dispense_order(ref: str, r: JSON, resolve: Resolve, kb: Knowledge, check_time: datetime,
+                    hist: _HistoryContext) -> OrderFacts:
+    """A dispense's dosage: its own, else its authorising order's, else quantity x strength /
+    daysSupply as one daily amount, else unknown (clinical-rules section 2)."""
+    own = r.get("dosageInstruction")
+    if dicts(own):
+        return read_order(_as_request(r, own), ref, resolve, kb, check_time)
+    for auth in dicts(r.get("authorizingPrescription")):
+        target = hist.authorising(auth, r)
+        if target is not None and dicts(target[1].get("dosageInstruction")):
+            return read_order(_as_request(r, target[1].get("dosageInstruction")), ref, resolve,
+                              kb, check_time)
+    order = read_order(_as_request(r, None), ref, resolve, kb, check_time)
+    days = _days_supply(r, kb)
+    amount = _quantity_mg(r, resolve, kb)
+    if days is None or amount is None:
+        return order
+    daily = amount / days
+    line = DoseLine(index=0, sequence=None, dose_mg=daily,
+                    written=f"{fmt(amount)} mg dispensed over {fmt(days)} days",
+                    written_unit="mg", per_day=Fraction(1))
+    return replace(order, steps=(Step(None, (line,)),))
+
+
+def _quantity_mg(r: JSON, resolve: Resolve, kb: Knowledge) -> Fraction | None:
+    """The quantity dispensed in mg (a mass, or a count or volume through the strength)."""
+    q = as_dict(r.get("quantity"))
+    amount = as_number(q.get("value"))
+    if amount is None or amount <= 0:
+        return None
+    table = unit_table(kb)
+    kind = quantity_unit(q, table)
+    if kind is None:
+        return None
+    if kind[0] == "mass":
+        return amount * table.mass_factor[kind[1]]
+    concept, med = medication_of(r, resolve)
+    per_unit = strengths(concept, med, table)
+    return amount * per_unit[kind[0]] if kind[0] in per_unit else None
 
 
 def _as_request(r: JSON, dosage: Any) -> JSON:
@@ -185,29 +350,13 @@ def _end_of(value: Any, tz: Any) -> datetime | None:
 def _supply_days(r: JSON, order: OrderFacts, resolve: Resolve, kb: Knowledge
                  ) -> tuple[Fraction, str] | None:
     """daysSupply, else the quantity dispensed over the daily dose."""
-    ds = as_dict(r.get("daysSupply"))
-    value = as_number(ds.get("value"))
-    unit = as_str(ds.get("code")) or as_str(ds.get("unit")) or "d"
-    unit = {"day": "d", "days": "d", "week": "wk", "weeks": "wk"}.get(unit, unit)
-    if value is not None and value > 0 and unit in kb.period_unit_days:
-        return value * kb.period_unit_days[unit], "whenHandedOver + daysSupply"
+    days = _days_supply(r, kb)
+    if days is not None:
+        return days, "whenHandedOver + daysSupply"
     step = order.first_step
     daily = step.daily_mg if step else None
-    q = as_dict(r.get("quantity"))
-    amount = as_number(q.get("value"))
-    if daily is None or daily <= 0 or amount is None or amount <= 0:
-        return None
-    table = unit_table(kb)
-    kind = quantity_unit(q, table)
-    concept, med = medication_of(r, resolve)
-    per_unit = strengths(concept, med, table)
-    if kind is None:
-        return None
-    if kind[0] == "mass":
-        mg = amount * table.mass_factor[kind[1]]
-    elif kind[0] in per_unit:
-        mg = amount * per_unit[kind[0]]
-    else:
+    mg = _quantity_mg(r, resolve, kb)
+    if daily is None or daily <= 0 or mg is None:
         return None
     return mg / daily, "whenHandedOver + quantity / daily dose"
 

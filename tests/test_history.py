@@ -3,7 +3,7 @@ new therapy; time on therapy with gaps shorter than 14 days joined."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from fractions import Fraction as F
 from typing import Any
 
@@ -73,11 +73,12 @@ def test_stopped_order_without_end_ends_at_last_updated():
     assert h.current.end_basis == "meta.lastUpdated"
 
 
-def test_stopped_order_without_end_or_last_updated_ends_just_before_checked_order():
+def test_stopped_order_without_end_or_sign_of_supply_ends_at_its_start():
+    # clinical-rules section 2 (round 2): it says nothing about use after it was written
     h = history(history_request(10, 3, status="stopped", start="2026-10-01"))
-    assert h.current is not None
-    assert h.current.end == datetime(2026, 11, 25, 9, tzinfo=UTC) - timedelta(microseconds=1)
-    assert h.current.end_basis == "just before the checked order"
+    assert h.current is None
+    assert h.regimens[0].end == datetime(2026, 10, 1, tzinfo=UTC)
+    assert h.regimens[0].end_basis == "its start (no end and no sign of supply)"
 
 
 def test_entered_in_error_is_not_history_but_every_other_status_is():

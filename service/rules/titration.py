@@ -35,6 +35,9 @@ def rules(ctx: RuleContext, order: OrderFacts) -> list[Finding]:
         found = start_dose(ctx, order)
         if found is not None:
             out.append(found)
+    unknown = titration_unknown(ctx, order, history)
+    if unknown is not None:
+        out.append(unknown)
     increases = _increases(ctx, order, history)
     for rule in (interval_rule, step_rule):
         found = rule(ctx, order, increases)
@@ -127,6 +130,35 @@ def start_dose(ctx: RuleContext, order: OrderFacts) -> Finding | None:
                + (f"; {', '.join(reasons)}" if reasons else "")
                + f". Start at {start} and increase gradually.",
         evidence=evidence,
+    )
+
+
+# --- oral.titration-unknown -------------------------------------------------------------
+
+_SOURCE_WORDS = {"MedicationRequest": "an order", "MedicationStatement": "a medication statement",
+                 "MedicationDispense": "a dispense"}
+
+
+def titration_unknown(ctx: RuleContext, order: OrderFacts, history: MedicationHistory
+                      ) -> Finding | None:
+    """The current regimen's daily dose cannot be read, so oral.titration-* (and a sharp cut)
+    cannot judge this order (clinical-rules sections 3 and 11)."""
+    current = history.current
+    first = order.steps[0].daily_mg
+    if current is None or first is None:
+        return None
+    if level_at(current, order.start).daily_mg is not None:
+        return None
+    problems = [ln.problem for ln in current.order.lines if ln.problem]
+    why = f": {problems[0]}" if problems else ""
+    return ctx.finding(
+        "oral.titration-unknown", "low", order,
+        summary="Current baclofen dose cannot be read: the change was not checked",
+        detail=f"The current baclofen regimen is {_SOURCE_WORDS[current.source]} "
+               f"({current.ref}) whose daily dose cannot be read{why}. Whether this order "
+               f"({mg_day(first)}) raises the dose too soon or by too much, or cuts it "
+               f"sharply, could not be checked: confirm the dose the patient takes now.",
+        evidence=(current.ref,),
     )
 
 

@@ -67,23 +67,41 @@ def _history(ctx: RuleContext) -> MedicationHistory | None:
 
 
 def _remaining(ctx: RuleContext, order: OrderFacts, hist: MedicationHistory | None
-               ) -> list[str]:
-    """Baclofen of the same route that goes on after ``order`` stops: other orders of this
-    call that are not stopped, and other orders still active at the check time.
+               ) -> list[tuple[OrderFacts, bool]]:
+    """Baclofen of the same route that goes on after ``order`` stops, each with whether it is
+    new in this call (a draft): other orders of this call that are not stopped, and other
+    orders still active at the check time.
 
     choice: only MedicationRequests count as going on. An active MedicationStatement or a
     recent dispense most often describes the very therapy being stopped, so counting it would
     hide an abrupt stop.
     """
-    refs = [o.ref for o in ctx.orders
-            if o.ref != order.ref and o.is_baclofen and o.route == order.route
-            and o.status in {"draft", "active", "on-hold"}]
+    out = [(o, o.status == "draft") for o in ctx.orders
+           if o.ref != order.ref and o.is_baclofen and o.route == order.route
+           and o.status in {"draft", "active", "on-hold"}]
+    seen = {o.ref for o, _ in out}
     if hist is not None:
-        refs += [r.ref for r in hist.regimens
-                 if r.route == order.route and r.ref != order.ref
-                 and r.source == "MedicationRequest" and r.ref not in order.prior_refs
-                 and r.active_at(ctx.check_time)]
-    return refs
+        out += [(r.order, False) for r in hist.regimens
+                if r.route == order.route and r.ref != order.ref and r.ref not in seen
+                and r.source == "MedicationRequest" and r.ref not in order.prior_refs
+                and r.active_at(ctx.check_time)]
+    return out
+
+
+def _scheduled(order: OrderFacts) -> tuple[Fraction, str]:
+    """The scheduled daily dose of an order that stays, as counted for a stop (section 7):
+    as-needed lines count as zero (the patient may not take them), and so does a dose that
+    cannot be read; the text says so."""
+    step = order.first_step
+    if step is None:
+        return Fraction(0), f"{order.ref} (dose unknown: counted as zero)"
+    scheduled = [ln for ln in step.lines if ln.scheduled]
+    if not scheduled:
+        return Fraction(0), f"{order.ref} (as needed: counted as zero)"
+    daily = step.scheduled_daily_mg
+    if daily is None:
+        return Fraction(0), f"{order.ref} (dose cannot be read: counted as zero)"
+    return daily, f"{order.ref} ({mg_day(daily)})"
 
 
 def _exposure(ctx: RuleContext, order: OrderFacts, hist: MedicationHistory | None,
@@ -105,8 +123,11 @@ def _exposure(ctx: RuleContext, order: OrderFacts, hist: MedicationHistory | Non
 def stop_rules(ctx: RuleContext, order: OrderFacts) -> list[Finding]:
     """A stopped (or taken, then cancelled) order: is baclofen stopped abruptly?"""
     hist = _history(ctx)
-    if _remaining(ctx, order, hist):
+    remaining = _remaining(ctx, order, hist)
+    if remaining and order.route == "intrathecal":
         return []
+    if remaining:
+        return _stop_as_cut(ctx, order, hist, remaining)
     if order.route == "intrathecal":
         daily_ug = maintenance_ug_day(order)
         amount = f" ({micrograms(daily_ug)} a day)" if daily_ug else ""
@@ -139,6 +160,47 @@ def stop_rules(ctx: RuleContext, order: OrderFacts) -> list[Finding]:
                f"withdrawal can cause hallucinations and seizures: taper over 1 to 2 weeks "
                f"instead.",
         evidence=tuple(r.ref for r in (hist.regimens if hist else ()) if r.route == "oral"),
+    )]
+
+
+def _stop_as_cut(ctx: RuleContext, order: OrderFacts, hist: MedicationHistory | None,
+                 remaining: list[tuple[OrderFacts, bool]]) -> list[Finding]:
+    """An oral stop while other oral orders stay or are new in the call is judged as a cut
+    (clinical-rules section 7): before = the stopped order's daily dose plus the scheduled
+    daily doses of the other active orders; after = the scheduled daily doses of the orders
+    that remain or are new."""
+    spec = ctx.kb.rule("withdrawal.abrupt")
+    stopped = order.first_step.daily_mg if order.first_step else None
+    if stopped is None and hist is not None and hist.current is not None:
+        stopped = hist.current.daily_mg
+    if stopped is None or stopped <= 0:
+        return []
+    active = [_scheduled(o) for o, new in remaining if not new]
+    new = [_scheduled(o) for o, is_new in remaining if is_new]
+    before = stopped + sum((v for v, _ in active), Fraction(0))
+    after = sum((v for v, _ in active + new), Fraction(0))
+    if not after < before * spec.num("cut_fraction"):
+        return []
+    days, how = _exposure(ctx, order, hist, ctx.check_time, include_order=True)
+    if days is not None and days < spec.num("min_days_on_therapy"):
+        return []
+    severity = "high" if before >= spec.num("high_mg_day") else "moderate"
+    exposure = (f"{fmt(days)} days on therapy ({how})" if days is not None
+                else f"time on therapy unknown ({how})")
+    stays = "; ".join(t for _, t in active + new)
+    refs = tuple(o.ref for o, _ in remaining)
+    return [ctx.finding(
+        "withdrawal.abrupt", severity, order,
+        summary=f"Baclofen stop cuts the scheduled dose from {mg_day(before)} to "
+                f"{mg_day(after)} in one step",
+        detail=f"This stops oral baclofen ({mg_day(stopped)}) while other baclofen orders "
+               f"stay or are new: {stays}. The scheduled daily dose falls from "
+               f"{mg_day(before)} to {mg_day(after)} in one step, to less than half, after "
+               f"{exposure}. Abrupt withdrawal can cause hallucinations and seizures: reduce "
+               f"gradually over 1 to 2 weeks.",
+        implicated=refs,
+        evidence=tuple(dict.fromkeys(refs + tuple(
+            r.ref for r in (hist.regimens if hist else ()) if r.route == "oral"))),
     )]
 
 
