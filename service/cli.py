@@ -49,6 +49,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                        help="processes for NDJSON files (default: one per core; 1: this "
                             "process only)")
     sub.add_parser("rules", help="print the rule table from the knowledge data")
+    from .population.commands import add_arguments as review_arguments
+
+    review_arguments(sub.add_parser("review", help="review every active baclofen order of a "
+                                    "FHIR Bulk Data export (a directory, or $export)"))
     sub.add_parser("report", help="print per rule: fired, accepted, overridden, top override "
                    "reasons, median latency (from the store at DATABASE_URL)")
     args = parser.parse_args(argv)
@@ -59,6 +63,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return check_cmd(args, sys.stdout)
         if args.command == "report":
             return report_cmd(sys.stdout)
+        if args.command == "review":
+            from .population.commands import review_cmd
+
+            return review_cmd(args)
         return rules_cmd(sys.stdout)
     except ConfigError as exc:
         print(f"baclofen-check: configuration error: {exc}", file=sys.stderr)

@@ -1,0 +1,161 @@
+"""One patient's record -> the native Bundle path, in review mode (no DuckDB, no files).
+
+This is the half another engine reuses: it takes the record's resource lines (JSON text with
+the file and line each came from) and returns plain data. The record becomes a ``collection``
+Bundle and goes through ``checker.check_body``, exactly as ``POST /MedicationRequest/$check``
+with a Bundle: the same parsing (every active baclofen MedicationRequest is an order, review
+mode), engine and renderer. Draft MedicationRequests are left out (they are not orders yet,
+and a draft would turn the Bundle into an order-time check), with an information note.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from ..checker import check_body
+from ..errors import Problem, ServiceError
+from ..fhirjson import JSON
+from ..knowledge import Knowledge, frac
+from .export import Record
+
+SEVERITIES = ("high", "moderate", "low")
+_REF = re.compile(r"\b([A-Z][A-Za-z]+/[A-Za-z0-9\-.]{1,64})")
+
+
+@dataclass
+class PatientResult:
+    """What the review needs of one patient's check (picklable, small)."""
+
+    pid: str
+    issues: list[str] = field(default_factory=list)      # DetectedIssue JSON texts
+    outcomes: list[str] = field(default_factory=list)    # OperationOutcome JSON texts
+    on_baclofen: bool = False
+    checked: bool = False          # the check ran (False: not on baclofen, or not checkable)
+    orders: int = 0
+    findings: list[tuple[str, str, str]] = field(default_factory=list)  # rule, severity, text
+    band: str | None = None        # renal band of the first order, "dialysis", or None
+    renal_ml_min: float | None = None
+    oral_daily_mg: float | None = None   # highest daily dose of an active oral order
+    intrathecal: bool = False
+
+
+def _outcome(pid: str, problems: list[Problem], where: dict[str, str],
+             patient_too: bool = False) -> str:
+    """One OperationOutcome for the patient; each issue names where the resources it
+    mentions are in the export (and where the Patient is, for a patient not checked)."""
+    issues = []
+    for p in problems:
+        text = f"Patient/{pid}: {p.message}"
+        refs = _REF.findall(p.message) + ([f"Patient/{pid}"] if patient_too else [])
+        places = [f"{ref} at {where[ref]}" for ref in dict.fromkeys(refs) if ref in where]
+        if places:
+            text += " [" + "; ".join(places) + "]"
+        issue: JSON = {"severity": p.severity, "code": p.code, "diagnostics": text}
+        if p.expression:
+            issue["expression"] = [p.expression]
+        issues.append(issue)
+    return json.dumps({"resourceType": "OperationOutcome", "issue": issues})
+
+
+def record_bundle(record: Record, notes: list[Problem] | None = None,
+                  where: dict[str, str] | None = None) -> JSON:
+    """The record as a ``collection`` Bundle (drafts and unreadable lines left out, each
+    named in ``notes``)."""
+    from ..web.body import parse_json_text
+
+    entries: list[JSON] = []
+    for item in record.lines:
+        place = f"{item.file} line {item.line}"
+        try:
+            resource = parse_json_text(item.text)
+        except ServiceError as exc:
+            if notes is not None:
+                notes.append(Problem(f"{item.file} line {item.line}: {exc}; not read",
+                                     "invalid", None, "error"))
+            continue
+        if not isinstance(resource, dict):
+            continue
+        ref = f"{resource.get('resourceType')}/{resource.get('id')}"
+        if where is not None:
+            where.setdefault(ref, place)
+        if resource.get("resourceType") == "MedicationRequest" and \
+                resource.get("status") == "draft":
+            if notes is not None:
+                notes.append(Problem(f"{ref} is a draft order: not reviewed", "informational",
+                                     None, "information"))
+            continue
+        entries.append({"resource": resource})
+    return {"resourceType": "Bundle", "type": "collection", "entry": entries}
+
+
+def check_record(record: Record, check_time: datetime, profile: str, kb: Knowledge
+                 ) -> PatientResult:
+    """Check one patient's record in review mode."""
+    result = PatientResult(record.pid)
+    notes: list[Problem] = []
+    where: dict[str, str] = {}
+    bundle = record_bundle(record, notes, where)
+    try:
+        rendered, req, outcome = check_body(bundle, check_time, profile, kb)
+    except ServiceError as exc:
+        nothing = exc.status == 422 and any(p.code == "not-found" and
+                                            p.message.startswith("nothing to check")
+                                            for p in exc.problems)
+        if not nothing:
+            result.outcomes.append(_outcome(record.pid, notes + exc.problems, where, True))
+        elif notes and any(n.severity == "error" for n in notes):
+            result.outcomes.append(_outcome(record.pid, notes, where))
+        return result
+    result.on_baclofen = True
+    result.checked = True
+    result.orders = len(req.orders)
+    for entry in rendered["entry"]:
+        res = entry["resource"]
+        if res.get("resourceType") == "DetectedIssue":
+            result.issues.append(json.dumps(res))
+            rule = next((i["value"] for i in res.get("identifier", [])
+                         if i.get("system") == "urn:baclofen-check:rule"), "?")
+            result.findings.append((rule, res["severity"], str(res.get("detail", ""))[:300]))
+        elif res.get("resourceType") == "OperationOutcome":
+            notes += [Problem(str(i.get("diagnostics", "")), str(i.get("code", "informational")),
+                              (i.get("expression") or [None])[0],
+                              str(i.get("severity", "information")))
+                      for i in res.get("issue", [])]
+    if notes:
+        result.outcomes.append(_outcome(record.pid, notes, where))
+    _figures(result, req, outcome, kb)
+    return result
+
+
+def _figures(result: PatientResult, req: Any, outcome: Any, kb: Knowledge) -> None:
+    """Kidney band and daily dose for the summary and the report (read as the engine reads
+    them for the first baclofen order)."""
+    from ..patient import patient_facts
+    from ..renal import read_renal
+
+    baclofen = [o for o in outcome.orders if o.is_baclofen]
+    if not baclofen:
+        return
+    oral = [o.first_step.daily_mg for o in baclofen
+            if o.route == "oral" and o.first_step is not None
+            and o.first_step.daily_mg is not None]
+    result.oral_daily_mg = float(max(oral)) if oral else None
+    result.intrathecal = any(o.route == "intrathecal" for o in baclofen)
+    order = baclofen[0]
+    items = [(it.ref, it.resource) for it in req.context]
+    patient = patient_facts(req.patient.resource if req.patient else {},
+                            req.patient.ref if req.patient else "Patient/unknown",
+                            order.start, items, req.check_time, kb)
+    adult_from = frac(kb.data["patient_context"]["renal"]["cockcroft_gault"]["age_from"])
+    egfr_only = patient.age is not None and patient.age.low_years < adult_from
+    renal = read_renal(items, patient, req.check_time, kb, egfr_only)
+    if renal.dialysis:
+        result.band = "dialysis"
+    elif renal.value is not None:
+        result.band = renal.value.band
+    if renal.value is not None:
+        result.renal_ml_min = float(renal.value.rounded_ml_min)

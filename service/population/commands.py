@@ -1,0 +1,99 @@
+"""The ``review`` subcommand's arguments and its run (called from service/cli.py)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--export-dir", type=Path,
+                        help="a finished Bulk Data export (NDJSON per type or patient blocks, "
+                             "plain or .gz)")
+    source.add_argument("--fhir-server", metavar="URL",
+                        help="kick off $export on this FHIR server (its base URL), wait for "
+                             "it and review what it exports")
+    parser.add_argument("--group", metavar="ID", help="with --fhir-server: Group/{ID}/$export")
+    parser.add_argument("--since", metavar="TIME",
+                        help="with --fhir-server: only patients with resources changed since "
+                             "TIME (each such patient's whole record is then exported)")
+    parser.add_argument("--out", type=Path, required=True, help="output directory")
+    parser.add_argument("--check-time", default=None, help="FHIR dateTime (default: now)")
+    parser.add_argument("--engine", choices=["embedded", "spark"], default="embedded")
+    parser.add_argument("--spark-master", metavar="URL", default=None)
+    parser.add_argument("--persist", action="store_true",
+                        help="write the findings back to the FHIR server (FHIR_SERVER_URL, or "
+                             "--fhir-server), in transaction batches")
+    parser.add_argument("--profile", choices=["us", "uk"], default=None)
+    parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1,
+                        help="worker processes (default: one per core)")
+    parser.add_argument("--memory-limit", default="512MB",
+                        help="DuckDB's memory limit while grouping (it spills to disk beyond)")
+
+
+def _fail(message: str) -> int:
+    print(f"baclofen-check review: {message}", file=sys.stderr)
+    return 2
+
+
+def review_cmd(args: argparse.Namespace) -> int:
+    from ..config import load_settings
+    from ..fhirjson import parse_instant
+    from ..knowledge import load
+    from .review import Options, progress_bar, review
+
+    if args.engine == "spark":
+        return _fail("the spark engine is not part of this version; use --engine embedded")
+    if (args.group or args.since) and not args.fhir_server:
+        return _fail("--group and --since go with --fhir-server")
+    settings = load_settings()
+    check_time = datetime.now(UTC)
+    if args.check_time:
+        parsed = parse_instant(args.check_time)
+        if parsed is None:
+            return _fail("--check-time is not a FHIR dateTime with a time zone")
+        check_time = parsed
+    if args.since and parse_instant(args.since) is None:
+        return _fail("--since is not a FHIR instant with a time zone")
+    kb = load()
+    out: Path = args.out
+    source = None
+    export_dir = args.export_dir
+    if args.fhir_server:
+        from .bulk import BulkError, export_to
+
+        try:
+            export_dir = export_to(args.fhir_server, out / "export", settings, args.group,
+                                   args.since, kb, progress_bar())
+        except BulkError as exc:
+            return _fail(str(exc))
+        source = args.fhir_server.rstrip("/") + (f"/Group/{args.group}" if args.group else "")
+    elif not export_dir.is_dir():
+        return _fail(f"{export_dir} is not a directory")
+    options = Options(export_dir, out, check_time, args.profile or settings.profile,
+                      max(1, args.jobs), settings.max_request_bytes, args.memory_limit,
+                      progress_bar(), source)
+    summary = review(options, kb)
+    if args.persist:
+        from .persist import PersistError, persist_findings
+
+        base = args.fhir_server or settings.fhir_server_url
+        if not base:
+            return _fail("--persist needs --fhir-server or FHIR_SERVER_URL")
+        try:
+            written = persist_findings(out, base, settings, check_time)
+        except PersistError as exc:
+            return _fail(str(exc))
+        print(f"baclofen-check review: written back: {written}", file=sys.stderr)
+    f = summary["findings"]
+    print(f"baclofen-check review: {summary['patientsRead']} patients read, "
+          f"{summary['patientsOnBaclofen']} on baclofen, {summary['ordersChecked']} orders "
+          f"checked, {f['total']} findings (high {f['bySeverity']['high']}, moderate "
+          f"{f['bySeverity']['moderate']}, low {f['bySeverity']['low']}); "
+          f"{summary['patientsNotChecked']} patients not checked; outputs in {out}",
+          file=sys.stderr)
+    return 0

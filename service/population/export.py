@@ -1,0 +1,406 @@
+"""A finished Bulk Data export directory -> each patient's record, grouped out of core.
+
+Files read (top level of the directory; plain ``.ndjson`` or gzip ``.ndjson.gz``):
+
+- a file whose name starts with a resource type the rules read (``Patient``,
+  ``MedicationRequest``, ``MedicationStatement``, ``MedicationDispense``, ``Medication``,
+  ``Observation``, ``Condition``, ``Procedure``: ``Observation.ndjson``,
+  ``Observation_2.ndjson.gz``, ``Observation-000.ndjson`` ...);
+- a file whose name starts with no FHIR resource type (``output_1.ndjson``): read as mixed,
+  the shape of ``organizeOutputBy=Patient`` blocks; lines of types the rules do not read are
+  counted and left;
+- a file named after another resource type (``Encounter.ndjson``) is not opened (counted);
+  so are the export's error files (``OperationOutcome*``) and anything not NDJSON.
+
+DuckDB reads each file line by line (``read_csv`` with one text column, the line number from
+``WITH ORDINALITY``) into a database file under a temporary directory, with a memory limit,
+so that an export larger than memory is grouped on disk. Every resource is joined to its
+patient by ``subject`` or ``patient`` (``Patient/{id}``, an absolute URL or ``_history``
+form), a Patient by its id, and a Medication to every patient whose request, statement or
+dispense references it. A resource that appears more than once (same type and id) is read
+once: the last occurrence (the export's newest).
+
+Only patients with an active MedicationRequest that may be baclofen are handed out (the
+superset test: the request's line names the baclofen word or RxNorm code from the knowledge,
+or uses a ``medicationReference``, or holds a ``\\u`` escape); the check itself decides.
+
+What cannot be read is a ``Problem`` with the file and the line: not UTF-8, a line over the
+size limit, not JSON, not a FHIR resource, a resource that names no patient, an order whose
+patient has no Patient resource.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..knowledge import Knowledge
+
+READ_TYPES = ("Patient", "MedicationRequest", "MedicationStatement", "MedicationDispense",
+              "Medication", "Observation", "Condition", "Procedure")
+MEDICATION_USERS = ("MedicationRequest", "MedicationStatement", "MedicationDispense")
+_NAME_TYPE = re.compile(r"^([A-Z][A-Za-z]+)")
+PATIENTS_PER_CHUNK = 2000
+
+
+@dataclass(frozen=True)
+class Problem:
+    """Something in the export that could not be read or used."""
+
+    file: str
+    line: int | None
+    message: str
+    severity: str = "error"      # error: not read; warning: read but not used; information
+    code: str = "invalid"
+
+
+@dataclass
+class ExportFile:
+    path: Path
+    kind: str | None             # the resource type its name gives, None for a mixed file
+
+
+@dataclass
+class Located:
+    """One resource line of a patient's record."""
+
+    rtype: str
+    file: str
+    line: int
+    text: str
+
+
+@dataclass
+class Record:
+    """One patient's resources (the Patient first when present)."""
+
+    pid: str
+    lines: list[Located]
+
+
+@dataclass
+class LoadStats:
+    files: list[dict[str, Any]] = field(default_factory=list)
+    skipped_files: list[str] = field(default_factory=list)
+    lines: int = 0
+    resources: dict[str, int] = field(default_factory=dict)   # read, by type
+    ignored: dict[str, int] = field(default_factory=dict)     # types the rules do not read
+    patients: int = 0
+    candidates: int = 0
+
+
+def _is_resource_type(name: str) -> bool:
+    from fhir.resources.R4B import get_fhir_model_class
+
+    try:
+        get_fhir_model_class(name)
+    except (KeyError, ValueError):
+        return False
+    return True
+
+
+def discover(directory: Path) -> tuple[list[ExportFile], list[str]]:
+    """The files to read, and the names left unopened."""
+    files: list[ExportFile] = []
+    skipped: list[str] = []
+    for path in sorted(directory.iterdir()):
+        name = path.name
+        if not path.is_file():
+            continue
+        if not name.endswith((".ndjson", ".ndjson.gz")):
+            if name != "manifest.json":
+                skipped.append(name)
+            continue
+        m = _NAME_TYPE.match(name)
+        head = m.group(1) if m else ""
+        if head in READ_TYPES:
+            files.append(ExportFile(path, head))
+        elif head and _is_resource_type(head):
+            skipped.append(name)   # a type the rules do not read, or the error files
+        else:
+            files.append(ExportFile(path, None))
+    return files, skipped
+
+
+def _newline(path: Path) -> str:
+    """The file's line ending (DuckDB's reader counts a CR of CRLF as a line of its own
+    unless told)."""
+    import gzip
+
+    opener: Any = gzip.open if path.name.endswith(".gz") else open
+    try:
+        with opener(path, "rb") as stream:
+            head = stream.read(1 << 20)
+    except (OSError, EOFError):
+        return "\\n"
+    at = head.find(b"\n")
+    return "\\r\\n" if at > 0 and head[at - 1:at] == b"\r" else "\\n"
+
+
+def _sql_text(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+class ExportReader:
+    """Loads an export directory into DuckDB and hands out the records to check."""
+
+    def __init__(self, directory: Path, kb: Knowledge, max_line_bytes: int,
+                 memory_limit: str = "512MB", workdir: Path | None = None) -> None:
+        import duckdb
+
+        self.directory = directory
+        self.kb = kb
+        self.max_line_bytes = max_line_bytes
+        self._tmp = tempfile.TemporaryDirectory(prefix="baclofen-review-",
+                                                dir=str(workdir) if workdir else None)
+        db = os.path.join(self._tmp.name, "export.duckdb")
+        self.con = duckdb.connect(db)
+        self.con.execute(f"SET memory_limit = {_sql_text(memory_limit)}")
+        self.con.execute(f"SET temp_directory = {_sql_text(self._tmp.name)}")
+        self.con.execute("SET threads = 2")
+        self.con.execute("SET enable_progress_bar = false")
+        self.stats = LoadStats()
+        self.problems: list[Problem] = []
+        self._names: list[str] = []
+
+    def close(self) -> None:
+        try:
+            self.con.close()
+        finally:
+            self._tmp.cleanup()
+
+    def __enter__(self) -> ExportReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # --- loading ----------------------------------------------------------------------------
+
+    def load(self) -> None:
+        files, skipped = discover(self.directory)
+        self.stats.skipped_files = skipped
+        con = self.con
+        con.execute("CREATE TABLE raw (fno INTEGER, line BIGINT, text VARCHAR)")
+        for fno, f in enumerate(files):
+            self._names.append(f.path.name)
+            self._load_file(fno, f)
+        self._resources()
+        self._select()
+
+    def _load_file(self, fno: int, f: ExportFile) -> None:
+        con = self.con
+        before = self._scan_id()
+        options = (
+            "columns = {'line': 'VARCHAR'}, delim = '\\x01', quote = '', escape = '', "
+            "comment = '', header = false, auto_detect = false, strict_mode = false, "
+            f"ignore_errors = true, store_rejects = true, "
+            f"max_line_size = {max(1024, int(self.max_line_bytes))}, "
+            f"new_line = '{_newline(f.path)}', compression = "
+            f"'{'gzip' if f.path.name.endswith('.gz') else 'none'}'")
+        try:
+            # (the options are made here; the path is a parameter)
+            sql = (f"INSERT INTO raw SELECT {fno}, ord, line FROM read_csv(?, {options}) "  # noqa: S608
+                   "WITH ORDINALITY AS t(line, ord) WHERE line IS NOT NULL AND trim(line) <> ''")
+            con.execute(sql, [str(f.path)])
+        except Exception as exc:  # noqa: BLE001 - a file that cannot be read is reported
+            self.problems.append(Problem(f.path.name, None, "the file cannot be read "
+                                         f"({type(exc).__name__}); nothing of it was used",
+                                         code="exception"))
+            self.stats.files.append({"name": f.path.name, "type": f.kind, "lines": 0})
+            return
+        rejected = self._rejects(before)
+        if rejected:
+            self._renumber(fno, [line for line, _ in rejected])
+            for line, kind in rejected:
+                why = ("is not UTF-8 text" if "ENCODING" in kind else
+                       f"is longer than {self.max_line_bytes} bytes (MAX_REQUEST_BYTES)"
+                       if "LINE SIZE" in kind else f"cannot be read ({kind.lower()})")
+                self.problems.append(Problem(f.path.name, line, f"the line {why}; not read",
+                                             code="too-costly" if "LINE SIZE" in kind
+                                             else "invalid"))
+        row = con.execute("SELECT count(*) FROM raw WHERE fno = ?", [fno]).fetchone()
+        count = int(row[0]) if row else 0
+        self.stats.lines += count
+        self.stats.files.append({"name": f.path.name, "type": f.kind, "lines": count})
+
+    def _scan_id(self) -> int:
+        try:
+            row = self.con.execute("SELECT max(scan_id) FROM reject_scans").fetchone()
+        except Exception:  # noqa: BLE001 - no reject table until the first rejected line
+            return -1
+        return int(row[0]) if row and row[0] is not None else -1
+
+    def _rejects(self, before: int) -> list[tuple[int, str]]:
+        try:
+            rows = self.con.execute(
+                "SELECT DISTINCT line, CAST(error_type AS VARCHAR) FROM reject_errors "
+                "WHERE scan_id > ? ORDER BY line", [before]).fetchall()
+        except Exception:  # noqa: BLE001 - no reject table: nothing was rejected
+            return []
+        return [(int(line), str(kind)) for line, kind in rows]
+
+    def _renumber(self, fno: int, rejected: list[int]) -> None:
+        """Rows after a rejected line were numbered without it: the k-th line read is line
+        k + (the rejected lines r_j, j counted from 0, with r_j - j <= k)."""
+        con = self.con
+        con.execute("CREATE OR REPLACE TEMP TABLE rej (r BIGINT, j BIGINT)")
+        con.executemany("INSERT INTO rej VALUES (?, ?)",
+                        [(r, j) for j, r in enumerate(sorted(rejected))])
+        con.execute("UPDATE raw SET line = line + (SELECT count(*) FROM rej WHERE "
+                    "rej.r - rej.j <= raw.line) WHERE fno = ?", [fno])
+
+    def _resources(self) -> None:
+        con = self.con
+        names = ", ".join(_sql_text(t) for t in READ_TYPES)
+        patient_ref = r"'(?:^|/)Patient/([^/]+)(?:/_history/[^/]*)?$'"
+        med_ref = r"'(?:^|/)Medication/([^/]+)(?:/_history/[^/]*)?$'"
+        con.execute("""
+            CREATE TABLE parsed AS
+            WITH j AS (
+                -- (a CASE does not keep DuckDB from evaluating both branches: the JSON
+                -- functions only ever see valid JSON)
+                SELECT fno, line, text, json_valid(text) AS ok,
+                       CASE WHEN json_valid(text) THEN text ELSE 'null' END AS valid
+                FROM raw
+            ), o AS (
+                SELECT *, CASE WHEN json_type(valid) = 'OBJECT' THEN valid ELSE '{}' END AS obj
+                FROM j
+            )
+            SELECT fno, line, text, ok, json_extract_string(obj, '$.resourceType') AS rtype,
+                   json_extract_string(obj, '$.id') AS rid
+            FROM o""")
+        con.execute("DROP TABLE raw")
+        for fno, line in con.execute(
+                "SELECT fno, line FROM parsed WHERE NOT ok ORDER BY fno, line").fetchall():
+            self.problems.append(Problem(self._names[fno], int(line),
+                                         "the line is not JSON; not read"))
+        for fno, line in con.execute(
+                "SELECT fno, line FROM parsed WHERE ok AND rtype IS NULL "
+                "ORDER BY fno, line").fetchall():
+            self.problems.append(Problem(self._names[fno], int(line),
+                                         "the line is not a FHIR resource (no resourceType); "
+                                         "not read"))
+        ignored = (f"SELECT rtype, count(*) FROM parsed WHERE rtype NOT IN ({names}) "  # noqa: S608
+                   "GROUP BY rtype ORDER BY rtype")
+        for rtype, n in con.execute(ignored).fetchall():
+            self.stats.ignored[str(rtype)] = int(n)
+        con.execute(f"""
+            CREATE TABLE res AS
+            WITH typed AS (
+                SELECT fno, line, text, rtype, rid,
+                       CASE WHEN rtype = 'Patient' THEN rid
+                            WHEN rtype = 'Medication' THEN NULL
+                            ELSE nullif(regexp_extract(coalesce(
+                                json_extract_string(text, '$.subject.reference'),
+                                json_extract_string(text, '$.patient.reference'), ''),
+                                {patient_ref}, 1), '') END AS pid,
+                       CASE WHEN rtype IN ('MedicationRequest', 'MedicationStatement',
+                                           'MedicationDispense')
+                            THEN nullif(regexp_extract(coalesce(json_extract_string(
+                                text, '$.medicationReference.reference'), ''), {med_ref}, 1),
+                                '') END AS medref
+                FROM parsed WHERE rtype IN ({names})
+            ), ranked AS (
+                SELECT *, row_number() OVER (PARTITION BY rtype, rid ORDER BY fno DESC,
+                                             line DESC) AS copy,
+                       count(*) OVER (PARTITION BY rtype, rid) AS copies,
+                       count(DISTINCT text) OVER (PARTITION BY rtype, rid) AS versions
+                FROM typed
+            )
+            SELECT * FROM ranked ORDER BY pid, fno, line""")  # noqa: S608 - constants
+        con.execute("DROP TABLE parsed")
+        for rtype, n in con.execute(
+                "SELECT rtype, count(*) FROM res WHERE copy = 1 OR rid IS NULL "
+                "GROUP BY rtype ORDER BY rtype").fetchall():
+            self.stats.resources[str(rtype)] = int(n)
+        for fno, line, rtype, rid, copies in con.execute(
+                "SELECT fno, line, rtype, rid, copies FROM res WHERE rid IS NOT NULL AND "
+                "copy = 1 AND versions > 1 ORDER BY fno, line").fetchall():
+            # the same resource written again (a Medication in every patient block) is not
+            # worth a word; different versions of it are
+            self.problems.append(Problem(
+                self._names[fno], int(line),
+                f"{rtype}/{rid} appears {copies} times in the export, not all the same: this "
+                "occurrence (the last) is used", "information", "duplicate"))
+        for fno, line, rtype, rid in con.execute(
+                "SELECT fno, line, rtype, rid FROM res WHERE pid IS NULL AND rtype NOT IN "
+                "('Patient', 'Medication') ORDER BY fno, line").fetchall():
+            self.problems.append(Problem(
+                self._names[fno], int(line),
+                f"{rtype}/{rid or '(no id)'} names no patient (subject or patient is not a "
+                "Patient reference); not used", "warning"))
+        row = con.execute("SELECT count(DISTINCT rid) FROM res WHERE rtype = 'Patient'"
+                          ).fetchone()
+        self.stats.patients = int(row[0]) if row else 0
+
+    def _select(self) -> None:
+        """The patients to check: an active MedicationRequest that may be baclofen."""
+        con = self.con
+        rec = self.kb.recognition
+        tests = [f"contains(lower(text), {_sql_text(str(rec['baclofen_word']).lower())})"]
+        tests += [f"contains(text, {_sql_text(chr(34) + str(code) + chr(34))})"
+                  for code in rec["baclofen_rxnorm"]]
+        tests += ["medref IS NOT NULL",
+                  "json_extract(text, '$.medicationReference') IS NOT NULL",
+                  "contains(text, '\\u')"]
+        con.execute(f"""
+            CREATE TABLE cand AS
+            SELECT DISTINCT pid FROM res
+            WHERE rtype = 'MedicationRequest' AND copy = 1 AND pid IS NOT NULL
+              AND json_extract_string(text, '$.status') = 'active'
+              AND ({' OR '.join(tests)})
+            ORDER BY pid""")  # noqa: S608 - knowledge values, quoted
+        for pid, fno, line in con.execute("""
+                SELECT c.pid, min(r.fno), min(r.line) FROM cand c JOIN res r USING (pid)
+                WHERE NOT EXISTS (SELECT 1 FROM res p WHERE p.rtype = 'Patient'
+                                  AND p.rid = c.pid)
+                  AND r.rtype = 'MedicationRequest'
+                GROUP BY c.pid ORDER BY c.pid""").fetchall():
+            self.problems.append(Problem(
+                self._names[fno], int(line),
+                f"Patient/{pid} has active medication orders but no Patient resource in the "
+                "export: that patient was not checked", "error", "not-found"))
+        con.execute("DELETE FROM cand WHERE pid NOT IN (SELECT rid FROM res WHERE rtype = "
+                    "'Patient' AND rid IS NOT NULL)")   # named above, not checked
+        row = con.execute("SELECT count(*) FROM cand").fetchone()
+        self.stats.candidates = int(row[0]) if row else 0
+
+    # --- handing out ------------------------------------------------------------------------
+
+    def records(self, per_chunk: int = PATIENTS_PER_CHUNK) -> Iterator[Record]:
+        """Each patient to check, in patient id order, with the Medications its resources
+        reference; read in chunks of patients so that memory does not grow with the export.
+        """
+        con = self.con
+        pids = [str(r[0]) for r in con.execute("SELECT pid FROM cand ORDER BY pid").fetchall()]
+        for at in range(0, len(pids), per_chunk):
+            low, high = pids[at], pids[min(at + per_chunk, len(pids)) - 1]
+            rows = con.execute("""
+                WITH mine AS (
+                    SELECT r.pid, r.rtype, r.fno, r.line, r.text, r.medref
+                    FROM res r JOIN cand c USING (pid)
+                    WHERE r.pid BETWEEN ? AND ? AND (r.copy = 1 OR r.rid IS NULL)
+                ), meds AS (
+                    SELECT DISTINCT u.pid, m.rtype, m.fno, m.line, m.text
+                    FROM (SELECT DISTINCT pid, medref FROM mine WHERE medref IS NOT NULL) u
+                    JOIN res m ON m.rtype = 'Medication' AND m.rid = u.medref AND m.copy = 1
+                )
+                SELECT pid, rtype, fno, line, text, rtype <> 'Patient' AS later FROM mine
+                UNION ALL SELECT pid, rtype, fno, line, text, true FROM meds
+                ORDER BY pid, later, fno, line""", [low, high]).fetchall()
+            current: Record | None = None
+            for pid, rtype, fno, line, text, _later in rows:
+                if current is None or current.pid != pid:
+                    if current is not None:
+                        yield current
+                    current = Record(str(pid), [])
+                current.lines.append(Located(str(rtype), self._names[fno], int(line),
+                                             str(text)))
+            if current is not None:
+                yield current
