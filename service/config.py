@@ -8,6 +8,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from .outbound.settings import OAuthIssuer, api_auth, oauth_issuers, server_auth
+from .watch.settings import watch_settings
+
 DEFAULT_DATABASE_URL = "sqlite:///var/baclofen-check.sqlite3"
 
 
@@ -132,17 +135,23 @@ def trusted_issuer(issuer: str, value: Any) -> TrustedIssuer:
                          max_lifetime_s=seconds, style=style)
 
 
-def _issuers(value: Any) -> dict[str, TrustedIssuer]:
+def json_object(name: str, value: Any) -> dict[str, Any]:
+    """A setting holding a JSON object (or given as a mapping) whose keys are non-empty
+    strings."""
     if isinstance(value, Mapping):
         data: Any = dict(value)
     else:
         try:
             data = json.loads(str(value or "{}"))
         except json.JSONDecodeError as exc:
-            raise ConfigError("CDS_TRUSTED_ISSUERS must be a JSON object") from exc
+            raise ConfigError(f"{name} must be a JSON object") from exc
     if not isinstance(data, dict) or not all(isinstance(k, str) and k for k in data):
-        raise ConfigError("CDS_TRUSTED_ISSUERS must map issuer strings to JWKS URLs, paths or "
-                          "objects")
+        raise ConfigError(f"{name} must be a JSON object keyed by issuer strings")
+    return data
+
+
+def _issuers(value: Any) -> dict[str, TrustedIssuer]:
+    data = json_object("CDS_TRUSTED_ISSUERS", value)
     return {k: trusted_issuer(k, v) for k, v in data.items()}
 
 
@@ -160,10 +169,17 @@ class Settings:
     audit_retention_days: int = 365
     fhir_server_url: str | None = None
     fhir_server_token: str | None = field(default=None, repr=False)
+    fhir_server_auth: str = "none"  # none | bearer | smart-backend (service/outbound/)
+    smart_client_id: str | None = None
+    smart_private_keys: str | None = None
+    smart_scope: str = ""
+    smart_token_url: str | None = None
     fhir_allowlist: tuple[str, ...] = ()
     public_base_url: str = "http://127.0.0.1:8080"
     api_require_auth: bool = True
     api_tokens: tuple[str, ...] = field(default=(), repr=False)
+    api_auth: str = "tokens"  # tokens | oauth | both (service/web/auth.py)
+    oauth_issuers: Mapping[str, OAuthIssuer] = field(default_factory=dict)
     cds_require_jwt: bool = True
     cds_trusted_issuers: Mapping[str, TrustedIssuer] = field(default_factory=dict)
     cds_client_style: str = "standard"
@@ -178,6 +194,9 @@ class Settings:
     db_statement_timeout_s: float = 5.0
     spool_dir: str = "var/spool"
     spool_max_bytes: int = 100 * 1000 * 1000
+    watch_notify_token: str | None = field(default=None, repr=False)  # service/watch/
+    watch_coalesce_s: float = 30.0
+    watch_check_s: float = 60.0
     testing: bool = False
 
     @property
@@ -195,10 +214,17 @@ NAMES = (
     "AUDIT_RETENTION_DAYS",
     "FHIR_SERVER_URL",
     "FHIR_SERVER_TOKEN",
+    "FHIR_SERVER_AUTH",
+    "SMART_CLIENT_ID",
+    "SMART_PRIVATE_KEYS",
+    "SMART_SCOPE",
+    "SMART_TOKEN_URL",
     "FHIR_ALLOWLIST",
     "PUBLIC_BASE_URL",
     "API_REQUIRE_AUTH",
     "API_TOKENS",
+    "API_AUTH",
+    "OAUTH_ISSUERS",
     "CDS_REQUIRE_JWT",
     "CDS_TRUSTED_ISSUERS",
     "CDS_CLIENT_STYLE",
@@ -213,6 +239,9 @@ NAMES = (
     "DB_STATEMENT_TIMEOUT_S",
     "SPOOL_DIR",
     "SPOOL_MAX_BYTES",
+    "WATCH_NOTIFY_TOKEN",
+    "WATCH_COALESCE_S",
+    "WATCH_CHECK_S",
     "TESTING",
 )
 
@@ -233,9 +262,11 @@ def load_settings(
     if profile not in {"us", "uk"}:
         raise ConfigError("BACLOFEN_PROFILE must be us or uk")
     fhir_url = str(raw["FHIR_SERVER_URL"]).rstrip("/") if raw.get("FHIR_SERVER_URL") else None
+    outbound_auth = server_auth(raw, fhir_url)
     allow = _list(raw.get("FHIR_ALLOWLIST", ""))
     if not allow and fhir_url:
-        allow = (fhir_url,)
+        token_url = outbound_auth["smart_token_url"]
+        allow = (fhir_url, token_url) if token_url else (fhir_url,)
     return Settings(
         profile=profile,
         database_url=str(raw.get("DATABASE_URL") or DEFAULT_DATABASE_URL),
@@ -243,9 +274,12 @@ def load_settings(
         fhir_server_url=fhir_url,
         fhir_server_token=str(raw["FHIR_SERVER_TOKEN"]) if raw.get("FHIR_SERVER_TOKEN") else None,
         fhir_allowlist=allow,
+        **outbound_auth,
         public_base_url=str(raw.get("PUBLIC_BASE_URL", "http://127.0.0.1:8080")).rstrip("/"),
         api_require_auth=_bool("API_REQUIRE_AUTH", raw.get("API_REQUIRE_AUTH", True)),
         api_tokens=_list(raw.get("API_TOKENS", "")),
+        api_auth=api_auth(raw.get("API_AUTH")),
+        oauth_issuers=oauth_issuers(raw.get("OAUTH_ISSUERS", "{}")),
         cds_require_jwt=_bool("CDS_REQUIRE_JWT", raw.get("CDS_REQUIRE_JWT", True)),
         cds_trusted_issuers=_issuers(raw.get("CDS_TRUSTED_ISSUERS", "{}")),
         cds_client_style=_style(raw.get("CDS_CLIENT_STYLE", "standard")),
@@ -262,5 +296,6 @@ def load_settings(
                                       raw.get("DB_STATEMENT_TIMEOUT_S", 5)),
         spool_dir=str(raw.get("SPOOL_DIR") or "var/spool"),
         spool_max_bytes=_size("SPOOL_MAX_BYTES", raw.get("SPOOL_MAX_BYTES", 100_000_000)),
+        **watch_settings(raw),
         testing=_bool("TESTING", raw.get("TESTING", False)),
     )

@@ -15,10 +15,12 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -128,27 +130,34 @@ class Sekmet:
         return requests.get(f"{self.base_url}/{path}", headers=self.headers(), timeout=10)
 
 
-@pytest.fixture(scope="session")
-def sekmet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sekmet]:
-    if not SEKMET.exists():
-        pytest.fail("the sekmet FHIR server is not installed: run `make .venv-sekmet/.installed`")
-    home = tmp_path_factory.mktemp("sekmet")
-    port = free_port()
-    base = f"http://127.0.0.1:{port}/fhir"
-    (home / "settings.yaml").write_text(
-        f"base_url: {base}\n"
+def sekmet_settings(home: Path, port: int, server_auth: str) -> Path:
+    """Write sekmet's settings file; ``server_auth``: the YAML lines under ``server_auth:``
+    (indented by two spaces)."""
+    path = home / "settings.yaml"
+    path.write_text(
+        f"base_url: http://127.0.0.1:{port}/fhir\n"
         "host: 127.0.0.1\n"
         f"port: {port}\n"
         f"data_dir: {home / 'data'}\n"
         "log_inbound: false\n"
         "simulator:\n  enabled: false\n"
         "validation:\n  inbound: strict\n"
-        "server_auth:\n  types: [bearer]\n"
-        f"  tokens: [{SEKMET_TOKEN}]\n",
+        "server_auth:\n" + server_auth,
         encoding="utf-8",
     )
-    log = open(home / "sekmet.log", "wb")  # noqa: SIM115 - closed below
-    proc = subprocess.Popen([str(SEKMET), "serve", "-c", str(home / "settings.yaml")],
+    return path
+
+
+@contextmanager
+def running_sekmet(home: Path, port: int, server_auth: str) -> Iterator[int]:
+    """sekmet serving on ``port`` with its data under ``home`` until the block ends; yields
+    its PID."""
+    if not SEKMET.exists():
+        pytest.fail("the sekmet FHIR server is not installed: run `make .venv-sekmet/.installed`")
+    settings = sekmet_settings(home, port, server_auth)
+    base = f"http://127.0.0.1:{port}/fhir"
+    log = open(home / "sekmet.log", "ab")  # noqa: SIM115 - closed below
+    proc = subprocess.Popen([str(SEKMET), "serve", "-c", str(settings)],
                             cwd=home, stdout=log, stderr=subprocess.STDOUT,
                             start_new_session=True)
 
@@ -162,7 +171,7 @@ def sekmet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sekmet]:
 
     try:
         _wait_until(ready, "the sekmet FHIR server")
-        yield Sekmet(base, SEKMET_TOKEN, proc.pid)
+        yield proc.pid
     finally:
         os.kill(proc.pid, signal.SIGTERM)
         try:
@@ -170,4 +179,46 @@ def sekmet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sekmet]:
         except subprocess.TimeoutExpired:
             os.kill(proc.pid, signal.SIGKILL)
             proc.wait()
+        log.close()
+
+
+@pytest.fixture(scope="session")
+def sekmet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sekmet]:
+    home = tmp_path_factory.mktemp("sekmet")
+    port = free_port()
+    auth = f"  types: [bearer]\n  tokens: [{SEKMET_TOKEN}]\n"
+    with running_sekmet(home, port, auth) as pid:
+        yield Sekmet(f"http://127.0.0.1:{port}/fhir", SEKMET_TOKEN, pid)
+
+
+# --- baclofen-check serve -----------------------------------------------------------------
+
+@contextmanager
+def running_serve(log_dir: Path, port: int, env: dict[str, str], workers: int,
+                  threads: int) -> Iterator[str]:
+    """``baclofen-check serve`` (real gunicorn) on ``port`` with the environment ``env`` until
+    the block ends; yields its base URL once ``/readyz`` answers 200."""
+    env = dict(env)
+    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    log = open(log_dir / "serve.log", "wb")  # noqa: SIM115 - closed below
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "service.cli", "serve", "--bind", f"127.0.0.1:{port}",
+         "--workers", str(workers), "--threads", str(threads)], cwd=ROOT, env=env,
+        stdout=log, stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{port}"
+
+    def ready() -> bool:
+        if proc.poll() is not None:
+            pytest.fail("serve exited: " + (log_dir / "serve.log").read_text()[-3000:])
+        try:
+            return requests.get(base + "/readyz", timeout=1).status_code == 200
+        except requests.RequestException:
+            return False
+
+    try:
+        _wait_until(ready, "baclofen-check serve", attempts=600)
+        yield base
+    finally:
+        os.kill(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=30)
         log.close()

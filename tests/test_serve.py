@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import os
-import signal
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,39 +11,17 @@ import pytest
 import requests
 
 from .builders import dosage, order, parameters
-from .services import _wait_until, free_port
+from .services import free_port, running_serve
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture
 def served(tmp_path: Path) -> Iterator[str]:
-    port = free_port()
     env = {**os.environ, "API_REQUIRE_AUTH": "false", "CDS_REQUIRE_JWT": "false",
            "DATABASE_URL": f"sqlite:///{tmp_path}/audit.sqlite3"}
-    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
-    log = open(tmp_path / "serve.log", "wb")  # noqa: SIM115 - closed below
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "service.cli", "serve", "--bind", f"127.0.0.1:{port}",
-         "--workers", "3", "--threads", "2"], cwd=ROOT, env=env, stdout=log,
-        stderr=subprocess.STDOUT)
-    base = f"http://127.0.0.1:{port}"
-
-    def ready() -> bool:
-        if proc.poll() is not None:
-            pytest.fail("serve exited: " + (tmp_path / "serve.log").read_text()[-3000:])
-        try:
-            return requests.get(base + "/readyz", timeout=1).status_code == 200
-        except requests.RequestException:
-            return False
-
-    try:
-        _wait_until(ready, "baclofen-check serve", attempts=600)
+    with running_serve(tmp_path, free_port(), env, workers=3, threads=2) as base:
         yield base
-    finally:
-        os.kill(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=30)
-        log.close()
 
 
 def _count(text: str) -> float:

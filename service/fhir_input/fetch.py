@@ -8,7 +8,8 @@ Hooks endpoints to fetch prefetch keys themselves. Rules (interfaces.md section 
   after normalisation (lower-case scheme and host, default ports, percent-decoding and dot
   segments resolved, prefix on a path-segment boundary); a URL that is not allowed is never
   contacted and never receives the token;
-- ``Authorization: Bearer`` is sent only when a token is given;
+- ``Authorization: Bearer`` is sent only when a token (or an ``Authorizer``: SMART Backend
+  Services, service/outbound/) is given, and only to allowed URLs;
 - redirects are never followed: a 3xx answer is a failure;
 - all the calls made while answering one request share one ``Deadline``: each call's connect
   and read timeouts are the time that remains, and a body still arriving at the deadline is
@@ -24,7 +25,8 @@ process forked from one that used them starts with its own (it never shares its 
 sockets). A connection that carried a body not read to its end is closed, not reused.
 
 Failures are typed (``FetchFailure.reason``): ``not-allowed``, ``timeout``, ``refused``,
-``http-status``, ``redirect``, ``invalid-json``, ``too-large``, ``error``.
+``http-status``, ``redirect``, ``invalid-json``, ``too-large``, ``error``, and ``auth`` (no
+access token could be had, or the server refused a fresh one).
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ALL_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from functools import partial
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import unquote, urljoin, urlsplit
 
 import requests
@@ -62,6 +64,16 @@ MAX_IN_FLIGHT = MAX_PARALLEL * 8
 # the headers requests sends by default (User-Agent, Accept-Encoding, Connection); Accept is
 # set per call
 _BASE_HEADERS = dict(requests.utils.default_headers())
+
+
+class Authorizer(Protocol):
+    """Gives the ``Authorization`` header of calls to one FHIR server (the SMART Backend
+    Services client of service/outbound/smart.py)."""
+
+    def authorization(self, deadline: Deadline, refused: str | None = None) -> str:
+        """The header value; ``refused``: the value the server just answered ``401`` to (a
+        fresh token is needed). Raises FetchFailure (reason ``auth``, ``timeout``)."""
+        ...
 
 
 class Deadline:
@@ -233,9 +245,10 @@ class FhirClient:
     """Reads (and, for write-back, writes) one FHIR server within the rules above."""
 
     def __init__(self, base_url: str, token: str | None, allowlist: Iterable[str],
-                 max_bytes: int) -> None:
+                 max_bytes: int, auth: Authorizer | None = None) -> None:
         self.base_url = base_url.rstrip("/")
         self._token = token
+        self._auth = auth
         self.allowlist = tuple(allowlist)
         self.max_bytes = max_bytes
         self._proxy_cache: dict[tuple[str, str], dict[str, str]] = {}
@@ -318,40 +331,78 @@ class FhirClient:
     def request(self, method: str, relative_url: str, deadline: Deadline,
                 body: Mapping[str, Any] | None = None, operation: str = "read"
                 ) -> dict[str, Any]:
+        """One FHIR call. With an ``Authorizer`` (SMART Backend Services), a ``401`` answer
+        gets one fresh token and the call is sent once more; a second ``401`` is an ``auth``
+        failure."""
         url = self.url_for(relative_url)
+        refused: str | None = None
+        while True:
+            headers = {"Accept": FHIR_JSON}
+            if self._auth is not None and allowed(url, self.allowlist):
+                headers["Authorization"] = self._auth.authorization(deadline, refused)
+            elif self._token:
+                headers["Authorization"] = f"Bearer {self._token}"
+            status, raw = self.exchange(method, url, deadline, headers, operation,
+                                        json_body=body, counted=refused is not None)
+            if status == 401 and self._auth is not None:
+                if refused is None:
+                    refused = headers["Authorization"]
+                    continue
+                raise self._fail("auth", url, f"{_show(url)} refused a fresh access token "
+                                 "(HTTP 401)", operation, status)
+            if not 200 <= status < 300:
+                raise self._fail("http-status", url, f"{_show(url)} answered HTTP "
+                                 f"{status}", operation, status)
+            return self._fhir(raw, url, operation)
+
+    def exchange(self, method: str, url: str, deadline: Deadline, headers: Mapping[str, str],
+                 operation: str, json_body: Mapping[str, Any] | None = None,
+                 form: Mapping[str, str] | None = None, counted: bool = False,
+                 error_body_bytes: int = 0, count_failures: bool = True
+                 ) -> tuple[int, bytes]:
+        """One HTTP call within the rules above (allow-list, deadline, no redirect, size cap);
+        returns the status and the body. A body is read for a 2xx answer, and for any other
+        status up to ``error_body_bytes`` (0: not read). ``counted``: a repeat of a call
+        already counted in ``baclofen_check_outbound_fhir_calls_total``;
+        ``count_failures=False``: the caller counts the failure under its own reason. Raises
+        FetchFailure."""
+        fail = self._fail if count_failures else _failure
         if not allowed(url, self.allowlist):
-            raise self._fail("not-allowed", url, f"{_show(url)} is not in FHIR_ALLOWLIST",
-                             operation)
+            raise fail("not-allowed", url, f"{_show(url)} is not in FHIR_ALLOWLIST", operation)
         if deadline.expired:
-            raise self._fail("timeout", url, f"no time was left to call {_show(url)}",
-                             operation)
-        metrics.OUTBOUND.labels(operation).inc()
-        headers = {**_BASE_HEADERS, "Accept": FHIR_JSON}
-        if self._token:
-            headers["Authorization"] = f"Bearer {self._token}"
-        if body is not None:
-            headers["Content-Type"] = FHIR_JSON
+            raise fail("timeout", url, f"no time was left to call {_show(url)}", operation)
+        if not counted:
+            metrics.OUTBOUND.labels(operation).inc()
+        all_headers = {**_BASE_HEADERS, **headers}
+        if json_body is not None:
+            all_headers["Content-Type"] = FHIR_JSON
         try:
-            prepared = requests.Request(method, url, headers=headers, json=body).prepare()
+            prepared = requests.Request(method, url, headers=all_headers, json=json_body,
+                                        data=form).prepare()
             with self._send(prepared, url, deadline) as resp:
-                if 300 <= resp.status_code < 400:
-                    raise self._fail("redirect", url, f"{_show(url)} answered a redirect "
-                                     f"({resp.status_code}), which is not followed",
-                                     operation, resp.status_code)
-                if not 200 <= resp.status_code < 300:
-                    raise self._fail("http-status", url, f"{_show(url)} answered HTTP "
-                                     f"{resp.status_code}", operation, resp.status_code)
-                data = self._body(resp, url, deadline, operation)
+                status = resp.status_code
+                if 300 <= status < 400:
+                    raise fail("redirect", url, f"{_show(url)} answered a redirect ({status}), "
+                               "which is not followed", operation, status)
+                if 200 <= status < 300:
+                    return status, self._read(resp, url, deadline, operation, self.max_bytes,
+                                              count_failures)
+                if error_body_bytes <= 0:
+                    return status, b""
+                try:
+                    return status, self._read(resp, url, deadline, operation,
+                                              error_body_bytes, count=False)
+                except FetchFailure:
+                    return status, b""
         except requests.Timeout as exc:
-            raise self._fail("timeout", url, f"{_show(url)} did not answer within the "
-                             f"{deadline.seconds:g} s deadline", operation) from exc
+            raise fail("timeout", url, f"{_show(url)} did not answer within the "
+                       f"{deadline.seconds:g} s deadline", operation) from exc
         except requests.ConnectionError as exc:
-            raise self._fail("refused", url, f"{_show(url)} could not be reached",
-                             operation) from exc
+            raise fail("refused", url, f"{_show(url)} could not be reached",
+                       operation) from exc
         except requests.RequestException as exc:
-            raise self._fail("error", url, f"{_show(url)} failed: {type(exc).__name__}",
-                             operation) from exc
-        return data
+            raise fail("error", url, f"{_show(url)} failed: {type(exc).__name__}",
+                       operation) from exc
 
     def _send(self, prepared: requests.PreparedRequest, url: str, deadline: Deadline
               ) -> requests.Response:
@@ -377,14 +428,14 @@ class FhirClient:
                     raise
                 retried = True
 
-    def _body(self, resp: requests.Response, url: str, deadline: Deadline,
-              operation: str) -> dict[str, Any]:
-        from ..web.body import parse_json_text
-
+    def _read(self, resp: requests.Response, url: str, deadline: Deadline, operation: str,
+              max_bytes: int, count: bool = True) -> bytes:
+        """The body, read as it comes, within the deadline and ``max_bytes``."""
+        fail = self._fail if count else _failure
         length = resp.headers.get("Content-Length")
-        if length and length.isdigit() and int(length) > self.max_bytes:
-            raise self._fail("too-large", url, f"{_show(url)} answered {length} bytes, more "
-                             f"than the {self.max_bytes} allowed", operation)
+        if length and length.isdigit() and int(length) > max_bytes:
+            raise fail("too-large", url, f"{_show(url)} answered {length} bytes, more "
+                       f"than the {max_bytes} allowed", operation)
         chunks: list[bytes] = []
         size = 0
         stream = resp.raw
@@ -393,25 +444,29 @@ class FhirClient:
             # the deadline (a read that waits for a full 64 KiB would outlive it)
             remaining = deadline.remaining()
             if remaining <= 0:
-                raise self._fail("timeout", url, f"{_show(url)} was still answering at the "
-                                 f"{deadline.seconds:g} s deadline", operation)
+                raise fail("timeout", url, f"{_show(url)} was still answering at the "
+                           f"{deadline.seconds:g} s deadline", operation)
             _wait_at_most(stream, remaining)
             try:
                 chunk = stream.read1(65536, decode_content=True)
             except urllib3_errors.ReadTimeoutError as exc:
-                raise self._fail("timeout", url, f"{_show(url)} was still answering at the "
-                                 f"{deadline.seconds:g} s deadline", operation) from exc
+                raise fail("timeout", url, f"{_show(url)} was still answering at the "
+                           f"{deadline.seconds:g} s deadline", operation) from exc
             except urllib3_errors.HTTPError as exc:
-                raise self._fail("error", url, f"{_show(url)} failed while answering: "
-                                 f"{type(exc).__name__}", operation) from exc
+                raise fail("error", url, f"{_show(url)} failed while answering: "
+                           f"{type(exc).__name__}", operation) from exc
             if not chunk:
                 break
             size += len(chunk)
-            if size > self.max_bytes:
-                raise self._fail("too-large", url, f"{_show(url)} answered more than "
-                                 f"{self.max_bytes} bytes", operation)
+            if size > max_bytes:
+                raise fail("too-large", url, f"{_show(url)} answered more than "
+                           f"{max_bytes} bytes", operation)
             chunks.append(chunk)
-        raw = b"".join(chunks)
+        return b"".join(chunks)
+
+    def _fhir(self, raw: bytes, url: str, operation: str) -> dict[str, Any]:
+        from ..web.body import parse_json_text
+
         try:
             value = parse_json_text(raw)
         except ServiceError as exc:
@@ -427,6 +482,12 @@ class FhirClient:
               status: int | None = None) -> FetchFailure:
         metrics.OUTBOUND_FAILURES.labels(operation, reason).inc()
         return FetchFailure(reason, url, message, status)
+
+
+def _failure(reason: str, url: str, message: str, operation: str,
+             status: int | None = None) -> FetchFailure:
+    """A FetchFailure not counted in the metrics (the caller counts what it reports)."""
+    return FetchFailure(reason, url, message, status)
 
 
 def _wait_at_most(stream: Any, seconds: float) -> None:
