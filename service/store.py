@@ -439,6 +439,23 @@ class Store:
             metrics.FEEDBACK.labels(rule_id, outcome[:50]).inc()
         return row is not None
 
+    def returned_findings(self, endpoint: str, patient_ref: str, finding_ids: Sequence[str],
+                          since: datetime) -> set[str]:
+        """Which of these finding ids a check at ``endpoint`` for this patient returned on a
+        card at or after ``since`` (baclofen-patient-view shows a card once per period)."""
+        if not finding_ids:
+            return set()
+        with self._read() as conn:
+            rows = conn.execute(
+                select(findings.c.finding_id).distinct()
+                .join(checks, checks.c.id == findings.c.check_id)
+                .where(checks.c.endpoint == endpoint[:200],
+                       checks.c.patient_ref == patient_ref,
+                       checks.c.time >= since,
+                       findings.c.card_uuid.is_not(None),
+                       findings.c.finding_id.in_(list(finding_ids))))
+            return {str(r[0]) for r in rows}
+
     def use_jti(self, issuer: str, jti: str, expires: datetime) -> bool:
         """Mark a JWT id as used. False when this (issuer, jti) was used before, by this or
         any other replica sharing the database (a unique constraint decides)."""

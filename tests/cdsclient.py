@@ -13,7 +13,9 @@ EXT = "baclofen-check.detectedIssue"
 SIGN = "baclofen-order-sign"
 SELECT = "baclofen-order-select"
 PRESCRIBE = "baclofen-medication-prescribe"
-HOOKS = {SIGN: "order-sign", SELECT: "order-select", PRESCRIBE: "medication-prescribe"}
+VIEW = "baclofen-patient-view"
+HOOKS = {SIGN: "order-sign", SELECT: "order-select", PRESCRIBE: "medication-prescribe",
+         VIEW: "patient-view"}
 
 
 def draft_bundle(*orders: dict[str, Any], type_: str | None = "collection") -> dict[str, Any]:
@@ -41,6 +43,8 @@ def hook_call(
     context: dict[str, Any] = {"userId": "Practitioner/prac-1", "patientId": patient_id}
     if service == PRESCRIBE:
         context["medications"] = draft_bundle(*orders)
+    elif service == VIEW:
+        pass  # patient-view sends no orders: they come from the record (prefetch)
     else:
         context["draftOrders"] = draft_bundle(*orders)
     if service == SELECT:

@@ -39,11 +39,12 @@ def discovery(data: Any) -> dict[str, Any]:
 def responses(data: Any) -> dict[str, Any]:
     from healthchain.models.hooks.orderselect import OrderSelectContext
     from healthchain.models.hooks.ordersign import OrderSignContext
+    from healthchain.models.hooks.patientview import PatientViewContext
     from healthchain.models.responses.cdsresponse import CDSResponse
 
     for request in data["requests"]:
-        model = {"order-sign": OrderSignContext, "order-select": OrderSelectContext}[
-            request["hook"]]
+        model = {"order-sign": OrderSignContext, "order-select": OrderSelectContext,
+                 "patient-view": PatientViewContext}[request["hook"]]
         model.model_validate(request["context"])
     count = 0
     for n, response in enumerate(data["responses"]):

@@ -29,7 +29,7 @@ from werkzeug.serving import make_server
 from service import create_app
 
 from . import builders as b
-from .cdsclient import EXT, PRESCRIBE, SELECT, SIGN, cards, hook_call, post
+from .cdsclient import EXT, PRESCRIBE, SELECT, SIGN, VIEW, cards, hook_call, post, searchset
 from .services import Sekmet, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -139,6 +139,40 @@ def test_medplum_client_against_the_real_fhir_server(served: Served, sekmet: Sek
     assert "context.unavailable" not in json.dumps(result["response"])
 
 
+def test_medplum_client_opens_the_chart(served: Served, sekmet: Sekmet) -> None:
+    """patient-view: no orders are sent; the active baclofen order comes from the record the
+    client prefetched with our templates. A second chart open within the period shows
+    nothing again."""
+    pid = f"medplum-pv-{uuid.uuid4().hex[:8]}"
+    sekmet.put(b.patient("1980-02-02", "male", id=pid))
+    sekmet.put({"resourceType": "MedicationRequest", "id": f"{pid}-oxy", "status": "active",
+                "intent": "order", "subject": {"reference": f"Patient/{pid}"},
+                "medicationCodeableConcept": {"text": "oxycodone 5 MG Oral Tablet"}})
+    sekmet.put(b.order(b.dosage(40, frequency=3), id=f"{pid}-bac", status="active",
+                       subject={"reference": f"Patient/{pid}"}))
+    root, path = sekmet.base_url.rsplit("/", 1)
+
+    def chart_open() -> dict[str, Any]:
+        return medplum_call({
+            "serviceRoot": served.base + "/",
+            "fhirRoot": root + "/", "fhirPath": path, "fhirToken": sekmet.token,
+            "serviceId": VIEW, "patientId": pid, "userId": "prac-1",
+            "discoveryToken": token(f"{served.base}/cds-services"),
+            "callToken": token(f"{served.base}/cds-services/{VIEW}"),
+        })
+
+    result = chart_open()
+    assert result["request"]["hook"] == "patient-view"
+    assert "draftOrders" not in result["request"]["context"]
+    got = result["response"]["cards"]
+    assert {c["indicator"] for c in got} <= {"critical", "warning"}
+    rules = {c["source"]["topic"]["code"] for c in got}
+    assert {"oral.max-daily", "interaction.opioid"} <= rules
+    assert all(c["extension"][EXT]["implicated"][0]["reference"] ==
+               f"MedicationRequest/{pid}-bac" for c in got)
+    assert chart_open()["response"]["cards"] == []
+
+
 # --- healthchain's models -----------------------------------------------------------------
 
 def healthchain_validate(kind: str, data: Any) -> dict[str, Any]:
@@ -157,7 +191,7 @@ def test_healthchain_validates_discovery(tmp_path: Path) -> None:
                       "DATABASE_URL": f"sqlite:///{tmp_path}/audit.sqlite3"})
     discovery = app.test_client().get("/cds-services").get_json()
     result = healthchain_validate("discovery", discovery)
-    assert result["services"] == 3
+    assert result["services"] == 4
 
 
 def test_healthchain_validates_cards_and_requests(client: FlaskClient) -> None:
@@ -176,3 +210,21 @@ def test_healthchain_validates_cards_and_requests(client: FlaskClient) -> None:
     assert result["cards"] == sum(len(r["cards"]) for r in responses)
     assert all(EXT in c["extension"] for r in responses for c in r["cards"]
                if c["source"]["topic"]["code"] != "not-checked")
+
+
+def test_healthchain_validates_patient_view_and_epic_cards(tmp_path: Path) -> None:
+    epic = create_app({"CDS_REQUIRE_JWT": False, "TESTING": True, "CDS_CLIENT_STYLE": "epic",
+                       "DATABASE_URL": f"sqlite:///{tmp_path}/audit.sqlite3"}).test_client()
+    active = b.order(b.dosage(40, frequency=3), id="bac", status="active")
+    view = hook_call(service=VIEW, patient=b.patient(),
+                     prefetch={"medicationRequests": searchset(active)})
+    sign = hook_call(b.order(b.dosage(40, frequency=3), id="high"), patient=b.patient())
+    responses = [{"cards": cards(post(epic, view, VIEW))},
+                 {"cards": cards(post(epic, sign, SIGN))}]
+    assert all(r["cards"] for r in responses)
+    actions = [a["type"] for c in responses[1]["cards"] for s in c.get("suggestions", [])
+               for a in s["actions"]]
+    assert "create" in actions and "delete" in actions
+    result = healthchain_validate("responses", {"requests": [view, sign],
+                                                "responses": responses})
+    assert result["cards"] == sum(len(r["cards"]) for r in responses)

@@ -51,7 +51,7 @@ def obs(code: str, value: float, unit: str, date: str = RECENT,
 
 # --- discovery ----------------------------------------------------------------------------
 
-def test_discovery_lists_the_three_services(client: FlaskClient) -> None:
+def test_discovery_lists_the_four_services(client: FlaskClient) -> None:
     resp = client.get("/cds-services")
     assert resp.status_code == 200
     services = {s["id"]: s for s in resp.get_json()["services"]}
@@ -59,6 +59,7 @@ def test_discovery_lists_the_three_services(client: FlaskClient) -> None:
         "baclofen-order-select": "order-select",
         "baclofen-order-sign": "order-sign",
         "baclofen-medication-prescribe": "medication-prescribe",
+        "baclofen-patient-view": "patient-view",
     }
     for s in services.values():
         assert s["title"] and s["description"]

@@ -1,4 +1,4 @@
-"""The three CDS services and their prefetch templates (interfaces.md section 4).
+"""The four CDS services and their prefetch templates (interfaces.md section 4).
 
 Every input the rules read has its own prefetch key, so that a client's page size on one search
 cannot cut off what another rule needs. Result searches are sorted newest first with a generous
@@ -34,11 +34,16 @@ class CdsService:
     hook: str
     title: str
     description: str
-    orders_key: str   # where the orders are in the context: draftOrders or medications
+    orders_key: str   # where the orders are in the context: draftOrders, medications or ""
 
     @property
     def legacy(self) -> bool:
         return self.hook == "medication-prescribe"
+
+    @property
+    def review(self) -> bool:
+        """patient-view: the record's active baclofen orders are reviewed (no orders sent)."""
+        return self.hook == "patient-view"
 
 
 SERVICES: dict[str, CdsService] = {s.id: s for s in (
@@ -58,6 +63,13 @@ SERVICES: dict[str, CdsService] = {s.id: s for s in (
         "The same checks as baclofen-order-sign for clients of the earlier "
         "medication-prescribe hook (context.medications).",
         "medications"),
+    CdsService(
+        "baclofen-patient-view", "patient-view", "Baclofen order review (patient view)",
+        "When the chart opens, reviews the patient's active baclofen orders against the "
+        "current record (kidney function, age, interactions, pregnancy). Only high and "
+        "moderate findings are shown, each at most once per patient within "
+        "CDS_REPEAT_AFTER_H hours.",
+        ""),
 )}
 
 

@@ -257,6 +257,23 @@
     };
   }
 
+  /* patient-view: no orders in the context; the record (with the form's order as an active
+     order in place of the draft) is the prefetch, as an EHR sends it when the chart opens. */
+  function chartCall(record, order) {
+    var current = JSON.parse(JSON.stringify(order));
+    current.status = "active";
+    current.id = current.id || "web-active-baclofen";
+    var context = record.context.filter(function (r) {
+      return !(isBaclofen(r) && r.status === "draft");
+    }).concat([current]);
+    return {
+      hook: "patient-view",
+      hookInstance: uuid(),
+      context: { userId: "Practitioner/web-page", patientId: record.patient.id },
+      prefetch: prefetch(record.patient, context, null)
+    };
+  }
+
   function parameters(record, order, others) {
     var p = [{ name: "order", resource: order }];
     others.forEach(function (o) { p.push({ name: "order", resource: o }); });
@@ -269,12 +286,14 @@
 
   function clear(node) { while (node.firstChild) { node.removeChild(node.firstChild); } }
 
+  var cardService = data.service;   /* the service that answered the cards shown */
+
   function feedback(card, outcome, extra) {
     if (data.cdsJwt) { return Promise.resolve(null); }  /* feedback needs its own JWT then */
     var item = { card: card.uuid, outcome: outcome,
                  outcomeTimestamp: new Date().toISOString().replace(/\.\d+Z$/, "Z") };
     Object.keys(extra || {}).forEach(function (k) { item[k] = extra[k]; });
-    return BC.call("POST", "/cds-services/" + data.service + "/feedback", "", { feedback: [item] });
+    return BC.call("POST", "/cds-services/" + cardService + "/feedback", "", { feedback: [item] });
   }
 
   function renderCard(card, index) {
@@ -302,6 +321,9 @@
     main.appendChild(sourceLine);
     var actions = el("div", { className: "card-actions" });
     (card.suggestions || []).forEach(function (s) {
+      /* a suggestion that only deletes the draft (the Epic style's second one) has nothing
+         to put into the form */
+      if (!(s.actions || []).some(function (a) { return a.type !== "delete"; })) { return; }
       var button = el("button", { type: "button", className: "suggestion", text: s.label });
       button.addEventListener("click", function () {
         var update = (s.actions || []).filter(function (a) {
@@ -327,15 +349,21 @@
       });
       var override = el("button", { type: "button", className: "override", text: "Override" });
       var said = el("span", { className: "muted", role: "status" });
+      var commentId = id + "-comment";
+      var comment = el("input", { id: commentId, type: "text", className: "override-comment",
+                                  maxlength: "500" });
       override.addEventListener("click", function () {
         var reason = card.overrideReasons[select.selectedIndex];
-        feedback(card, "overridden", { overrideReason: { reason: reason } }).then(function (resp) {
+        var given = { reason: reason };
+        if (comment.value.trim()) { given.userComment = comment.value.trim(); }
+        feedback(card, "overridden", { overrideReason: given }).then(function (resp) {
           said.textContent = resp === null ? " Not sent: feedback needs a CDS Hooks JWT." :
             resp.status === 200 ? " Override recorded." : " The service answered " + resp.status + ".";
         });
       });
       actions.appendChild(el("span", { className: "override-box" }, [
-        el("label", { "for": selectId, text: "Override reason" }), select, override, said]));
+        el("label", { "for": selectId, text: "Override reason" }), select,
+        el("label", { "for": commentId, text: "Comment (optional)" }), comment, override, said]));
     }
     if (actions.childNodes.length) { main.appendChild(actions); }
     var ext = (card.extension || {})["baclofen-check.detectedIssue"];
@@ -347,7 +375,7 @@
                            "aria-labelledby": id + "-summary" }, [main, raw]);
   }
 
-  function showCards(resp) {
+  function showCards(resp, emptyText) {
     clear(out.cards);
     if (resp === null) {
       out.cards.appendChild(el("p", { className: "note", text:
@@ -365,7 +393,7 @@
       return;
     }
     if (!resp.body.cards.length) {
-      out.cards.appendChild(el("p", { className: "ok", id: "no-cards", text: "No cards: checked, nothing found." }));
+      out.cards.appendChild(el("p", { className: "ok", id: "no-cards", text: emptyText || "No cards: checked, nothing found." }));
       return;
     }
     resp.body.cards.forEach(function (card, i) { out.cards.appendChild(renderCard(card, i)); });
@@ -402,22 +430,28 @@
     out.notes.insertBefore(el("li", { text: issues + " DetectedIssue" + (issues === 1 ? "" : "s") + " in the result Bundle." }), out.notes.firstChild);
   }
 
-  function check(doneMessage) {
+  /* The record and the form's draft order, or null when they cannot be read (said). */
+  function readForm() {
     BC.show(out.problem, "");
     out.status.removeAttribute("data-state");
-    var record;
-    var order;
     try {
-      record = readRecord(f.record.value);
+      var record = readRecord(f.record.value);
       if (!record.patient.id) { record.patient.id = "web-patient"; }
       var bac = record.orders.filter(isBaclofen);
       if (!baseOrder && bac.length) { baseOrder = bac[0]; }
-      order = draftOrder(record.patient.id);
+      return { record: record, order: draftOrder(record.patient.id) };
     } catch (e) {
       BC.show(out.problem, e.message);
       out.status.textContent = "Not checked.";
-      return Promise.resolve();
+      return null;
     }
+  }
+
+  function check(doneMessage) {
+    var read = readForm();
+    if (!read) { return Promise.resolve(); }
+    var record = read.record;
+    var order = read.order;
     var others = record.orders.filter(function (o) { return !isBaclofen(o); });
     var missing = [];
     if (data.apiAuth && !apiToken()) { missing.push("a bearer token for $check"); }
@@ -433,6 +467,7 @@
       BC.call("POST", "/MedicationRequest/$check", apiToken(), parameters(record, order, others),
               "application/fhir+json");
     return Promise.all([cdsCall, fhirCall]).then(function (answers) {
+      cardService = data.service;
       showCards(answers[0]);
       showCheck(answers[1]);
       var n = out.cards.querySelectorAll(".card").length;
@@ -446,7 +481,38 @@
     });
   }
 
+  /* Chart open: the record reviewed by baclofen-patient-view (cards only; no $check). */
+  function openChart() {
+    var read = readForm();
+    if (!read) { return Promise.resolve(); }
+    var record = read.record;
+    var order = read.order;
+    if (data.cdsJwt && !cdsToken()) {
+      BC.show(out.problem, "Authentication is on and this page has no credentials: give a CDS " +
+        "Hooks JWT for /cds-services/" + data.viewService + " in the Authentication box above.");
+    }
+    out.status.textContent = "Opening the chart\u2026";
+    var call = data.cdsJwt && !cdsToken() ? Promise.resolve(null) :
+      BC.call("POST", "/cds-services/" + data.viewService, cdsToken(), chartCall(record, order));
+    return call.then(function (resp) {
+      cardService = data.viewService;
+      showCards(resp, "No cards at chart open: no high or moderate finding, or each was " +
+        "already shown for this patient within CDS_REPEAT_AFTER_H hours.");
+      clear(out.notes);
+      out.notes.appendChild(el("li", { text: "Chart open (patient-view): cards only; the order " +
+        "was reviewed as an active order." }));
+      out.raw.textContent = "";
+      var n = out.cards.querySelectorAll(".card").length;
+      out.status.textContent = resp === null ?
+        "Not checked: authentication is on and this page has no credentials." :
+        "Chart opened. " + n + " card" + (n === 1 ? "" : "s") + ".";
+      out.status.setAttribute("data-state", "done");
+    });
+  }
+
   /* --- wiring ----------------------------------------------------------------------------- */
+
+  document.getElementById("open-chart").addEventListener("click", function () { openChart(); });
 
   /* A button, not the select's change event: arrowing through the list must not load each
      patient in turn (WCAG 3.2.2, on input). */

@@ -9,7 +9,8 @@ from __future__ import annotations
 import json
 import logging
 import time
-from datetime import UTC, datetime
+from collections.abc import Collection
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from flask import Blueprint, Flask, Response, current_app, g, request
@@ -20,6 +21,7 @@ from ..cds.feedback import parse_feedback
 from ..cds.fetching import fetch_keys
 from ..cds.prefetch import gather
 from ..cds.request import build_request, medication_reads, parse_call
+from ..cds.review import alerts_not_repeated, review_orders
 from ..cds.tokens import JwksCache, TokenRejected, verify
 from ..config import Settings
 from ..engine import run_check
@@ -136,13 +138,37 @@ def call_service(service_id: str) -> Response:
     data = gather(call, templates, lambda c, urls: fetch_keys(
         c, urls, cfg, outbound_deadline()))
     now = datetime.now(UTC)
+    if service.review:
+        call.orders_json = review_orders(data, call.patient_id, kb)
     req = build_request(call, data, now, cfg.profile)
+    if service.review:
+        req.mode = "review"
     outcome = run_check(req, kb)
     status = "preliminary" if service.hook == "order-select" else "final"
     rendered = render_cards(req, outcome, kb, status, style=client_style())
+    if service.review:
+        rendered = alerts_not_repeated(rendered, lambda ids: _returned(
+            service, req, ids, now - timedelta(hours=cfg.cds_repeat_after_h)))
     _record(service, call.hook_instance, caller, req, rendered,
             (time.perf_counter() - started) * 1000, now)
     return _json({"cards": rendered.cards})
+
+
+def _returned(service: CdsService, req: CheckRequest, ids: Collection[str],
+              since: datetime) -> Collection[str]:
+    """The finding ids this service returned on a card for the patient since ``since``."""
+    store = _store()
+    if store is None or req.patient is None or not ids:
+        return set()
+    try:
+        return store.returned_findings(f"cds-services/{service.id}", req.patient.ref,
+                                       sorted(ids), since)
+    except SQLAlchemyError as exc:
+        # choice: when the store cannot say what was shown, the cards are shown again (a
+        # repeated alert is better than a hidden one)
+        log.error("repeat check failed", extra={"event": "repeat-check-failed",
+                                                "error_type": type(exc).__name__})
+        return set()
 
 
 def _record(service: CdsService, hook_instance: str, caller: str, req: CheckRequest,

@@ -165,6 +165,7 @@ def try_page() -> Response:
         "demos": [{"name": d.name, "label": d.label} for d in demos()],
         "prefetch": prefetch_templates(kb),
         "service": "baclofen-order-sign",
+        "viewService": "baclofen-patient-view",
         "rxnorm": {"system": kb.recognition["rxnorm_system"],
                    "code": kb.recognition["baclofen_rxnorm"][0]},
         "routes": {"oral": kb.recognition["oral_route_snomed"][0],

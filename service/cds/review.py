@@ -1,0 +1,74 @@
+"""``baclofen-patient-view``: at chart open, the patient's active baclofen orders are reviewed
+against the current record (the review mode of the native path, the same prefetch keys).
+
+Only high and moderate findings become cards, and a card this service already returned for the
+same finding of the same patient within CDS_REPEAT_AFTER_H hours is not returned again (the
+store knows what it returned). A finding's id hashes the rule, the order, its dose and the
+knowledge version, so a changed dose or new knowledge is a new finding and is shown.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Collection, Mapping
+
+from ..dosing import names_baclofen
+from ..fhir_input.request import ResourceIndex
+from ..fhirjson import JSON, as_dict, as_str
+from ..knowledge import Knowledge
+from ..output.cards import Rendered
+from ..output.fhir import FINDING_SYSTEM
+from .request import KeyData
+
+REVIEW_KEY = "medicationRequests"
+ALERT_INDICATORS = frozenset({"critical", "warning"})
+
+
+def _for_patient(resource: JSON, patient_id: str) -> bool:
+    ref = as_str(as_dict(resource.get("subject")).get("reference"))
+    if ref is None:
+        return True
+    parts = ref.split("/_history/")[0].rstrip("/").split("/")
+    return len(parts) >= 2 and parts[-2] == "Patient" and parts[-1] == patient_id
+
+
+def review_orders(data: Mapping[str, KeyData], patient_id: str, kb: Knowledge) -> list[JSON]:
+    """The patient's active baclofen MedicationRequests in the record (as the native path's
+    review of a Bundle without drafts picks them)."""
+    index = ResourceIndex()
+    for kd in data.values():
+        for res in kd.resources:
+            index.add(res)
+    orders: list[JSON] = []
+    seen: set[str] = set()
+    for res in data.get(REVIEW_KEY, KeyData([])).resources:
+        if res.get("resourceType") != "MedicationRequest" or res.get("status") != "active":
+            continue
+        key = f"MedicationRequest/{res.get('id')}"
+        if key in seen or not _for_patient(res, patient_id):
+            continue
+        if names_baclofen(res, index.resolve, kb):
+            seen.add(key)
+            orders.append(res)
+    return orders
+
+
+def finding_ids(card: JSON) -> list[str]:
+    issues = as_dict(card.get("extension")).get("baclofen-check.detectedIssue")
+    out = []
+    for di in issues if isinstance(issues, list) else [issues]:
+        for ident in as_dict(di).get("identifier", []) or []:
+            if as_dict(ident).get("system") == FINDING_SYSTEM and as_str(ident.get("value")):
+                out.append(str(ident["value"]))
+    return out
+
+
+def alerts_not_repeated(rendered: Rendered,
+                        returned: Callable[[Collection[str]], Collection[str]]) -> Rendered:
+    """Only the critical and warning cards, less those whose findings were all returned
+    recently (``returned`` gives which of the finding ids were)."""
+    alerts = [c for c in rendered.cards if c.get("indicator") in ALERT_INDICATORS]
+    ids = {fid for c in alerts for fid in finding_ids(c)}
+    shown = set(returned(ids)) if ids else set()
+    cards = [c for c in alerts if not (finding_ids(c) and set(finding_ids(c)) <= shown)]
+    kept = {c["uuid"] for c in cards}
+    return Rendered(cards, [r for r in rendered.records if r.card_uuid in kept])

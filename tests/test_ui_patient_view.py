@@ -1,0 +1,66 @@
+"""The web page's chart-open flow in a real browser (Debian's Chromium): the record with the
+form's order as an active order, reviewed by ``baclofen-patient-view``; a second chart open
+within CDS_REPEAT_AFTER_H shows no card again. The override box sends a comment that the alert
+report shows."""
+
+from __future__ import annotations
+
+import requests
+from selenium.webdriver.common.by import By
+from selenium.webdriver.support.ui import Select
+
+from .test_ui_browser import (  # noqa: F401 - fixtures
+    WAIT_S,
+    browser,
+    cards,
+    live,
+    no_console_errors,
+    page,
+    pick_demo,
+    screenshot,
+    set_value,
+    status_done,
+    wait,
+)
+
+
+def test_chart_open_shows_alerts_once(page, live):  # noqa: F811
+    pick_demo(page, live.base, "5-older-opioid")
+    set_value(page.find_element(By.ID, "dose"), "30")   # 30 mg three times a day
+    page.find_element(By.ID, "open-chart").click()
+    said = status_done(page)
+    assert said.startswith("Chart opened.")
+    shown = cards(page)
+    assert "oral.max-single" in shown and "interaction.opioid" in shown
+    assert page.find_elements(By.CSS_SELECTOR, "#cards .card-info") == []
+    screenshot(page, "try-chart-open")
+    # the same chart opened again: nothing new to show
+    page.execute_script("document.getElementById('status').removeAttribute('data-state')")
+    page.find_element(By.ID, "open-chart").click()
+    assert status_done(page) == "Chart opened. 0 cards."
+    assert "already shown" in page.find_element(By.ID, "no-cards").text
+    no_console_errors(page)
+
+
+def test_override_comment_reaches_the_report(page, live):  # noqa: F811
+    pick_demo(page, live.base, "5-older-opioid")
+    card = cards(page)["interaction.opioid"]
+    Select(card.find_element(By.TAG_NAME, "select")).select_by_visible_text(
+        "Will monitor closely")
+    set_value(card.find_element(By.CSS_SELECTOR, "input.override-comment"),
+              "sedation checked daily")
+    card.find_element(By.CSS_SELECTOR, "button.override").click()
+    said = wait(page, lambda d: card.find_element(
+        By.CSS_SELECTOR, ".override-box span[role=status]").text, "the override to be sent")
+    assert said.strip() == "Override recorded."
+    report = requests.get(live.base + "/report", timeout=WAIT_S).json()
+    row = next(r for r in report["rules"] if r["rule"] == "interaction.opioid")
+    assert {"reason": "will-monitor", "display": "Will monitor closely",
+            "comment": "sedation checked daily"} in row["overrideComments"]
+    page.get(live.base + "/alerts")
+    wait(page, lambda d: d.find_element(By.ID, "status").get_attribute("data-state") == "done",
+         "the report to load")
+    cell = page.find_element(By.CSS_SELECTOR, "tr[data-rule='interaction.opioid'] td.comments")
+    assert "sedation checked daily" in cell.text
+    screenshot(page, "alerts-comments")
+    no_console_errors(page)
