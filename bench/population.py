@@ -133,8 +133,10 @@ def _oral_order(p: _Patient, dose_mg: float, per_day: int, status: str, start_da
         med = {"medicationCodeableConcept": {"coding": [{"system": RXNORM, "code": "1292",
                                                          "display": "baclofen"}],
                                              "text": "baclofen 10 MG Oral Tablet"}}
-    else:
+    elif rng.random() < 0.8:
         med = {"medicationCodeableConcept": {"text": "baclofen 10 MG Oral Tablet"}}
+    else:  # a brand name only
+        med = {"medicationCodeableConcept": {"text": "Lioresal 10 MG Oral Tablet"}}
     bounds: JSON = {"start": _date(start_days)}
     if end_days is not None:
         bounds["end"] = _date(end_days)

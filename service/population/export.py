@@ -21,8 +21,9 @@ dispense references it. A resource that appears more than once (same type and id
 once: the last occurrence (the export's newest).
 
 Only patients with an active MedicationRequest that may be baclofen are handed out (the
-superset test: the request's line names the baclofen word or RxNorm code from the knowledge,
-or uses a ``medicationReference``, or holds a ``\\u`` escape); the check itself decides.
+superset test: the request's line holds, in any case, a word or code of the knowledge's
+baclofen recognition (the word, the brands, the RxNorm and ATC codes), or uses a
+``medicationReference``, or holds a ``\\u`` escape); the check itself decides.
 
 What cannot be read is a ``Problem`` with the file and the line: not UTF-8, a line over the
 size limit, not JSON, not a FHIR resource, a resource that names no patient, an order whose
@@ -342,10 +343,15 @@ class ExportReader:
     def _select(self) -> None:
         """The patients to check: an active MedicationRequest that may be baclofen."""
         con = self.con
-        rec = self.kb.recognition
-        tests = [f"contains(lower(text), {_sql_text(str(rec['baclofen_word']).lower())})"]
-        tests += [f"contains(text, {_sql_text(chr(34) + str(code) + chr(34))})"
-                  for code in rec["baclofen_rxnorm"]]
+        # every baclofen_* entry of the knowledge's recognition (word, brands, codes), as a
+        # case-blind substring of the line: a superset of what the check recognises
+        terms: set[str] = set()
+        for key, value in self.kb.recognition.items():
+            if str(key).startswith("baclofen_") and not str(key).endswith("_source"):
+                for item in value if isinstance(value, list) else [value]:
+                    if isinstance(item, str | int) and str(item).strip():
+                        terms.add(str(item).strip().lower())
+        tests = [f"contains(lower(text), {_sql_text(t)})" for t in sorted(terms)]
         tests += ["medref IS NOT NULL",
                   "json_extract(text, '$.medicationReference') IS NOT NULL",
                   "contains(text, '\\u')"]
