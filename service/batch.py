@@ -6,7 +6,8 @@ memory does not grow with the number of lines.
 
 - A line that cannot be checked (too long, not JSON, not a checkable resource) yields an
   OperationOutcome line whose diagnostics start with ``line N:``; the rest goes on.
-- Blank lines are skipped (they are not inputs, and get no output line).
+- Blank lines are skipped (they are not inputs, and get no output line), but count towards the
+  line limit: a body of newlines costs no more than one of inputs.
 - A line longer than the limit (``MAX_REQUEST_BYTES`` on the HTTP endpoint) is skipped without
   being held in memory, with an OperationOutcome line (``too-costly``).
 - With a line limit (``MAX_BATCH_LINES`` on the HTTP endpoint; the CLI has none), the lines
@@ -16,6 +17,7 @@ memory does not grow with the number of lines.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -77,6 +79,8 @@ class LineResult:
     number: int
     result: JSON
     request: CheckRequest | None   # None when the line could not be checked
+    seen: int = 0                  # lines read so far, blank ones too
+    digest: str = ""               # of the line's text (what identifies a retried line)
 
 
 def check_lines(
@@ -94,21 +98,23 @@ def check_lines(
 
     tally = summary if summary is not None else Summary()
     number = start
+    seen = 0
     for raw in lines:
+        seen += 1
+        if max_lines is not None and seen > max_lines:
+            yield LineResult(number + 1, operation_outcome([Problem(
+                f"the batch holds more than {max_lines} lines (MAX_BATCH_LINES, blank lines "
+                f"included): line {seen} and the lines after it were not read or checked",
+                "too-costly")]), None, seen)
+            return
         if not isinstance(raw, TooLong) and not raw.strip():
             continue
         number += 1
-        if max_lines is not None and number > max_lines:
-            yield LineResult(number, operation_outcome([Problem(
-                f"the batch holds more than {max_lines} lines (MAX_BATCH_LINES): line "
-                f"{number} and the lines after it were not read or checked", "too-costly")]),
-                None)
-            return
         if isinstance(raw, TooLong):
             tally.errors += 1
             yield LineResult(number, operation_outcome([Problem(
                 f"line {number}: the line is {raw.size} bytes, more than the limit; not "
-                "checked", "too-costly")]), None)
+                "checked", "too-costly")]), None, seen)
             continue
         try:
             body: Any = parse_json_text(raw)
@@ -117,21 +123,21 @@ def check_lines(
             tally.errors += 1
             yield LineResult(number, operation_outcome([
                 Problem(f"line {number}: {p.message}", p.code, p.expression, p.severity)
-                for p in exc.problems]), None)
+                for p in exc.problems]), None, seen)
             continue
         except Exception as exc:  # noqa: BLE001 - one bad line must not stop the batch
             log.exception("batch line failed", extra={"error_type": type(exc).__name__})
             tally.errors += 1
             yield LineResult(number, operation_outcome([Problem(
                 f"line {number}: internal error; the line was not checked", "exception")]),
-                None)
+                None, seen)
             continue
         tally.checked += 1
         for entry in result["entry"]:
             res = entry["resource"]
             if res.get("resourceType") == "DetectedIssue":
                 tally.findings[res["severity"]] = tally.findings.get(res["severity"], 0) + 1
-        yield LineResult(number, result, req)
+        yield LineResult(number, result, req, seen, hashlib.sha256(raw).hexdigest()[:32])
 
 
 # --- the command line on every core -------------------------------------------------------

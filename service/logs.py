@@ -11,7 +11,9 @@ from datetime import UTC, datetime
 
 from flask import Flask, Response, g, request
 
-_SAFE_FIELDS = ("request_id", "method", "path", "status", "duration_ms", "error_type", "event")
+_SAFE_FIELDS = ("request_id", "method", "path", "status", "duration_ms", "error_type", "event",
+                # references only, for a lost audit record to be reconciled (service/spool.py)
+                "record_id", "hook_instance", "patient_ref", "order_refs")
 
 
 class JsonFormatter(logging.Formatter):

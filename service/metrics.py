@@ -40,7 +40,11 @@ OUTBOUND_FAILURES = Counter(
     "baclofen_check_outbound_fhir_failures_total", "Outbound FHIR calls that failed",
     ["operation", "reason"])
 AUDIT_FAILURES = Counter(
-    "baclofen_check_audit_failures_total", "Checks answered but not recorded in the store")
+    "baclofen_check_audit_failures_total",
+    "Checks answered that the store did not take: spooled (replayed later) or lost (neither "
+    "the store nor the spool took them)", ["outcome"])
+AUDIT_REPLAYED = Counter(
+    "baclofen_check_audit_replayed_total", "Spooled check records written to the store")
 INPUT_LEFT_OUT = Counter(
     "baclofen_check_input_left_out_total",
     "Invalid elements of orders or patients that no rule needs, left out instead of refusing "

@@ -19,17 +19,25 @@ The API used by the web layer and the CDS Hooks endpoints: ``record_check``,
 from __future__ import annotations
 
 import fcntl
+import functools
+import hashlib
 import logging
+import math
 import os
+import queue
 import statistics
 import threading
+import time
+import uuid
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
 from flask import Flask
 from sqlalchemy import (
@@ -73,7 +81,15 @@ def _add_user_comment(conn: Connection) -> None:
 MIGRATIONS: dict[int, Callable[[Connection], None]] = {2: _add_user_comment}
 REPORT_COMMENTS = 5   # the newest comments per rule shown in the alert report
 _LOCK_KEY = 0x62636C6F  # PostgreSQL advisory lock key for schema changes ("bclo")
-SQLITE_BUSY_TIMEOUT_MS = 30_000
+# Bounded waits (DB_CONNECT_TIMEOUT_S, DB_STATEMENT_TIMEOUT_S): every store call made while
+# answering runs on a thread of the store's own and its caller waits at most the statement
+# timeout (a frozen PostgreSQL server enforces no timeout of its own); /readyz waits less.
+STORE_THREADS = 8
+PROBE_TIMEOUT_S = 0.8
+# after a failure, calls fail at once except one trial a second until one succeeds
+RETRY_AFTER_FAILURE_S = 1.0
+# /readyz says 503 for this long after a failed store write
+RECENT_FAILURE_S = 10.0
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -166,10 +182,25 @@ persisted = Table(
     Column("updated", UTCDateTime, nullable=False),
     UniqueConstraint("order_ref", "finding_id", name="uq_persisted_order_finding"),
 )
+# The record id of each recorded check (CheckRecord.record_id): a retried call and a record
+# replayed from the spool (service/spool.py) are recorded once. A table of its own rather than
+# a column of checks, so that an existing database gains it without a migration step.
+record_ids = Table(
+    "record_ids", metadata,
+    Column("record_id", String(64), primary_key=True),
+    Column("check_id", ForeignKey("checks.id", ondelete="CASCADE"), nullable=False, index=True),
+)
+# The one row /readyz writes: proof that the store takes writes, not only reads.
+ready_probe = Table(
+    "ready_probe", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("time", UTCDateTime, nullable=False),
+)
 Index("ix_findings_rule_card", findings.c.rule_id, findings.c.card_uuid)
 # built once: a statement made per call costs more than the insert (bench/profile.py)
 _INSERT_CHECK = insert(checks)
 _INSERT_FINDING = insert(findings)
+_INSERT_RECORD_ID = insert(record_ids)
 
 
 # --- records --------------------------------------------------------------------------------
@@ -207,6 +238,14 @@ class CheckRecord:
     knowledge_version: str
     latency_ms: float
     findings: list[FindingRecord] = field(default_factory=list)
+    # the same id is recorded once (record_key: from the call, so that a retry has it too)
+    record_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+
+
+def record_key(*parts: str) -> str:
+    """A record id made from what identifies a call (its path, request id or hookInstance,
+    and body digest): the same call sent again gets the same id."""
+    return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:40]
 
 
 @dataclass(frozen=True)
@@ -238,30 +277,48 @@ class StoreError(RuntimeError):
     """The store cannot be opened or used."""
 
 
+class StoreUnavailable(SQLAlchemyError):
+    """The store did not answer within its timeout, or failed a moment ago and is not tried
+    again yet (a SQLAlchemyError, so that every caller's store error handling applies)."""
+
+
 # --- engine ---------------------------------------------------------------------------------
 
-def _engine(url_text: str) -> Engine:
+def _engine(url_text: str, connect_timeout_s: float = 3.0,
+            statement_timeout_s: float | None = 5.0) -> Engine:
+    """``statement_timeout_s`` bounds each statement, lock waits included (None: no bound,
+    for the command line's report)."""
     url = make_url(url_text)
     backend = url.get_backend_name()
     if backend == "postgresql":
         if url.drivername in {"postgresql", "postgres"}:
             url = url.set(drivername="postgresql+psycopg")
-        return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=10)
+        # libpq takes whole seconds, at least 2
+        args: dict[str, Any] = {"connect_timeout": max(2, math.ceil(connect_timeout_s))}
+        if statement_timeout_s is not None:
+            ms = int(statement_timeout_s * 1000)
+            args["options"] = f"-c statement_timeout={ms} -c lock_timeout={ms}"
+        return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=10,
+                             pool_timeout=statement_timeout_s or 30, connect_args=args)
     if backend != "sqlite":
         raise StoreError(f"DATABASE_URL must be a sqlite or postgresql URL, not {backend}")
     database = url.database or ""
     if database and database != ":memory:" and not database.startswith("file:"):
-        Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
-    engine = create_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000,
+        _private_file(Path(database).expanduser())
+    busy_ms = int((statement_timeout_s or 30) * 1000)
+    engine = create_engine(url, connect_args={"timeout": busy_ms / 1000,
                                               "check_same_thread": False})
 
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_conn: Any, _record: Any) -> None:
         dbapi_conn.isolation_level = None  # SQLAlchemy's "begin" event below starts them
         cur = dbapi_conn.cursor()
-        cur.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+        cur.execute(f"PRAGMA busy_timeout={busy_ms}")
         if database and database != ":memory:":
             cur.execute("PRAGMA journal_mode=WAL")
+            # a write-ahead log that grew while the disk was full shrinks back at the next
+            # checkpoint instead of keeping the space (and filling what was freed)
+            cur.execute("PRAGMA journal_size_limit=4194304")
         cur.execute("PRAGMA foreign_keys=ON")
         cur.execute("PRAGMA synchronous=NORMAL")
         cur.close()
@@ -272,6 +329,137 @@ def _engine(url_text: str) -> Engine:
         conn.exec_driver_sql(f"BEGIN {mode}")
 
     return engine
+
+
+def _private_file(path: Path) -> None:
+    """Create the SQLite file readable by its owner only (its write-ahead log and shared
+    memory files take the same mode from it); an existing file is made so too."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        if os.fstat(fd).st_mode & 0o077 and os.fstat(fd).st_uid == os.geteuid():
+            os.fchmod(fd, 0o600)
+    finally:
+        os.close(fd)
+
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+class _Guard:
+    """Store calls on a few daemon threads of the store's own, so that the caller waits at
+    most ``timeout_s`` whatever the database does (a thread still waiting then goes on; its
+    result, if it ever comes, is discarded), and a breaker: after a failure the calls fail at
+    once, except one trial a second, until one succeeds."""
+
+    def __init__(self, timeout_s: float | None) -> None:
+        self.timeout_s = timeout_s
+        self.failed_at: float | None = None       # set while failing (monotonic)
+        self.last_failure: float | None = None    # the last failure, even if recovered since
+        self.last_error = ""
+        self._trial = False
+        self._lock = threading.Lock()
+        self._pid = 0
+        self._jobs: queue.SimpleQueue[tuple[Future[Any], Callable[[], Any]]] = \
+            queue.SimpleQueue()
+        self._idle = 0
+        self._threads = 0
+
+    def call(self, fn: Callable[..., R], *args: Any, probe: bool = False,
+             timeout: float | None = None) -> R:
+        """``fn(*args)`` within the timeout; ``probe`` calls are made even while failing."""
+        trial = self._admit(probe)
+        try:
+            if self.timeout_s is None:
+                result = fn(*args)
+            else:
+                result = self._bounded(functools.partial(fn, *args),
+                                       timeout or self.timeout_s)
+        except IntegrityError:
+            raise  # the database answered: a constraint said no
+        except SQLAlchemyError as exc:
+            self._failed(exc)
+            raise
+        finally:
+            if trial:
+                self._trial = False
+        if self.failed_at is not None:
+            self.failed_at = None
+            logging.getLogger("baclofen_check.store").warning(
+                "the store takes calls again", extra={"event": "store-recovered"})
+        return result
+
+    def problem(self) -> str | None:
+        """Why the store is not to be relied on now (None: it is)."""
+        if self.failed_at is not None:
+            return f"store calls failing ({self.last_error})"
+        if self.last_failure is not None and \
+                time.monotonic() - self.last_failure < RECENT_FAILURE_S:
+            return f"a store call failed in the last {RECENT_FAILURE_S:g} s ({self.last_error})"
+        return None
+
+    def _admit(self, probe: bool) -> bool:
+        failed = self.failed_at
+        if failed is None or probe:
+            return False
+        with self._lock:
+            if not self._trial and time.monotonic() - failed >= RETRY_AFTER_FAILURE_S:
+                self._trial = True
+                return True
+        raise StoreUnavailable(f"the store failed {time.monotonic() - failed:.1f} s ago "
+                               f"({self.last_error}); not tried again yet")
+
+    def _failed(self, exc: BaseException) -> None:
+        first = self.failed_at is None
+        self.failed_at = self.last_failure = time.monotonic()
+        self.last_error = type(exc).__name__
+        if first:
+            logging.getLogger("baclofen_check.store").error(
+                "store call failed", extra={"event": "store-failed",
+                                            "error_type": self.last_error})
+
+    def _bounded(self, job: Callable[[], R], timeout: float) -> R:
+        future: Future[R] = Future()
+        with self._lock:
+            if self._pid != os.getpid():  # a forked process starts its own threads
+                self._pid, self._jobs, self._idle, self._threads = \
+                    os.getpid(), queue.SimpleQueue(), 0, 0
+            if self._idle == 0:
+                if self._threads >= STORE_THREADS:
+                    raise StoreUnavailable("every store thread is still waiting on the store")
+                self._threads += 1
+                threading.Thread(target=self._work, name="store", daemon=True).start()
+            else:
+                self._idle -= 1
+            self._jobs.put((future, job))
+        try:
+            return future.result(timeout)
+        except FutureTimeout as exc:
+            raise StoreUnavailable(f"the store did not answer within {timeout:g} s") from exc
+
+    def _work(self) -> None:
+        jobs = self._jobs
+        while True:
+            future, job = jobs.get()
+            try:
+                future.set_result(job())
+            except BaseException as exc:  # noqa: BLE001 - handed to the waiting caller
+                future.set_exception(exc)
+            with self._lock:
+                if jobs is not self._jobs:
+                    return
+                self._idle += 1
+
+
+def _bounded(fn: Callable[Concatenate[Store, P], R]) -> Callable[Concatenate[Store, P], R]:
+    """A Store method whose caller waits at most the statement timeout (see _Guard)."""
+
+    @functools.wraps(fn)
+    def run(self: Store, *args: P.args, **kwargs: P.kwargs) -> R:
+        return self.guard.call(functools.partial(fn, self, *args, **kwargs))
+
+    return run
 
 
 class _SqliteWriter:
@@ -314,12 +502,19 @@ def _sqlite_writer(url_text: str) -> _SqliteWriter | None:
 class Store:
     """The audit trail, CDS feedback, JWT replay protection and write-back bookkeeping."""
 
-    def __init__(self, database_url: str, retention_days: int = 365) -> None:
+    def __init__(self, database_url: str, retention_days: int = 365,
+                 connect_timeout_s: float = 3.0, statement_timeout_s: float | None = 5.0
+                 ) -> None:
+        from .spool import Spool
+
         self.url = database_url
         self.retention_days = retention_days
-        self.engine = _engine(database_url)
+        self.engine = _engine(database_url, connect_timeout_s, statement_timeout_s)
         self.backend = self.engine.dialect.name
         self._sqlite_writer = _sqlite_writer(database_url)
+        self.guard = _Guard(statement_timeout_s)
+        # where records wait while the store cannot take them (create_app sets it)
+        self.spool: Spool | None = None
 
     # --- start-up ---------------------------------------------------------------------------
 
@@ -365,7 +560,9 @@ class Store:
     # --- API ----------------------------------------------------------------------------------
 
     def record_check(self, record: CheckRecord) -> int:
-        """Record one check and its findings in ONE transaction; returns the check id.
+        """Record one check and its findings in ONE transaction; returns the check id (that
+        of the check recorded before when this record id was: a retried call is recorded
+        once).
 
         Either everything is written or nothing is (an error or a killed process inside the
         transaction leaves no row). The findings are also counted in the Prometheus metrics
@@ -373,6 +570,25 @@ class Store:
         from . import metrics
 
         metrics.count_findings([(f.rule_id, f.severity) for f in record.findings])
+        return self.guard.call(self._record_check, record)[0]
+
+    def replay_check(self, record: CheckRecord) -> bool:
+        """Record a check from the spool (not counted again), tried even while the store is
+        failing: True when recorded now, False when its record id was recorded before."""
+        return self.guard.call(self._record_check, record, probe=True)[1]
+
+    def _record_check(self, record: CheckRecord) -> tuple[int, bool]:
+        try:
+            return self._insert_check(record), True
+        except IntegrityError:
+            with self._read() as conn:
+                found = conn.execute(select(record_ids.c.check_id)
+                                     .where(record_ids.c.record_id == record.record_id)).scalar()
+            if found is None:
+                raise
+            return int(found), False
+
+    def _insert_check(self, record: CheckRecord) -> int:
         with self._writer(), self.engine.begin() as conn:
             inserted = conn.execute(_INSERT_CHECK, {
                 "time": record.time,
@@ -396,8 +612,12 @@ class Store:
                     "card_uuid": f.card_uuid,
                     "detected_issue": f.detected_issue,
                 } for f in record.findings])
+            # last: a record id recorded before fails here and undoes the whole transaction
+            conn.execute(_INSERT_RECORD_ID, {"record_id": record.record_id,
+                                             "check_id": check_id})
         return int(check_id)
 
+    @_bounded
     def record_feedback(
         self,
         service_id: str,
@@ -456,6 +676,7 @@ class Store:
                        findings.c.finding_id.in_(list(finding_ids))))
             return {str(r[0]) for r in rows}
 
+    @_bounded
     def use_jti(self, issuer: str, jti: str, expires: datetime) -> bool:
         """Mark a JWT id as used. False when this (issuer, jti) was used before, by this or
         any other replica sharing the database (a unique constraint decides)."""
@@ -465,6 +686,22 @@ class Store:
         except IntegrityError:
             return False
         return True
+
+    def probe(self) -> None:
+        """Write the probe row within PROBE_TIMEOUT_S, made even while failing (a success
+        ends the failing state); raises SQLAlchemyError when the store cannot."""
+        self.guard.call(self._write_probe, probe=True, timeout=PROBE_TIMEOUT_S)
+
+    def _write_probe(self) -> None:
+        now = datetime.now(UTC)
+        try:
+            with self._writer(), self.engine.begin() as conn:
+                done = conn.execute(update(ready_probe).where(ready_probe.c.id == 1)
+                                    .values(time=now))
+                if done.rowcount == 0:
+                    conn.execute(insert(ready_probe).values(id=1, time=now))
+        except IntegrityError:
+            pass  # another replica made the row first: the store took a write all the same
 
     def ping(self) -> bool:
         """True when the database answers."""
@@ -533,6 +770,7 @@ class Store:
 
     # --- write-back bookkeeping ---------------------------------------------------------------
 
+    @_bounded
     def persisted_for_order(self, order_ref: str) -> list[PersistedIssue]:
         """The DetectedIssues this service wrote to the FHIR server for one order."""
         with self._read() as conn:
@@ -540,6 +778,7 @@ class Store:
                                 .order_by(persisted.c.id)).all()
         return [PersistedIssue(r.order_ref, r.finding_id, r.server_id, r.status) for r in rows]
 
+    @_bounded
     def record_persisted(self, issues: Sequence[PersistedIssue], now: datetime) -> None:
         """Remember what was written back (insert or update by order and finding id)."""
         with self.engine.begin() as conn:
@@ -567,6 +806,7 @@ class Store:
         with self._writer(), self.engine.begin() as conn:
             old = select(checks.c.id).where(checks.c.time < cutoff)
             conn.execute(delete(findings).where(findings.c.check_id.in_(old)))
+            conn.execute(delete(record_ids).where(record_ids.c.check_id.in_(old)))
             n = conn.execute(delete(checks).where(checks.c.time < cutoff)).rowcount
             conn.execute(delete(feedback).where(feedback.c.outcome_time < cutoff))
             conn.execute(delete(jtis).where(jtis.c.expires < moment))
@@ -580,30 +820,24 @@ class Store:
 
 
 def record_answered(store: Store | None, record: CheckRecord) -> bool:
-    """Record a check that has been answered; False when the store could not record it.
+    """Record a check that has been answered: in the store, or when it cannot take it in the
+    spool, durably before the answer is sent (service/spool.py). False when neither could.
 
-    choice: when the store cannot record, the check is still answered (a clinical answer
-    matters more than its audit row); the failure is logged and counted, and /readyz reports
-    the store so that a load balancer takes the replica out.
+    choice: when neither can, the check is still answered (a clinical answer matters more
+    than its audit row); the record is counted and logged as lost with the references that
+    reconcile it, and /readyz reports the store so that a load balancer takes the replica out.
     """
     if store is None:
         return False
-    try:
-        store.record_check(record)
-    except SQLAlchemyError as exc:
-        from . import metrics
+    from .spool import record_durably
 
-        metrics.AUDIT_FAILURES.inc()
-        logging.getLogger("baclofen_check.store").error(
-            "audit record failed",
-            extra={"event": "audit-failed", "error_type": type(exc).__name__})
-        return False
-    return True
+    return record_durably(store, record)
 
 
-def open_store(database_url: str, retention_days: int = 365) -> Store:
+def open_store(database_url: str, retention_days: int = 365, connect_timeout_s: float = 3.0,
+               statement_timeout_s: float | None = 5.0) -> Store:
     """Open, migrate and purge: what create_app does at start."""
-    return Store(database_url, retention_days).start()
+    return Store(database_url, retention_days, connect_timeout_s, statement_timeout_s).start()
 
 
 def get_store(app: Flask) -> Store:

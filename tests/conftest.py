@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
@@ -22,6 +23,9 @@ from .services import postgres, sekmet  # noqa: F401 - session fixtures (real se
 hypothesis_settings.register_profile("ci", derandomize=True)
 if os.environ.get("CI"):
     hypothesis_settings.load_profile("ci")
+
+# every app the tests make spools (service/spool.py) here, not under the working directory
+os.environ.setdefault("SPOOL_DIR", tempfile.mkdtemp(prefix="baclofen-check-test-spool-"))
 
 TOKEN = "test-token"
 WRITE_TOKEN = "writer-token"

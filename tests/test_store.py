@@ -66,9 +66,12 @@ def test_sqlite_file_is_created_in_wal_mode(tmp_path: Path) -> None:
     with s.engine.connect() as conn:
         mode = conn.exec_driver_sql("PRAGMA journal_mode").scalar()
         busy = conn.exec_driver_sql("PRAGMA busy_timeout").scalar()
+        # clinical text: the database and its write-ahead log are the owner's only
+        modes = {name: name.stat().st_mode & 0o777 for name in (path, Path(f"{path}-wal"))}
     s.close()
     assert path.exists()
-    assert (mode, busy) == ("wal", 30000)
+    assert (mode, busy) == ("wal", 5000)  # DB_STATEMENT_TIMEOUT_S, lock waits included
+    assert set(modes.values()) == {0o600}, modes
 
 
 def test_record_check_writes_check_and_findings(store: Store) -> None:

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 from typing import Any
 
-from flask import Request
+from flask import Request, g
 
 from ..errors import Problem, ServiceError, bad_request
 
@@ -88,4 +89,6 @@ def read_json(req: Request, limit: int) -> Any:
             f"the request body is larger than {limit} bytes", "too-costly")])
     if not data.strip():
         raise bad_request("the request body is empty")
+    # what identifies a retried call with the request id or hookInstance (store.record_key)
+    g.body_digest = hashlib.sha256(data).hexdigest()
     return parse_json_text(data)

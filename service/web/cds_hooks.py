@@ -30,7 +30,7 @@ from ..fhir_input.fetch import Deadline
 from ..fhir_input.request import CheckRequest
 from ..knowledge import load
 from ..output.cards import Rendered, render_cards
-from ..store import CheckRecord, FindingRecord, Store, record_answered
+from ..store import CheckRecord, FindingRecord, Store, record_answered, record_key
 from .auth import bearer
 from .body import read_json
 
@@ -195,6 +195,8 @@ def _record(service: CdsService, hook_instance: str, caller: str, req: CheckRequ
         knowledge_version=load().version,
         latency_ms=latency_ms,
         findings=findings,
+        # a retried call (the same hookInstance and body) is recorded once
+        record_id=record_key(request.path, hook_instance, g.get("body_digest", "")),
     )
     record_answered(store, record)
 

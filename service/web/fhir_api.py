@@ -8,9 +8,10 @@ import time
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from typing import Any
 
-from flask import Blueprint, Response, current_app, json, request, stream_with_context
-from werkzeug.exceptions import RequestEntityTooLarge
+from flask import Blueprint, Response, current_app, g, json, request, stream_with_context
+from werkzeug.exceptions import ClientDisconnected, RequestEntityTooLarge
 
 from .. import metrics
 from ..checker import check_body
@@ -21,7 +22,7 @@ from ..fhir_input.request import CheckRequest
 from ..fhirjson import JSON
 from ..knowledge import load
 from ..output.fhir import operation_outcome, result_bundle
-from ..store import CheckRecord, finding_records, get_store, record_answered
+from ..store import CheckRecord, finding_records, get_store, record_answered, record_key
 from .auth import authenticate
 from .body import read_json, require_json_type
 from .capability import OPDEF_ID, capability_statement, openapi, operation_definition
@@ -66,32 +67,67 @@ def check() -> Response:
 
 
 def check_ndjson(cfg: Settings, caller: str, profile: str) -> Response:
-    """One result per input line, streamed in input order (service/batch.py)."""
+    """One result per input line, streamed in input order (service/batch.py).
+
+    Bounded: MAX_REQUEST_BYTES per line, MAX_BATCH_LINES lines (blank ones too) and
+    MAX_BATCH_BYTES for the whole body; a client that goes away stops the work (its socket is
+    looked at every CLIENT_CHECK_LINES lines, and a write to it fails)."""
     from ..batch import check_lines, read_lines
 
-    # MAX_REQUEST_BYTES applies to each line; the whole body may hold MAX_BATCH_LINES of them
-    request.max_content_length = (cfg.max_batch_lines + 1) * (cfg.max_request_bytes + 2)
+    request.max_content_length = cfg.max_batch_bytes  # a larger Content-Length is a 413 here
     kb = load()
     stream = request.stream
+    client = request.environ.get("gunicorn.socket")
 
     def generate() -> Iterator[bytes]:
         lines = read_lines(stream, cfg.max_request_bytes)
         clock = _Clock()
+        looked = 0
         try:
             for line in check_lines(lines, clock.now, profile, kb, cfg.max_batch_lines):
                 if line.request is not None:
                     record_check(ENDPOINT_CHECK + " (ndjson)", caller, clock.last,
-                                 line.request, line.result, clock.started)
+                                 line.request, line.result, clock.started,
+                                 f"{line.number}:{line.digest}")
                     metrics.BATCH_LINES.labels("checked").inc()
                 else:
                     metrics.BATCH_LINES.labels("error").inc()
                 yield json.dumps(line.result).encode() + b"\n"
+                if line.seen - looked >= CLIENT_CHECK_LINES:
+                    looked = line.seen
+                    if not client_gone(client):
+                        continue
+                    log.info("batch client went away", extra={"event": "batch-client-gone"})
+                    return
         except RequestEntityTooLarge:
             yield json.dumps(operation_outcome([Problem(
-                "the batch body is larger than MAX_BATCH_LINES lines of MAX_REQUEST_BYTES; "
+                f"the batch body is larger than MAX_BATCH_BYTES ({cfg.max_batch_bytes} bytes); "
                 "the rest was not read or checked", "too-costly")])).encode() + b"\n"
+        except (ClientDisconnected, OSError):
+            log.info("batch client went away", extra={"event": "batch-client-gone"})
 
     return Response(stream_with_context(generate()), mimetype=NDJSON)
+
+
+CLIENT_CHECK_LINES = 256
+
+
+def client_gone(sock: Any) -> bool:
+    """The client closed its connection (or reset it): its socket reads as ended."""
+    import select
+    import socket
+
+    if sock is None:
+        return False
+    try:
+        readable, _, _ = select.select([sock], [], [], 0)
+        if not readable:
+            return False
+        return sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
+    except BlockingIOError:
+        return False
+    except (OSError, ValueError):
+        return True
 
 
 class _Clock:
@@ -108,16 +144,19 @@ class _Clock:
 
 
 def record_check(endpoint: str, caller: str, now: datetime, req: CheckRequest,
-                 bundle: JSON, started: float) -> None:
+                 bundle: JSON, started: float, line: str = "") -> None:
     """Record one answered check in the audit store (one transaction; see
-    store.record_answered for what happens when it cannot)."""
+    store.record_answered for what happens when it cannot). A retried call (the same
+    X-Request-ID and body; for a batch line also its number and text) is recorded once."""
     store = get_store(current_app)
     record = CheckRecord(
         time=now, caller=caller, endpoint=endpoint, hook=None, hook_instance=None,
         patient_ref=req.patient.ref if req.patient else None,
         order_refs=[it.ref for it in req.orders], knowledge_version=load().version,
         latency_ms=round((time.perf_counter() - started) * 1000, 3),
-        findings=finding_records(bundle))
+        findings=finding_records(bundle),
+        record_id=record_key(request.path, g.get("request_id", ""), g.get("body_digest", ""),
+                             line))
     record_answered(store, record)
 
 
