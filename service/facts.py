@@ -173,7 +173,9 @@ class PatientFacts:
 
 # --- kidney function (clinical-rules sections 2 and 5) --------------------------------------
 
-RenalSource = Literal["egfr", "crcl", "cockcroft-gault"]
+RenalSource = Literal["egfr", "crcl", "cockcroft-gault", "ckd-epi-2021", "bedside-schwartz",
+                      "ckd-stage"]
+EGFR_SOURCES = frozenset({"egfr", "ckd-epi-2021", "bedside-schwartz"})
 RenalBand = Literal["normal", "mild", "moderate", "severe", "esrd"]
 BAND_ORDER: tuple[RenalBand, ...] = ("esrd", "severe", "moderate", "mild", "normal")
 """Most restrictive first."""
@@ -209,7 +211,10 @@ class RenalFacts:
     ckd: tuple[ConditionEvidence, ...] = ()       # chronic kidney disease Conditions
     candidates: tuple[RenalCandidate, ...] = ()
     notes: tuple[str, ...] = ()                  # results not used, and why
-    egfr_only: bool = False                      # under 18: reported eGFR only
+    egfr_only: bool = False                      # under 18: reported eGFR or bedside Schwartz
+    unusable_creatinine: tuple[str, ...] = ()    # creatinines from which no value was made
+    transplant: tuple[ConditionEvidence, ...] = ()   # kidney transplant evidence
+    superseded: tuple[ConditionEvidence, ...] = ()   # ESRD evidence the transplant set aside
 
     @property
     def rounded(self) -> Fraction | None:
@@ -231,6 +236,8 @@ class RenalFacts:
         """Every resource the renal decision used (the value's Observations, the Conditions)."""
         out = list(self.value.refs) if self.value else []
         out += [e.ref for e in self.dialysis if e.ref]
+        if self.superseded:
+            out += [e.ref for e in self.transplant + self.superseded if e.ref]
         return tuple(dict.fromkeys(out))
 
 

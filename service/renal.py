@@ -105,6 +105,45 @@ def cockcroft_gault(age_years: Fraction, weight_kg: Fraction, creatinine_mg_dl: 
     return value * frac(cg["female_factor"]) if female else value
 
 
+def _real(x: float) -> Fraction:
+    """A float result of a power law as an exact number (to 1e-9: far below the 0.1 mL/min
+    rounding every comparison uses)."""
+    return Fraction(round(x * 1_000_000_000), 1_000_000_000)
+
+
+def ckd_epi_2021(age_years: Fraction, creatinine_mg_dl: Fraction, female: bool, kb: Knowledge
+                 ) -> Fraction:
+    """eGFR (mL/min/1.73 m2) = 142 x min(SCr/k, 1)^a x max(SCr/k, 1)^-1.200 x 0.9938^age
+    x 1.012 for women; k 0.7/0.9 and a -0.241/-0.302 for women/men (S45, race-free)."""
+    c = _spec(kb)["ckd_epi_2021"]
+    if age_years < frac(c["age_from"]):
+        raise RenalInputError(f"CKD-EPI 2021 is not used below {c['age_from']} years")
+    if creatinine_mg_dl <= 0:
+        raise RenalInputError(f"creatinine must be positive, got {creatinine_mg_dl} mg/dL")
+    kappa = float(frac(c["kappa_female" if female else "kappa_male"]))
+    alpha = float(frac(c["alpha_female" if female else "alpha_male"]))
+    ratio = float(creatinine_mg_dl) / kappa
+    value = (float(frac(c["constant"])) * min(ratio, 1.0) ** alpha
+             * max(ratio, 1.0) ** float(frac(c["exponent_above"]))
+             * float(frac(c["age_base"])) ** float(age_years))
+    if female:
+        value *= float(frac(c["female_factor"]))
+    return _real(value)
+
+
+def bedside_schwartz(age_years: Fraction, height_cm: Fraction, creatinine_mg_dl: Fraction,
+                     kb: Knowledge) -> Fraction:
+    """eGFR (mL/min/1.73 m2) = 0.413 x height_cm / SCr_mg_dL, from 1 to below 18 years
+    (S46)."""
+    c = _spec(kb)["bedside_schwartz"]
+    if not frac(c["age_from"]) <= age_years < frac(c["age_below"]):
+        raise RenalInputError(f"bedside Schwartz is used from {c['age_from']} to below "
+                              f"{c['age_below']} years")
+    if height_cm <= 0 or creatinine_mg_dl <= 0:
+        raise RenalInputError("height and creatinine must be positive")
+    return frac(c["k"]) * height_cm / creatinine_mg_dl
+
+
 def round_renal(ml_min: Fraction, kb: Knowledge) -> Fraction:
     """Round to 0.1 mL/min (half up) before any comparison."""
     step = frac(_spec(kb)["round_to"])
@@ -268,8 +307,9 @@ def read_renal(
             notes.append(f"{ref} not used: the value cannot be read")
             continue
         unit = _unit(obs)
-        if kind != "egfr" and egfr_only:
-            notes.append(f"{ref} not used: under 18 only a reported eGFR is used")
+        if kind == "crcl" and egfr_only:
+            notes.append(f"{ref} not used: under 18 a reported eGFR or the bedside Schwartz "
+                         "estimate is used")
             continue
         if kind == "creatinine":
             cr = _creatinine_mg_dl(obs, reading, unit, s)
@@ -301,16 +341,22 @@ def read_renal(
                          "range (a typing or unit error?)")
             continue
         candidates.append(_reported(kind, ref, reading, at, age_days > stale_days, kb))
-    if not egfr_only:
-        candidates += _computed(creatinines, patient, check_time, stale_days, kb, notes)
+    unusable: list[str] = []
+    candidates += _computed(creatinines, patient, check_time, stale_days, kb, notes, unusable)
     value = choose(candidates, kb)
+    if value is None:
+        value = ckd_stage_value(resources, check_time, kb)
+    kidney = kidney_states(resources, check_time, kb)
     return RenalFacts(
         value=value,
-        dialysis=dialysis_evidence(resources, check_time, kb),
+        dialysis=kidney.dialysis,
         ckd=ckd_evidence(resources, kb),
         candidates=tuple(candidates),
         notes=tuple(notes),
         egfr_only=egfr_only,
+        unusable_creatinine=tuple(unusable),
+        transplant=kidney.transplant,
+        superseded=kidney.superseded,
     )
 
 
@@ -366,34 +412,40 @@ def _reported(kind: str, ref: str, reading: _Reading, at: datetime, stale: bool,
 
 
 def _computed(creatinines: list[_Creatinine], patient: PatientFacts, check_time: datetime,
-              stale_days: Fraction, kb: Knowledge, notes: list[str]) -> list[RenalCandidate]:
-    """Cockcroft-Gault for every usable creatinine (adults with a known weight).
+              stale_days: Fraction, kb: Knowledge, notes: list[str], unusable: list[str]
+              ) -> list[RenalCandidate]:
+    """A value from every usable creatinine (clinical-rules section 2): Cockcroft-Gault for
+    adults with a weight, else CKD-EPI 2021; bedside Schwartz for children from 1 year with a
+    height within 30 days. A creatinine from which no value can be made is named in
+    ``unusable`` (renal.unknown reads it).
 
     choice: with a partial birth date the older end of the age range is used (the lower
-    clearance); the formula is applied only when the youngest possible age is 18 or more.
+    clearance); the adult formulas are applied only when the youngest possible age is 18 or
+    more, bedside Schwartz when the youngest is 1 or more and the oldest below 18.
     """
     if not creatinines:
         return []
     s = _spec(kb)
-    cg = s["cockcroft_gault"]
     age = patient.age
     if age is None:
-        notes.append("Cockcroft-Gault not computed: the age is unknown")
+        notes.append("no kidney function estimated from creatinine: the age is unknown")
+        unusable += [c.ref for c in creatinines]
         return []
-    if age.low_years < frac(cg["age_from"]):
-        return []
-    if patient.weight_kg is None:
-        notes.append("Cockcroft-Gault not computed: no recent weight")
-        return []
+    if age.low_years < frac(s["cockcroft_gault"]["age_from"]):
+        return _schwartz(creatinines, patient, check_time, stale_days, kb, notes, unusable)
     female = patient.sex != "male"
     sex_text = {"male": "male", "female": "female"}.get(patient.sex or "",
                                                         "sex not recorded as male or female: "
                                                         "female factor used")
-    weight, weight_text, refs = _weight_for_cg(patient, female, kb)
     age_years = age.high_years
     age_text = f"age {fmt(age_years)}"
     if age.partial:
         age_text += " (the older end of a partial birth date)"
+    if patient.weight_kg is None:
+        notes.append("Cockcroft-Gault not computed: no recent weight (CKD-EPI 2021 used)")
+        return _ckd_epi(creatinines, patient, age_years, age_text, check_time, stale_days, kb,
+                        notes, unusable)
+    weight, weight_text, refs = _weight_for_cg(patient, female, kb)
     older = frac(kb.data["patient_context"]["older_age"])
     out = []
     for cr in creatinines:
@@ -401,6 +453,7 @@ def _computed(creatinines: list[_Creatinine], patient: PatientFacts, check_time:
             value = cockcroft_gault(age_years, weight, cr.mg_dl, female, kb)
         except RenalInputError as exc:
             notes.append(f"Cockcroft-Gault not computed: {exc}")
+            unusable.append(cr.ref)
             continue
         rounded = round_renal(value, kb)
         text = (f"CrCl {fmt(rounded)} mL/min on {_date(cr.at)} (Cockcroft-Gault, {weight_text}, "
@@ -411,6 +464,71 @@ def _computed(creatinines: list[_Creatinine], patient: PatientFacts, check_time:
         out.append(RenalCandidate(
             "cockcroft-gault", value, rounded, band_of(rounded, kb), cr.at,
             elapsed_days(cr.at, check_time) > stale_days, (cr.ref, *refs), text))
+    return out
+
+
+def _ckd_epi(creatinines: list[_Creatinine], patient: PatientFacts, age_years: Fraction,
+             age_text: str, check_time: datetime, stale_days: Fraction, kb: Knowledge,
+             notes: list[str], unusable: list[str]) -> list[RenalCandidate]:
+    """CKD-EPI 2021 for adults without a usable weight; other, unknown or missing sex: the
+    lower of the two estimates (clinical-rules section 2)."""
+    out = []
+    for cr in creatinines:
+        try:
+            if patient.sex in {"male", "female"}:
+                value = ckd_epi_2021(age_years, cr.mg_dl, patient.sex == "female", kb)
+                sex_text = patient.sex
+            else:
+                value = min(ckd_epi_2021(age_years, cr.mg_dl, True, kb),
+                            ckd_epi_2021(age_years, cr.mg_dl, False, kb))
+                sex_text = "sex not recorded as male or female: the lower of the two estimates"
+        except RenalInputError as exc:
+            notes.append(f"CKD-EPI 2021 not computed: {exc}")
+            unusable.append(cr.ref)
+            continue
+        rounded = round_renal(value, kb)
+        text = (f"eGFR {fmt(rounded)} mL/min/1.73 m2 on {_date(cr.at)} (estimated here with "
+                f"the CKD-EPI 2021 creatinine equation, no weight for Cockcroft-Gault: "
+                f"creatinine {cr.written}, {age_text}, {sex_text}; used as a stand-in for "
+                f"creatinine clearance)")
+        out.append(RenalCandidate(
+            "ckd-epi-2021", value, rounded, band_of(rounded, kb), cr.at,
+            elapsed_days(cr.at, check_time) > stale_days, (cr.ref,), text))
+    return out
+
+
+def _schwartz(creatinines: list[_Creatinine], patient: PatientFacts, check_time: datetime,
+              stale_days: Fraction, kb: Knowledge, notes: list[str], unusable: list[str]
+              ) -> list[RenalCandidate]:
+    """Bedside Schwartz for children from 1 to below 18 with a height within 30 days."""
+    c = _spec(kb)["bedside_schwartz"]
+    age = patient.age
+    assert age is not None
+    if age.low_years < frac(c["age_from"]):
+        notes.append(f"no eGFR estimated from creatinine below {c['age_from']} year of age")
+        unusable += [cr.ref for cr in creatinines]
+        return []
+    if patient.height_cm is None:
+        notes.append("bedside Schwartz not computed: no height within 30 days")
+        unusable += [cr.ref for cr in creatinines]
+        return []
+    out = []
+    for cr in creatinines:
+        try:
+            value = bedside_schwartz(age.low_years, patient.height_cm, cr.mg_dl, kb)
+        except RenalInputError as exc:
+            notes.append(f"bedside Schwartz not computed: {exc}")
+            unusable.append(cr.ref)
+            continue
+        rounded = round_renal(value, kb)
+        text = (f"eGFR {fmt(rounded)} mL/min/1.73 m2 on {_date(cr.at)} (estimated here with "
+                f"the bedside Schwartz equation, {fmt(frac(c['k']), 3)} x height "
+                f"{fmt(patient.height_cm)} cm / creatinine {cr.written}; used as a stand-in "
+                f"for creatinine clearance)")
+        refs = (cr.ref,) + tuple(r for r in [patient.height_ref] if r)
+        out.append(RenalCandidate(
+            "bedside-schwartz", value, rounded, band_of(rounded, kb), cr.at,
+            elapsed_days(cr.at, check_time) > stale_days, refs, text))
     return out
 
 
@@ -463,44 +581,121 @@ def _condition_label(ref: str, r: JSON) -> str:
     return f"{label} ({', '.join(codes)}; {ref})" if codes else f"{label} ({ref})"
 
 
-def dialysis_evidence(resources: Iterable[Resource], check_time: datetime, kb: Knowledge
-                      ) -> tuple[ConditionEvidence, ...]:
-    """Conditions naming dialysis/ESRD (status respected) and dialysis Procedures within the
-    last 90 days.
+@dataclass(frozen=True)
+class KidneyStates:
+    dialysis: tuple[ConditionEvidence, ...]     # evidence that counts
+    transplant: tuple[ConditionEvidence, ...]
+    superseded: tuple[ConditionEvidence, ...]   # ESRD evidence set aside by a transplant
+
+
+def _condition_time(r: JSON, tz: Any) -> datetime | None:
+    """A Condition is dated by onset[x], else recordedDate (clinical-rules section 2)."""
+    period = as_dict(r.get("onsetPeriod"))
+    return (parse_instant(r.get("onsetDateTime"), tz) or parse_instant(period.get("start"), tz)
+            or parse_instant(r.get("recordedDate"), tz))
+
+
+def _procedure_time(r: JSON, tz: Any) -> datetime | None:
+    period = as_dict(r.get("performedPeriod"))
+    return (parse_instant(r.get("performedDateTime"), tz)
+            or parse_instant(period.get("end"), tz)
+            or parse_instant(period.get("start"), tz))
+
+
+def kidney_states(resources: Iterable[Resource], check_time: datetime, kb: Knowledge
+                  ) -> KidneyStates:
+    """Dialysis/ESRD Conditions (status respected), dialysis Procedures within the last 90
+    days or ongoing (in-progress, or a performedPeriod without an end), and a kidney
+    transplant, after which ESRD and dialysis Conditions no longer count and a dialysis
+    Procedure counts only when performed after it (clinical-rules section 2).
 
     choice: a Procedure without a date, or with status not-done or entered-in-error, does not
     count (its time cannot be judged)."""
-    spec = kb.data["patient_context"]["dialysis"]
+    pc = kb.data["patient_context"]
+    spec, tx = pc["dialysis"], pc["kidney_transplant"]
     snomed = kb.recognition["snomed_system"]
     icd = {c.replace(".", "") for c in spec["icd10"]}
-    out: list[ConditionEvidence] = []
+    tx_icd = {c.replace(".", "") for c in tx["icd10"]}
+    tz = check_time.tzinfo
+    conditions: list[ConditionEvidence] = []
+    procedures: list[tuple[ConditionEvidence, datetime]] = []
+    transplants: list[tuple[ConditionEvidence, datetime | None]] = []
     for ref, r in resources:
         rtype = r.get("resourceType")
         text = " ".join(concept_texts(r.get("code"))).lower()
+        names_tx = (set(_icd10(r.get("code"), kb)) & tx_icd
+                    or has_code(r.get("code"), snomed, tx["snomed"])
+                    or any(w in text for w in tx["words"]))
         if rtype == "Condition":
             if not condition_counts(r, kb):
                 continue
-            if (set(_icd10(r.get("code"), kb)) & icd
+            if names_tx:
+                transplants.append((ConditionEvidence(
+                    ref, f"kidney transplant: {_condition_label(ref, r)}"),
+                    _condition_time(r, tz)))
+            elif (set(_icd10(r.get("code"), kb)) & icd
                     or has_code(r.get("code"), snomed, spec["snomed"])
                     or any(w in text for w in spec["words"])):
-                out.append(ConditionEvidence(ref, _condition_label(ref, r)))
+                conditions.append(ConditionEvidence(ref, _condition_label(ref, r)))
         elif rtype == "Procedure":
-            if as_str(r.get("status")) in {"not-done", "entered-in-error"}:
+            status = as_str(r.get("status"))
+            if status in {"not-done", "entered-in-error"}:
+                continue
+            if names_tx:
+                transplants.append((ConditionEvidence(
+                    ref, f"kidney transplant procedure ({ref})"), _procedure_time(r, tz)))
                 continue
             if not (has_code(r.get("code"), snomed, spec["procedure_snomed"])
                     or any(w in text for w in spec["procedure_words"])):
                 continue
-            tz = check_time.tzinfo
             period = as_dict(r.get("performedPeriod"))
-            at = (parse_instant(r.get("performedDateTime"), tz)
-                  or parse_instant(period.get("end"), tz)
-                  or parse_instant(period.get("start"), tz))
-            if at is None:
-                continue
-            if elapsed_days(at, check_time) <= frac(spec["procedure_max_age_days"]):
-                out.append(ConditionEvidence(
-                    ref, f"dialysis procedure on {_date(at)} ({ref})"))
-    return tuple(out)
+            ongoing = status in spec.get("ongoing_statuses", []) or (
+                bool(period) and period.get("start") is not None and period.get("end") is None)
+            at = _procedure_time(r, tz)
+            if ongoing:
+                since = f" since {_date(at)}" if at else ""
+                procedures.append((ConditionEvidence(
+                    ref, f"ongoing dialysis{since} ({ref})"), at or check_time))
+            elif at is not None and elapsed_days(at, check_time) <= frac(
+                    spec["procedure_max_age_days"]):
+                procedures.append((ConditionEvidence(
+                    ref, f"dialysis procedure on {_date(at)} ({ref})"), at))
+    if not transplants:
+        return KidneyStates(tuple(conditions) + tuple(e for e, _ in procedures), (), ())
+    dated = [t for _, t in transplants if t is not None]
+    latest = max(dated) if len(dated) == len(transplants) else None
+    kept = [e for e, at in procedures if latest is None or at > latest]
+    superseded = conditions + [e for e, at in procedures if latest is not None and at <= latest]
+    return KidneyStates(tuple(kept), tuple(e for e, _ in transplants), tuple(superseded))
+
+
+def ckd_stage_value(resources: Iterable[Resource], check_time: datetime, kb: Knowledge
+                    ) -> RenalCandidate | None:
+    """A recorded CKD stage as the renal value, at the top of the stage's eGFR range, when
+    there is no usable renal value (clinical-rules section 2); the most restrictive stage
+    recorded. Never stale."""
+    spec = _spec(kb)["ckd_stage_ml_min"]
+    icd = {k.replace(".", "").upper(): frac(v) for k, v in spec["icd10"].items()}
+    snomed_values = {str(k): frac(v) for k, v in spec["snomed"].items()}
+    snomed = kb.recognition["snomed_system"]
+    best: tuple[Fraction, str, str] | None = None
+    for ref, r in resources:
+        if r.get("resourceType") != "Condition" or not condition_counts(r, kb):
+            continue
+        values = [icd[c] for c in _icd10(r.get("code"), kb) if c in icd]
+        values += [v for code, v in snomed_values.items()
+                   if has_code(r.get("code"), snomed, [code])]
+        if values and (best is None or min(values) < best[0]):
+            best = (min(values), ref, _condition_label(ref, r))
+    if best is None:
+        return None
+    value, ref, label = best
+    rounded = round_renal(value, kb)
+    text = (f"chronic kidney disease stage on the problem list, {label}: counted as "
+            f"{fmt(rounded)} mL/min, the top of the stage's eGFR range (the value comes from "
+            f"the problem list, not a result: get a current creatinine)")
+    return RenalCandidate("ckd-stage", value, rounded, band_of(rounded, kb), check_time, False,
+                          (ref,), text)
 
 
 def ckd_evidence(resources: Iterable[Resource], kb: Knowledge) -> tuple[ConditionEvidence, ...]:

@@ -154,8 +154,10 @@ def test_cockcroft_gault_refuses_out_of_range(age, kg, scr):
 
 
 def test_cg_not_computed_without_weight_and_says_why():
+    # round 2: CKD-EPI 2021 stands in (60, male, 1.0 mg/dL: 86.2)
     facts = read_renal(pairs(creatinine(1.0)), adult(kg=None), NOW, KB)
-    assert facts.value is None
+    assert facts.value is not None and facts.value.source == "ckd-epi-2021"
+    assert facts.value.rounded_ml_min == F("86.2")
     assert any("no recent weight" in n for n in facts.notes)
 
 

@@ -47,19 +47,23 @@ def it_dose(value: float, unit: str = "ug", **timing: Any) -> dict[str, Any]:
 
 # --- children ---------------------------------------------------------------------------
 
+NO_WEIGHT = {"pediatric.weight-unknown": "low"}
 CHILD_CASES = [
     # id, birthDate, daily (mg, as 4 doses), weight, profile, expected {rule: severity}
+    # (no weight is given: round 2 says so with pediatric.weight-unknown)
     ("us_age6_40mg_at_cap", "2020-06-01", 40, None, "us",
-     {"pediatric.off-label": "low"}),
+     {**NO_WEIGHT, "pediatric.off-label": "low"}),
     ("us_age6_45mg_over_cap", "2020-06-01", 45, None, "us",
-     {"pediatric.off-label": "low", "pediatric.age-cap": "moderate"}),
+     {**NO_WEIGHT, "pediatric.off-label": "low", "pediatric.age-cap": "moderate"}),
     ("us_age6_62_5mg_high", "2020-06-01", 62.5, None, "us",
-     {"pediatric.off-label": "low", "pediatric.age-cap": "high", "oral.max-single": None}),
-    ("us_age10_60mg_at_cap", "2016-06-01", 60, None, "us", {"pediatric.off-label": "low"}),
+     {**NO_WEIGHT, "pediatric.off-label": "low", "pediatric.age-cap": "high",
+      "oral.max-single": None}),
+    ("us_age10_60mg_at_cap", "2016-06-01", 60, None, "us",
+     {**NO_WEIGHT, "pediatric.off-label": "low"}),
     ("us_age10_70mg", "2016-06-01", 70, None, "us",
-     {"pediatric.off-label": "low", "pediatric.age-cap": "moderate"}),
+     {**NO_WEIGHT, "pediatric.off-label": "low", "pediatric.age-cap": "moderate"}),
     ("us_age12_adult", "2014-06-01", 70, None, "us", {}),
-    ("uk_age14_70mg", "2012-06-01", 70, None, "uk", {"pediatric.age-cap": "moderate"}),
+    ("uk_age14_70mg", "2012-06-01", 70, None, "uk", {**NO_WEIGHT, "pediatric.age-cap": "moderate"}),
     ("uk_age18_adult", "2008-06-01", 70, None, "uk", {}),
 ]
 

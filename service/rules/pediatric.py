@@ -66,7 +66,18 @@ def rules(ctx: RuleContext, order: OrderFacts) -> list[Finding]:
                 correction=correction,
             ))
     weight = ctx.patient.weight_kg
-    if weight is not None and weight > 0:
+    if weight is None or weight <= 0:
+        days = ctx.kb.data["patient_context"]["weight"]["child_max_age_days"]
+        out.append(ctx.finding(
+            "pediatric.weight-unknown", "low", order,
+            summary="No recent weight for this child: the mg/kg dose checks could not run",
+            detail=f"The patient is a child ({age_text(ctx.patient.age, 'young')}) with no "
+                   f"usable weight within {days} days, so {daily_text}{label} could not be "
+                   f"checked against the maximum of "
+                   f"{fmt(ctx.kb.rule('pediatric.weight-cap').num('cap_mg_kg'))} mg/kg/day "
+                   f"or the usual start by weight. Record a current weight.",
+        ))
+    else:
         spec = ctx.kb.rule("pediatric.weight-cap")
         per_kg = daily / weight
         cap_kg = spec.num("cap_mg_kg")

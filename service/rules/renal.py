@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import replace
 from fractions import Fraction
 
-from ..facts import OrderFacts, RenalFacts
+from ..facts import EGFR_SOURCES, OrderFacts, RenalFacts
 from ..fhirjson import elapsed_days
 from ..findings import Finding, worse
 from ..knowledge import frac
@@ -32,8 +32,20 @@ def rules(ctx: RuleContext, order: OrderFacts) -> list[Finding]:
         elderly = None
     for found in (main, elderly, unknown(ctx, order, renal), stale(ctx, order, renal)):
         if found is not None:
-            out.append(found)
+            out.append(_with_transplant(found, renal))
     return out
+
+
+def _with_transplant(found: Finding, renal: RenalFacts) -> Finding:
+    """The detail mentions a kidney transplant that set older ESRD evidence aside, and the
+    evidence cites it (clinical-rules section 2)."""
+    if not renal.superseded:
+        return found
+    note = (f" After a kidney transplant ({'; '.join(e.text for e in renal.transplant)}), "
+            f"older end-stage kidney disease or dialysis records no longer count: "
+            f"{'; '.join(e.text for e in renal.superseded)}.")
+    return replace(found, detail=found.detail + note,
+                   evidence=tuple(dict.fromkeys(found.evidence + renal.refs)))
 
 
 def older(ctx: RuleContext, age_from: Fraction) -> bool:
@@ -85,7 +97,9 @@ def dose_band(ctx: RuleContext, order: OrderFacts, renal: RenalFacts) -> Finding
 
 
 def _short(rounded: Fraction, source: str) -> str:
-    return f"{'eGFR' if source == 'egfr' else 'CrCl'} {fmt(rounded)} mL/min"
+    if source == "ckd-stage":
+        return f"CKD stage on the problem list, counted as {fmt(rounded)} mL/min"
+    return f"{'eGFR' if source in EGFR_SOURCES else 'CrCl'} {fmt(rounded)} mL/min"
 
 
 def dialysis(ctx: RuleContext, order: OrderFacts, renal: RenalFacts) -> Finding | None:
@@ -159,14 +173,18 @@ def unknown(ctx: RuleContext, order: OrderFacts, renal: RenalFacts) -> Finding |
     if renal.value is not None or renal.esrd:
         return None
     is_older = older(ctx, spec.num("older_age"))
-    if not is_older and not renal.ckd:
+    if not is_older and not renal.ckd and not renal.unusable_creatinine:
         return None
     why = []
     if is_older:
         why.append(age_text(ctx.patient.age, 'old'))
     if renal.ckd:
         why.append("chronic kidney disease recorded: " + "; ".join(e.text for e in renal.ckd))
-    what = "eGFR" if renal.egfr_only else "eGFR, creatinine clearance or creatinine with weight"
+    if renal.unusable_creatinine:
+        why.append("no kidney function could be estimated from the creatinine "
+                   f"({', '.join(renal.unusable_creatinine)})")
+    what = ("eGFR, or creatinine with a height within 30 days" if renal.egfr_only
+            else "eGFR, creatinine clearance or creatinine")
     notes = f" ({'; '.join(renal.notes)})" if renal.notes else ""
     return ctx.finding(
         "renal.unknown", "low", order,
@@ -175,7 +193,8 @@ def unknown(ctx: RuleContext, order: OrderFacts, renal: RenalFacts) -> Finding |
                f"{fmt(frac(ctx.kb.data['patient_context']['renal']['max_age_days']))} days)"
                f"{notes}, and {' and '.join(why)}. Baclofen is cleared by the kidneys; check "
                f"kidney function before relying on this dose.",
-        evidence=tuple(e.ref for e in renal.ckd if e.ref),
+        evidence=tuple(dict.fromkeys([e.ref for e in renal.ckd if e.ref]
+                                     + list(renal.unusable_creatinine))),
     )
 
 
