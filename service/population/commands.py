@@ -51,6 +51,10 @@ def review_cmd(args: argparse.Namespace) -> int:
     if (args.group or args.since) and not args.fhir_server:
         return _fail("--group and --since go with --fhir-server")
     settings = load_settings()
+    if args.fhir_server and settings.fhir_server_url is None:
+        # the server named here is the FHIR server of this run (its authentication and
+        # allow-list come from the same settings as FHIR_SERVER_URL's)
+        settings = load_settings({**os.environ, "FHIR_SERVER_URL": args.fhir_server})
     check_time = datetime.now(UTC)
     if args.check_time:
         parsed = parse_instant(args.check_time)
