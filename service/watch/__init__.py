@@ -1,0 +1,60 @@
+"""Surveillance after the order (issue 19): Subscriptions on FHIR_SERVER_URL tell the receiver
+what changed, a durable per-patient queue in the store's database holds the re-checks, and
+the worker re-checks the patient's active baclofen therapy with write-back.
+
+- service/watch/subscriptions.py: criteria from the prefetch templates; subscribe, remove,
+  re-request errored Subscriptions; catch-up by ``_lastUpdated``
+- service/watch/receiver.py: ``POST /subscriptions/notify``, ``PUT /subscriptions/notify/
+  {type}/{id}``
+- service/watch/queue.py: the tables (queue, seen versions, state, results for the worklist)
+- service/watch/worker.py: the re-check and the worker loop
+- service/watch/commands.py: ``baclofen-check watch subscribe|work|catch-up``
+
+Nothing here is imported by the rest of the service unless the watch is used (only
+service/watch/settings.py, by service/config.py).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from flask import Flask
+
+    from ..config import Settings
+    from .queue import WatchStore
+
+
+def register(app: Flask) -> None:
+    """With WATCH_NOTIFY_TOKEN set: the watch tables (created when missing) and the receiver.
+    Without it the receiver answers 404 (off) and no table is made."""
+    from ..store import get_store
+    from .receiver import bp
+
+    settings: Settings = app.config["SETTINGS"]
+    if settings.watch_notify_token:
+        from .queue import WatchStore
+
+        app.extensions["watch"] = WatchStore(get_store(app)).create()
+    app.register_blueprint(bp)
+
+
+def readiness(app: Flask) -> dict[str, Any] | None:
+    """For /readyz when the watch is configured: the newest worker heartbeat, and ``stale``
+    when no worker has run within 2 x WATCH_CHECK_S. None when the watch is off.
+
+    choice: a stale worker is reported, not made a 503: the same replicas answer CDS Hooks
+    and receive notifications, and taking them out of a load balancer would stop both while
+    the queue (and the catch-up) keeps every event for the worker's return."""
+    ws: WatchStore | None = app.extensions.get("watch")
+    if ws is None:
+        return None
+    settings: Settings = app.config["SETTINGS"]
+    beats = ws.heartbeats()
+    now = datetime.now(UTC)
+    newest = max((t for _, t in beats), default=None)
+    age = None if newest is None else round((now - newest).total_seconds(), 1)
+    fresh = age is not None and age <= 2 * settings.watch_check_s
+    return {"worker": "ok" if fresh else "stale", "worker_last_ran_s_ago": age,
+            "queue": ws.depth()}

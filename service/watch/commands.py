@@ -1,0 +1,110 @@
+"""``baclofen-check watch subscribe [--remove]``, ``watch work [--once]``,
+``watch catch-up --since TIME`` (the settings from the environment, as for ``serve``)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+import threading
+from datetime import UTC, datetime
+from typing import Any, TextIO
+
+from ..config import Settings, load_settings
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    sub = parser.add_subparsers(dest="watch_command", required=True)
+    subscribe = sub.add_parser("subscribe", help="register (or update) the Subscriptions on "
+                               "FHIR_SERVER_URL; idempotent")
+    subscribe.add_argument("--remove", action="store_true",
+                           help="delete this service's Subscriptions instead")
+    work = sub.add_parser("work", help="run the worker: re-checks from the queue, and every "
+                          "WATCH_CHECK_S the Subscription check and catch-up")
+    work.add_argument("--once", action="store_true", help="drain the queue and exit")
+    work.add_argument("--threads", type=int, default=4,
+                      help="re-checks at once in this process (default 4)")
+    work.add_argument("--metrics-port", type=int, default=None,
+                      help="serve this worker's Prometheus metrics on 127.0.0.1:PORT")
+    catch = sub.add_parser("catch-up", help="queue the patients of every change since TIME "
+                           "that no notification brought")
+    catch.add_argument("--since", required=True,
+                       help="FHIR instant with timezone, e.g. 2026-12-01T08:00:00Z")
+
+
+def _open(settings: Settings) -> tuple[Any, Any]:
+    from ..store import open_store
+    from .queue import WatchStore
+
+    if settings.fhir_server_url is None:
+        raise SystemExit("baclofen-check: the watch needs FHIR_SERVER_URL")
+    if not settings.watch_notify_token:
+        raise SystemExit("baclofen-check: the watch needs WATCH_NOTIFY_TOKEN")
+    store = open_store(settings.database_url, settings.audit_retention_days,
+                       settings.db_connect_timeout_s, settings.db_statement_timeout_s)
+    return store, WatchStore(store).create()
+
+
+def _since(text: str) -> datetime:
+    try:
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError as exc:
+        raise SystemExit(f"baclofen-check: --since {text!r} is not a date and time") from exc
+    if moment.tzinfo is None:
+        raise SystemExit("baclofen-check: --since needs a timezone (Z or +hh:mm)")
+    return moment
+
+
+def watch_cmd(args: argparse.Namespace, out: TextIO = sys.stdout,
+              settings: Settings | None = None) -> int:
+    from ..fhir_input.fetch import FetchFailure
+    from ..knowledge import load
+    from ..outbound import fhir_server_client
+
+    settings = settings or load_settings()
+    kb = load()
+    store, ws = _open(settings)
+    try:
+        client = fhir_server_client(settings)
+        now = datetime.now(UTC)
+        if args.watch_command == "subscribe":
+            from .subscriptions import subscribe
+
+            try:
+                done = subscribe(client, settings, kb, ws, now, remove=args.remove)
+            except FetchFailure as exc:
+                print(f"baclofen-check: {exc}", file=sys.stderr)
+                return 1
+            out.write(json.dumps({"created": done.created, "updated": done.updated,
+                                  "kept": done.kept, "deleted": done.deleted}) + "\n")
+            return 0
+        if args.watch_command == "catch-up":
+            from .subscriptions import catch_up
+
+            since = _since(args.since)
+            try:
+                found = catch_up(client, settings, kb, ws, now, since=since)
+            except FetchFailure as exc:
+                print(f"baclofen-check: {exc}", file=sys.stderr)
+                return 1
+            out.write(json.dumps({"changed": found.found, "queued": found.queued}) + "\n")
+            return 0
+        from .worker import Worker
+
+        if args.metrics_port:
+            from prometheus_client import start_http_server
+
+            start_http_server(args.metrics_port, addr="127.0.0.1")
+        worker = Worker(settings, store, ws, kb)
+        if args.once:
+            n = worker.run(once=True)
+            out.write(json.dumps({"rechecked": n, "queue": ws.depth()}) + "\n")
+            return 0
+        stop = threading.Event()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda *_: stop.set())
+        worker.run(threads=args.threads, stop=stop)
+        return 0
+    finally:
+        store.close()
