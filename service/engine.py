@@ -40,11 +40,14 @@ Family = Callable[[RuleContext, OrderFacts], list[Finding]]
 ORAL_FAMILIES: tuple[Family, ...] = (
     order_quality.rules, oral.rules, pediatric.rules, intrathecal.with_oral_rule,
     interactions.rules, interactions.pregnancy_rule, withdrawal.short_taper,
-    renal_rules.rules, titration.rules, withdrawal.cut_rules,
+    renal_rules.rules, titration.rules, withdrawal.cut_rules, interactions.alcohol_rule,
+    interactions.lactation_rule,
 )
+# choice: lactation also runs on intrathecal orders (a low note; the intrathecal labels'
+# section 8.2 says the same as the oral ones); interaction.alcohol is section 8.
 INTRATHECAL_FAMILIES: tuple[Family, ...] = (
     order_quality.rules, intrathecal.rules, withdrawal.it_changes, interactions.rules,
-    interactions.pregnancy_rule,
+    interactions.pregnancy_rule, interactions.alcohol_rule, interactions.lactation_rule,
 )
 STOP_FAMILIES: tuple[Family, ...] = (withdrawal.stop_rules,)
 DOSE_STATUSES = frozenset({"draft", "active", "on-hold"})

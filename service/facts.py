@@ -169,6 +169,8 @@ class PatientFacts:
     height_ref: str | None = None
     height_at: datetime | None = None
     pregnancy_refs: tuple[str, ...] = ()   # Observations/Conditions showing a pregnancy
+    breastfeeding_refs: tuple[str, ...] = ()   # Conditions/Observations showing breastfeeding
+    alcohol_refs: tuple[str, ...] = ()   # Conditions showing alcohol use disorder
 
 
 # --- kidney function (clinical-rules sections 2 and 5) --------------------------------------

@@ -81,6 +81,8 @@ def patient_facts(
         height_ref=height[1] if height else None,
         height_at=height[2] if height else None,
         pregnancy_refs=pregnancy_refs(resources, now, kb),
+        breastfeeding_refs=breastfeeding_refs(resources, now, kb),
+        alcohol_refs=alcohol_refs(resources, kb),
     )
 
 
@@ -162,6 +164,73 @@ def pregnancy_refs(resources: Iterable[Resource], at: datetime, kb: Knowledge
                 w in texts for w in spec["words"]
             ):
                 out.append(ref)
+    return tuple(out)
+
+
+def _icd10_codes(concept: Any, kb: Knowledge) -> list[str]:
+    """ICD-10(-CM) codes of a concept, upper case, without the dot."""
+    systems = set(kb.data["patient_context"]["icd10_systems"])
+    return [str(c.get("code")).replace(".", "").strip().upper() for c in codings(concept)
+            if as_str(c.get("system")) in systems and as_str(c.get("code"))]
+
+
+_NEGATIONS = ("not ", "no ", "never", "stopped", "weaned", "formula")
+
+
+def breastfeeding_refs(resources: Iterable[Resource], at: datetime, kb: Knowledge
+                       ) -> tuple[str, ...]:
+    """An active Condition, or an Observation within 365 days, coded as breastfeeding or whose
+    text names it (clinical-rules section 2).
+
+    choice: an Observation counts by its code or its value; a value that is false or whose
+    text says no, not, never, stopped, weaned or formula does not count (a "breastfeeding
+    status: not breastfeeding" result is not breastfeeding)."""
+    spec = kb.data["patient_context"]["breastfeeding"]
+    snomed = kb.recognition["snomed_system"]
+    icd = {c.replace(".", "").upper() for c in spec["icd10"]}
+    out: list[str] = []
+    for ref, r in resources:
+        rtype = r.get("resourceType")
+        code_text = " ".join(concept_texts(r.get("code"))).lower()
+        coded = bool(set(_icd10_codes(r.get("code"), kb)) & icd) or has_code(
+            r.get("code"), snomed, spec["snomed"])
+        if rtype == "Condition" and condition_counts(r, kb):
+            if coded or any(w in code_text for w in spec["words"]):
+                out.append(ref)
+        elif rtype == "Observation" and usable_result(r, kb):
+            t = observation_time(r, at.tzinfo)
+            if t is None or elapsed_days(t, at) > frac(spec["observation_max_age_days"]):
+                continue
+            value = r.get("valueBoolean")
+            value_text = " ".join(concept_texts(r.get("valueCodeableConcept")) + [
+                as_str(r.get("valueString")) or ""]).lower()
+            if value is False or any(n in f" {value_text}" for n in _NEGATIONS):
+                continue
+            value_coded = has_code(r.get("valueCodeableConcept"), snomed, spec["snomed"])
+            if coded or value_coded or any(w in code_text + " " + value_text
+                                           for w in spec["words"]):
+                out.append(ref)
+    return tuple(out)
+
+
+def alcohol_refs(resources: Iterable[Resource], kb: Knowledge) -> tuple[str, ...]:
+    """An active Condition ICD-10-CM F10.* other than in remission, a SNOMED alcohol use
+    disorder code, or text naming it (clinical-rules section 2)."""
+    spec = kb.data["patient_context"]["alcohol_use_disorder"]
+    snomed = kb.recognition["snomed_system"]
+    prefix = str(spec["icd10_prefix"]).replace(".", "").upper()
+    remission = {c.replace(".", "").upper() for c in spec["icd10_remission"]}
+    out: list[str] = []
+    for ref, r in resources:
+        if r.get("resourceType") != "Condition" or not condition_counts(r, kb):
+            continue
+        codes = _icd10_codes(r.get("code"), kb)
+        text = " ".join(concept_texts(r.get("code"))).lower()
+        if any(c.startswith(prefix) and c not in remission for c in codes) or has_code(
+                r.get("code"), snomed, spec["snomed"]) or (
+                not codes and "remission" not in text
+                and any(w in text for w in spec["words"])):
+            out.append(ref)
     return tuple(out)
 
 

@@ -17,6 +17,7 @@ ACT_CODES = {
     "DOSEHINDW": "High Dose for Weight Alert", "DOSEIVL": "Dose-Interval Alert",
     "DOSECOND": "dosage-condition alert", "DUPTHPY": "Duplicate Therapy Alert",
     "DRG": "Drug Interaction Alert", "AGE": "Age Alert", "PREG": "Pregnancy Alert",
+    "LACT": "Lactation Alert",
 }
 ISSUE_SEVERITY = {"fatal", "error", "warning", "information"}
 ISSUE_TYPE = {

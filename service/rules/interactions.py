@@ -142,3 +142,32 @@ def pregnancy_rule(ctx: RuleContext, order: OrderFacts) -> list[Finding]:
                f"can cause withdrawal in the newborn: taper before delivery when feasible.",
         evidence=refs,
     )]
+
+
+def alcohol_rule(ctx: RuleContext, order: OrderFacts) -> list[Finding]:
+    """interaction.alcohol: alcohol use disorder recorded (clinical-rules section 8)."""
+    refs = ctx.patient.alcohol_refs
+    if not refs:
+        return []
+    return [ctx.finding(
+        "interaction.alcohol", "low", order,
+        summary="Alcohol use disorder recorded: alcohol adds to baclofen's CNS depression",
+        detail=f"Alcohol use disorder is recorded ({', '.join(refs)}). Alcohol adds to the "
+               f"CNS depression of baclofen (drowsiness, falls, respiratory depression): "
+               f"advise against alcohol and monitor for sedation.",
+        evidence=refs,
+    )]
+
+
+def lactation_rule(ctx: RuleContext, order: OrderFacts) -> list[Finding]:
+    """lactation: breastfeeding recorded (clinical-rules section 9, S47)."""
+    refs = ctx.patient.breastfeeding_refs
+    if not refs:
+        return []
+    return [ctx.finding(
+        "lactation", "low", order,
+        summary="Breastfeeding recorded: baclofen passes into milk in small amounts",
+        detail=f"Breastfeeding is recorded ({', '.join(refs)}). Small amounts of baclofen "
+               f"pass into breast milk: watch the infant for sedation and poor feeding.",
+        evidence=refs,
+    )]
