@@ -12,6 +12,9 @@ SEKMET_STAMP := $(SEKMET_VENV)/.installed
 HEALTHCHAIN_VENV := .venv-healthchain
 HEALTHCHAIN_STAMP := $(HEALTHCHAIN_VENV)/.installed
 CDS_CLIENT_STAMP := tests/cds-client/node_modules/.installed
+# oidc-provider is the real OAuth 2.0 authorization server of the inbound OAuth tests (Node,
+# tests/oauth-issuer).
+OAUTH_ISSUER_STAMP := tests/oauth-issuer/node_modules/.installed
 
 .PHONY: run test lint typecheck unit bench clean system-check soak audit
 
@@ -38,6 +41,10 @@ $(CDS_CLIENT_STAMP): tests/cds-client/package.json tests/cds-client/package-lock
 	cd tests/cds-client && npm ci --no-audit --no-fund --loglevel=error
 	touch $(CDS_CLIENT_STAMP)
 
+$(OAUTH_ISSUER_STAMP): tests/oauth-issuer/package.json tests/oauth-issuer/package-lock.json
+	cd tests/oauth-issuer && npm ci --no-audit --no-fund --loglevel=error
+	touch $(OAUTH_ISSUER_STAMP)
+
 ## system-check: stop at once, with the install command, when a system package is missing.
 system-check:
 	sh tools/check-system
@@ -50,7 +57,8 @@ run: $(STAMP)
 
 ## make test: install what the tests need, lint, type-check and run pytest (which starts a
 ## throwaway PostgreSQL cluster and the sekmet FHIR server itself).
-test: system-check $(STAMP) $(SEKMET_STAMP) $(HEALTHCHAIN_STAMP) $(CDS_CLIENT_STAMP)
+test: system-check $(STAMP) $(SEKMET_STAMP) $(HEALTHCHAIN_STAMP) $(CDS_CLIENT_STAMP) \
+		$(OAUTH_ISSUER_STAMP)
 	$(BIN)/ruff check service tests bench scripts
 	$(BIN)/mypy
 	$(BIN)/pytest
@@ -74,7 +82,7 @@ bench: $(STAMP) $(SEKMET_STAMP)
 	$(BIN)/python bench/run.py $(BENCH_ARGS)
 
 clean:
-	rm -rf $(VENV) $(SEKMET_VENV) $(HEALTHCHAIN_VENV) tests/cds-client/node_modules var .pytest_cache .mypy_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) $(SEKMET_VENV) $(HEALTHCHAIN_VENV) tests/cds-client/node_modules tests/oauth-issuer/node_modules var .pytest_cache .mypy_cache .ruff_cache .hypothesis
 
 ## make soak: 10 minutes of mixed native and CDS Hooks load on loopback against gunicorn, with
 ## a restart half-way; checks zero errors, bounded memory and that every answered call was

@@ -55,7 +55,10 @@ def context_queries(kb: Knowledge, patient_id: str) -> dict[str, str]:
 
 
 def read_from_server(client: FhirClient, order_id: str, deadline: Deadline, now: datetime,
-                     profile: str, kb: Knowledge) -> CheckRequest:
+                     profile: str, kb: Knowledge,
+                     check_patient: Callable[[str], None] | None = None) -> CheckRequest:
+    """``check_patient`` is called with the order's patient id before anything else is read
+    (it raises to refuse: an access token confined to another patient)."""
     try:
         order = client.read(f"MedicationRequest/{quote(order_id, safe='')}", deadline)
     except FetchFailure as failure:
@@ -65,6 +68,8 @@ def read_from_server(client: FhirClient, order_id: str, deadline: Deadline, now:
             f"the FHIR server answered a {order.get('resourceType')} for "
             f"MedicationRequest/{order_id}", "transient")])
     pid = _patient_id(order, client.base_url)
+    if check_patient is not None:
+        check_patient(pid)
 
     calls: dict[str, Callable[[], Any]] = {
         PATIENT_KEY: lambda: client.read(f"Patient/{quote(pid, safe='')}", deadline)}

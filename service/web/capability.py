@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from ..config import Settings
 from ..fhirjson import JSON
 
 OPDEF_ID = "MedicationRequest-check"
@@ -45,7 +46,47 @@ def operation_definition(base: str) -> JSON:
     }
 
 
-def capability_statement(base: str, version: str, date: str) -> JSON:
+SECURITY_SERVICE = "http://terminology.hl7.org/CodeSystem/restful-security-service"
+OAUTH_URIS = "http://fhir-registry.smarthealthit.org/StructureDefinition/oauth-uris"
+
+
+def security(settings: Settings) -> JSON | None:
+    """``rest.security``: SMART-on-FHIR when OAuth access tokens are accepted (with the
+    token endpoint of the configured issuer, when one has a ``token_url``)."""
+    if not settings.api_require_auth:
+        return None
+    cors = bool(settings.cors_origins)
+    if settings.api_auth == "tokens":
+        return {"cors": cors, "description": "Authorization: Bearer with a token issued by "
+                "the operator of this service (API_TOKENS)."}
+    from .wellknown import oauth_token_url
+
+    described = ("OAuth 2.0 access tokens (SMART App Launch 2.x scopes, v1 and v2): "
+                 "MedicationRequest read to check, DetectedIssue create and update for "
+                 "persist=true, DetectedIssue read for the report; patient/ scopes for the "
+                 "token's patient only.")
+    if settings.api_auth == "both":
+        described += " Operator-issued bearer tokens are accepted too."
+    found: JSON = {"cors": cors, "service": [{"coding": [{
+        "system": SECURITY_SERVICE, "code": "SMART-on-FHIR"}], "text": "SMART-on-FHIR"}],
+        "description": described}
+    token_url = oauth_token_url(settings)
+    if token_url:
+        found["extension"] = [{"url": OAUTH_URIS, "extension": [
+            {"url": "token", "valueUri": token_url}]}]
+    return found
+
+
+def capability_statement(base: str, version: str, date: str,
+                         settings: Settings | None = None) -> JSON:
+    statement = _capability_statement(base, version, date)
+    guard = security(settings) if settings is not None else None
+    if guard is not None:
+        statement["rest"][0]["security"] = guard
+    return statement
+
+
+def _capability_statement(base: str, version: str, date: str) -> JSON:
     return {
         "resourceType": "CapabilityStatement",
         "status": "active",
@@ -199,6 +240,12 @@ def openapi(base: str, version: str) -> JSON:
                                               "503": {"description": "not ready"}}}},
             **_web_page_paths(),
             "/metrics": get("Prometheus metrics"),
+            "/.well-known/jwks.json": get(
+                "Our public keys (SMART Backend Services client assertions)", plain),
+            "/.well-known/smart-configuration": {"get": {
+                "summary": "How to get an OAuth access token for the FHIR endpoints",
+                "responses": {"200": {"description": "SMART configuration", "content": plain},
+                              "404": outcome}}},
         },
     }
 

@@ -17,13 +17,13 @@ from .. import metrics
 from ..checker import check_body
 from ..config import Settings
 from ..engine import run_check
-from ..errors import Problem, ServiceError, bad_request
+from ..errors import Problem, ServiceError, bad_request, forbidden
 from ..fhir_input.request import CheckRequest
 from ..fhirjson import JSON
 from ..knowledge import load
 from ..output.fhir import operation_outcome, result_bundle
 from ..store import CheckRecord, finding_records, get_store, record_answered, record_key
-from .auth import authenticate
+from .auth import authenticate, confined, require_patient
 from .body import read_json, require_json_type
 from .capability import OPDEF_ID, capability_statement, openapi, operation_definition
 from .errors import FHIR_JSON
@@ -50,6 +50,9 @@ def check() -> Response:
     caller = authenticate(request, cfg)
     profile = _profile(cfg)
     if require_json_type(request, (NDJSON,)) == NDJSON:
+        if confined() is not None:
+            raise forbidden("a batch spans patients: a patient/ access token cannot send "
+                            "one (it needs system/ or user/ scopes)")
         return check_ndjson(cfg, caller, profile)
     body = read_json(request, cfg.max_request_bytes)
     started = time.perf_counter()
@@ -62,6 +65,9 @@ def check() -> Response:
         body = with_server_patient(body, fhir_server_client(cfg),
                                    Deadline(cfg.outbound_timeout_s))
     bundle, req, _outcome = check_body(body, now, profile)
+    if confined() is not None:
+        require_patient(req.patient.resource.get("id") if req.patient else None,
+                        "the request's Patient")
     record_check(ENDPOINT_CHECK, caller, now, req, bundle, started)
     return fhir_response(bundle)
 
@@ -184,7 +190,9 @@ def check_by_id(order_id: str) -> Response:
     deadline = Deadline(cfg.outbound_timeout_s)
     client = fhir_server_client(cfg)
     kb = load()
-    req = read_from_server(client, order_id, deadline, now, profile, kb)
+    req = read_from_server(client, order_id, deadline, now, profile, kb,
+                           check_patient=lambda pid: require_patient(
+                               pid, f"the order's subject Patient/{pid}"))
     outcome = run_check(req, kb)
     bundle = result_bundle(req, outcome, kb)
     if persist:
@@ -221,7 +229,8 @@ def _profile(cfg: Settings) -> str:
 def metadata() -> Response:
     cfg = settings()
     kb = load()
-    return fhir_response(capability_statement(cfg.public_base_url, kb.version, "2026-11-25"))
+    return fhir_response(capability_statement(cfg.public_base_url, kb.version, "2026-11-25",
+                                              cfg))
 
 
 @bp.get(f"/OperationDefinition/{OPDEF_ID}")

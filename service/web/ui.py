@@ -245,7 +245,7 @@ def alerts_page() -> Response:
 def report() -> Response:
     """The alert report as JSON: per rule fired, accepted, overridden and the top override
     reasons (from the audit store). Authenticated like the FHIR endpoints."""
-    authenticate(request, settings())
+    authenticate(request, settings(), report=True)
     kb = load()
     reasons = dict(OVERRIDE_REASONS)
     try:
