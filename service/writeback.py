@@ -74,27 +74,49 @@ def persist(bundle: JSON, order_ref: str, client: FhirClient, store: Store,
 
     Raises ServiceError 502/504 when the server refuses or does not answer in time (the
     transaction is all-or-nothing on the server, and nothing is recorded then)."""
-    issues = [e["resource"] for e in bundle.get("entry", [])
-              if e.get("resource", {}).get("resourceType") == "DetectedIssue"]
-    earlier = {p.finding_id: p for p in store.persisted_for_order(order_ref)}
-    current = {_finding_id(i): i for i in issues}
+    return persist_many([(bundle, order_ref)], client, store, deadline, now)[0]
 
-    kept = [p for fid, p in earlier.items() if fid in current and p.status != "cancelled"]
-    to_write = {fid: i for fid, i in current.items()
-                if fid not in earlier or earlier[fid].status == "cancelled"}
-    stale = [p for fid, p in earlier.items() if fid not in current and p.status != "cancelled"]
+
+@dataclass
+class _Plan:
+    bundle: JSON
+    order_ref: str
+    to_write: dict[str, JSON]
+    kept: list[PersistedIssue]
+    stale: list[PersistedIssue]
+
+
+def persist_many(items: list[tuple[JSON, str]], client: FhirClient, store: Store,
+                 deadline: Deadline, now: datetime) -> list[WriteResult]:
+    """``persist`` for several orders (each a result Bundle and its order reference) in one
+    transaction; the same rules order by order. All or nothing, as one transaction is."""
+    plans: list[_Plan] = []
+    for bundle, order_ref in items:
+        issues = [e["resource"] for e in bundle.get("entry", [])
+                  if e.get("resource", {}).get("resourceType") == "DetectedIssue"]
+        earlier = {p.finding_id: p for p in store.persisted_for_order(order_ref)}
+        current = {_finding_id(i): i for i in issues}
+        plans.append(_Plan(
+            bundle, order_ref,
+            to_write={fid: i for fid, i in current.items()
+                      if fid not in earlier or earlier[fid].status == "cancelled"},
+            kept=[p for fid, p in earlier.items()
+                  if fid in current and p.status != "cancelled"],
+            stale=[p for fid, p in earlier.items()
+                   if fid not in current and p.status != "cancelled"]))
 
     # read back what must be cancelled (the latest version on the server)
+    stale = [p for plan in plans for p in plan.stale]
     reads = fetch_all({p.server_id: (lambda sid: lambda: client.read(
         f"DetectedIssue/{sid}", deadline))(p.server_id) for p in stale}, deadline)
     cancel_entries: list[JSON] = []
-    cancelled: list[PersistedIssue] = []
+    cancelled: dict[str, list[PersistedIssue]] = {plan.order_ref: [] for plan in plans}
     for p in stale:
         found = reads.get(p.server_id)
         if isinstance(found, FetchFailure):
             if found.status in {404, 410}:  # gone from the server: nothing left to cancel
-                cancelled.append(PersistedIssue(p.order_ref, p.finding_id, p.server_id,
-                                                "cancelled"))
+                cancelled[p.order_ref].append(PersistedIssue(p.order_ref, p.finding_id,
+                                                             p.server_id, "cancelled"))
                 continue
             raise _write_failed(found)
         resource: dict[str, Any] = dict(found or {})
@@ -102,29 +124,36 @@ def persist(bundle: JSON, order_ref: str, client: FhirClient, store: Store,
         resource["status"] = "cancelled"
         cancel_entries.append({"resource": resource, "request": {
             "method": "PUT", "url": f"DetectedIssue/{p.server_id}"}})
-        cancelled.append(PersistedIssue(p.order_ref, p.finding_id, p.server_id, "cancelled"))
+        cancelled[p.order_ref].append(PersistedIssue(p.order_ref, p.finding_id, p.server_id,
+                                                     "cancelled"))
 
-    written: list[PersistedIssue] = []
+    to_write = {fid: issue for plan in plans for fid, issue in plan.to_write.items()}
+    written: dict[str, list[PersistedIssue]] = {plan.order_ref: [] for plan in plans}
     if to_write or cancel_entries:
-        order = list(to_write)
+        order = [(plan.order_ref, fid) for plan in plans for fid in plan.to_write]
         response = _send(client, to_write, cancel_entries, deadline, conditional=False)
         if response is None:
             response = _send(client, to_write, cancel_entries, deadline, conditional=True)
             assert response is not None
         entries = response.get("entry") or []
-        for n, fid in enumerate(order):
+        for n, (order_ref, fid) in enumerate(order):
             entry = entries[n] if n < len(entries) and isinstance(entries[n], dict) else {}
-            written.append(PersistedIssue(order_ref, fid,
-                                          _server_id(entry, str(to_write[fid]["id"])), "final"))
-        store.record_persisted(written + cancelled, now)
+            written[order_ref].append(PersistedIssue(
+                order_ref, fid, _server_id(entry, str(to_write[fid]["id"])), "final"))
+        store.record_persisted([p for plan in plans for p in written[plan.order_ref]
+                                + cancelled[plan.order_ref]], now)
 
-    ids = {p.finding_id: p.server_id for p in kept + written}
-    for entry in bundle.get("entry", []):
-        res = entry.get("resource", {})
-        if res.get("resourceType") == "DetectedIssue":
-            res["id"] = ids[_finding_id(res)]
-            entry["fullUrl"] = f"{client.base_url}/DetectedIssue/{res['id']}"
-    return WriteResult(written, kept, cancelled)
+    results = []
+    for plan in plans:
+        ids = {p.finding_id: p.server_id for p in plan.kept + written[plan.order_ref]}
+        for entry in plan.bundle.get("entry", []):
+            res = entry.get("resource", {})
+            if res.get("resourceType") == "DetectedIssue":
+                res["id"] = ids[_finding_id(res)]
+                entry["fullUrl"] = f"{client.base_url}/DetectedIssue/{res['id']}"
+        results.append(WriteResult(written[plan.order_ref], plan.kept,
+                                   cancelled[plan.order_ref]))
+    return results
 
 
 def _send(client: FhirClient, to_write: dict[str, JSON], cancel_entries: list[JSON],

@@ -172,3 +172,27 @@ def test_a_server_outside_the_allow_list_is_never_called(env: None, tmp_path: Pa
     assert main(["review", "--fhir-server", "http://127.0.0.1:9/fhir", "--out",
                  str(tmp_path / "o")]) == 2
     assert "not under FHIR_ALLOWLIST" in capsys.readouterr().err
+
+
+def test_persist_writes_each_finding_once_in_batches(loaded: list[list[dict[str, Any]]],
+                                                     sekmet: Sekmet, env: None,
+                                                     tmp_path: Path,
+                                                     capsys: pytest.CaptureFixture[str]
+                                                     ) -> None:
+    members = [r[0]["id"] for r in loaded if _baclofen_orders(r)][:4]
+    sekmet.put({"resourceType": "Group", "id": "rvw-persist", "type": "person",
+                "actual": True,
+                "member": [{"entity": {"reference": f"Patient/{m}"}} for m in members]})
+    args = ["review", "--fhir-server", sekmet.base_url, "--group", "rvw-persist", "--persist",
+            "--jobs", "1"]
+    assert main([*args, "--out", str(tmp_path / "first")]) == 0
+    found = _reviewed(tmp_path / "first")
+    total = sum(len(v) for v in found.values())
+    assert total > 0
+    assert f"{total} DetectedIssues written, 0 already there" in capsys.readouterr().err
+    fid = next(iter(next(iter(found.values()))))[0]
+    stored = sekmet.get(f"DetectedIssue/bc-{fid}")
+    assert stored.status_code == 200 and stored.json()["status"] == "final"
+    # a second run writes nothing new (the store remembers what was written)
+    assert main([*args, "--out", str(tmp_path / "second")]) == 0
+    assert f"0 DetectedIssues written, {total} already there" in capsys.readouterr().err

@@ -36,6 +36,7 @@ class PatientResult:
     on_baclofen: bool = False
     checked: bool = False          # the check ran (False: not on baclofen, or not checkable)
     orders: int = 0
+    order_refs: list[str] = field(default_factory=list)
     findings: list[tuple[str, str, str]] = field(default_factory=list)  # rule, severity, text
     band: str | None = None        # renal band of the first order, "dialysis", or None
     renal_ml_min: float | None = None
@@ -113,6 +114,7 @@ def check_record(record: Record, check_time: datetime, profile: str, kb: Knowled
     result.on_baclofen = True
     result.checked = True
     result.orders = len(req.orders)
+    result.order_refs = [it.ref for it in req.orders]
     for entry in rendered["entry"]:
         res = entry["resource"]
         if res.get("resourceType") == "DetectedIssue":

@@ -7,6 +7,8 @@ Writes into the output directory:
 - ``OperationOutcome.ndjson``: what could not be read or checked, each issue naming the file
   and the line (lines of the export that are not read, resources that name no patient,
   patients that could not be checked, and the notes of each patient's check);
+- ``orders-checked.txt``: each order checked (``Patient/x MedicationRequest/y``), for the
+  write-back (an order checked with no finding any more gets its earlier ones cancelled);
 - ``summary.json``: patients read, patients on baclofen, orders checked, findings by rule and
   severity, the renal band distribution, time and peak memory;
 - ``report.html``: the same as charts (service/population/report.py).
@@ -225,7 +227,8 @@ def review(options: Options, kb: Knowledge) -> dict[str, Any]:
             grouped = time.perf_counter()
             total = reader.stats.candidates
             with open(out / "DetectedIssue.ndjson", "w", encoding="utf-8") as issues, \
-                    open(out / "OperationOutcome.ndjson", "w", encoding="utf-8") as outcomes:
+                    open(out / "OperationOutcome.ndjson", "w", encoding="utf-8") as outcomes, \
+                    open(out / "orders-checked.txt", "w", encoding="utf-8") as orders:
                 for p in reader.problems:
                     outcomes.write(_problem_line(p) + "\n")
                     tally.outcome_lines += 1
@@ -239,6 +242,8 @@ def review(options: Options, kb: Knowledge) -> dict[str, Any]:
                     for text in r.outcomes:
                         outcomes.write(text + "\n")
                         tally.outcome_lines += 1
+                    for ref in r.order_refs:
+                        orders.write(f"Patient/{r.pid} {ref}\n")
                     tally.add(r)
                     if options.progress and (done % 200 == 0 or done == total):
                         options.progress("checking", done, total)

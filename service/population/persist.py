@@ -1,0 +1,119 @@
+"""``review --persist``: the review's findings written back to the FHIR server in batches.
+
+The write-back rules of the by-id check (service/writeback.py), order by order: each
+finding not yet written for its order is ``PUT DetectedIssue/bc-<hash>`` (conditional
+creates where the server refuses client ids), what this service wrote earlier for a checked
+order and no longer applies is set to ``cancelled``, and the store at DATABASE_URL remembers
+what was written, so a second run writes nothing new. ``BATCH_ORDERS`` orders go in one
+transaction.
+
+Reads the review's own outputs: ``orders-checked.txt`` (every order checked, patient by
+patient) and ``DetectedIssue.ndjson`` (in the same patient order), walked side by side, so
+memory holds one batch.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from ..config import Settings
+from ..errors import ServiceError
+
+BATCH_ORDERS = 50
+
+
+class PersistError(Exception):
+    """The write-back stopped; the message says how far it got."""
+
+
+def _issues_by_patient(path: Path) -> Iterator[tuple[str, list[dict[str, Any]]]]:
+    current: str | None = None
+    group: list[dict[str, Any]] = []
+    with path.open(encoding="utf-8") as stream:
+        for line in stream:
+            issue = json.loads(line)
+            patient = str(issue["patient"]["reference"])
+            if patient != current:
+                if current is not None:
+                    yield current, group
+                current, group = patient, []
+            group.append(issue)
+    if current is not None:
+        yield current, group
+
+
+def _orders_by_patient(path: Path) -> Iterator[tuple[str, list[str]]]:
+    current: str | None = None
+    orders: list[str] = []
+    with path.open(encoding="utf-8") as stream:
+        for line in stream:
+            patient, order = line.rstrip("\n").split(" ", 1)
+            if patient != current:
+                if current is not None:
+                    yield current, orders
+                current, orders = patient, []
+            orders.append(order)
+    if current is not None:
+        yield current, orders
+
+
+def order_bundles(out: Path) -> Iterator[tuple[dict[str, Any], str]]:
+    """(a Bundle of the order's DetectedIssues, the order reference), for every order
+    checked."""
+    issues = _issues_by_patient(out / "DetectedIssue.ndjson")
+    pending = next(issues, None)
+    for patient, orders in _orders_by_patient(out / "orders-checked.txt"):
+        mine: list[dict[str, Any]] = []
+        if pending is not None and pending[0] == patient:
+            mine = pending[1]
+            pending = next(issues, None)
+        for order in orders:
+            yield {"resourceType": "Bundle", "type": "collection", "entry": [
+                {"resource": i} for i in mine
+                if i.get("implicated") and i["implicated"][0].get("reference") == order]}, order
+
+
+def persist_findings(out: Path, base_url: str, settings: Settings, now: datetime) -> str:
+    from ..fhir_input.fetch import Deadline
+    from ..store import Store
+    from ..writeback import persist_many
+    from .bulk import _client
+
+    client = _client(base_url, settings)
+    store = Store(settings.database_url, settings.audit_retention_days)
+    counts = {"orders": 0, "batches": 0, "written": 0, "kept": 0, "cancelled": 0}
+
+    def flush(batch: list[tuple[dict[str, Any], str]]) -> None:
+        deadline = Deadline(max(30.0, settings.outbound_timeout_s * 10))
+        try:
+            results = persist_many(batch, client, store, deadline, now)
+        except ServiceError as exc:
+            raise PersistError(
+                f"{exc} (after {counts['orders']} orders in {counts['batches']} "
+                "batches were written; running again is safe)") from exc
+        counts["orders"] += len(batch)
+        counts["batches"] += 1
+        for r in results:
+            counts["written"] += len(r.written)
+            counts["kept"] += len(r.kept)
+            counts["cancelled"] += len(r.cancelled)
+
+    try:
+        store.migrate()
+        batch: list[tuple[dict[str, Any], str]] = []
+        for item in order_bundles(out):
+            batch.append(item)
+            if len(batch) == BATCH_ORDERS:
+                flush(batch)
+                batch = []
+        if batch:
+            flush(batch)
+    finally:
+        store.close()
+    return (f"{counts['orders']} orders in {counts['batches']} batches: "
+            f"{counts['written']} DetectedIssues written, {counts['kept']} already there, "
+            f"{counts['cancelled']} cancelled")
