@@ -15,7 +15,8 @@ memory holds one batch.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from itertools import groupby
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -30,43 +31,30 @@ class PersistError(Exception):
     """The write-back stopped; the message says how far it got."""
 
 
-def _issues_by_patient(path: Path) -> Iterator[tuple[str, list[dict[str, Any]]]]:
-    current: str | None = None
-    group: list[dict[str, Any]] = []
+def _by_patient(path: Path, parse: Callable[[str], tuple[str, Any]]
+                ) -> Iterator[tuple[str, list[Any]]]:
+    """The lines of a file in runs of one patient: (patient reference, the parsed items)."""
     with path.open(encoding="utf-8") as stream:
-        for line in stream:
-            issue = json.loads(line)
-            patient = str(issue["patient"]["reference"])
-            if patient != current:
-                if current is not None:
-                    yield current, group
-                current, group = patient, []
-            group.append(issue)
-    if current is not None:
-        yield current, group
+        for patient, run in groupby((parse(line) for line in stream), key=lambda t: t[0]):
+            yield patient, [item for _p, item in run]
 
 
-def _orders_by_patient(path: Path) -> Iterator[tuple[str, list[str]]]:
-    current: str | None = None
-    orders: list[str] = []
-    with path.open(encoding="utf-8") as stream:
-        for line in stream:
-            patient, order = line.rstrip("\n").split(" ", 1)
-            if patient != current:
-                if current is not None:
-                    yield current, orders
-                current, orders = patient, []
-            orders.append(order)
-    if current is not None:
-        yield current, orders
+def _issue(line: str) -> tuple[str, Any]:
+    issue = json.loads(line)
+    return str(issue["patient"]["reference"]), issue
+
+
+def _order(line: str) -> tuple[str, Any]:
+    patient, order = line.rstrip("\n").split(" ", 1)
+    return patient, order
 
 
 def order_bundles(out: Path) -> Iterator[tuple[dict[str, Any], str]]:
     """(a Bundle of the order's DetectedIssues, the order reference), for every order
     checked."""
-    issues = _issues_by_patient(out / "DetectedIssue.ndjson")
+    issues = _by_patient(out / "DetectedIssue.ndjson", _issue)
     pending = next(issues, None)
-    for patient, orders in _orders_by_patient(out / "orders-checked.txt"):
+    for patient, orders in _by_patient(out / "orders-checked.txt", _order):
         mine: list[dict[str, Any]] = []
         if pending is not None and pending[0] == patient:
             mine = pending[1]
