@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterator
-from itertools import groupby
 from datetime import datetime
+from itertools import groupby
 from pathlib import Path
 from typing import Any
 
