@@ -54,6 +54,9 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     from .web import ui
 
     app.register_blueprint(ui.bp)
+    from . import watch
+
+    watch.register(app)
     if not settings.cds_require_jwt:
         logging.getLogger("baclofen_check").warning(
             "CDS_REQUIRE_JWT is off: every CDS Hooks call is allowed")

@@ -55,6 +55,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                                     "FHIR Bulk Data export (a directory, or $export)"))
     sub.add_parser("report", help="print per rule: fired, accepted, overridden, top override "
                    "reasons, median latency (from the store at DATABASE_URL)")
+    from .watch.commands import add_arguments as watch_arguments
+
+    watch_arguments(sub.add_parser("watch", help="after the order: Subscriptions, the re-check "
+                                   "worker and catch-up (service/watch/)"))
     args = parser.parse_args(argv)
     try:
         if args.command == "serve":
@@ -63,6 +67,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return check_cmd(args, sys.stdout)
         if args.command == "report":
             return report_cmd(sys.stdout)
+        if args.command == "watch":
+            from .watch.commands import watch_cmd
+
+            return watch_cmd(args)
         if args.command == "review":
             from .population.commands import review_cmd
 

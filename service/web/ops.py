@@ -47,6 +47,15 @@ def readyz() -> Response:
                          "waiting": store.spool.pending}
         if used > store.spool.max_bytes:
             reasons.append("spool over SPOOL_MAX_BYTES")
+    if not reasons:  # the watch (service/watch/): reported, never a 503 of its own
+        from ..watch import readiness as watch_readiness
+
+        try:
+            watch = watch_readiness(current_app)
+        except SQLAlchemyError as exc:
+            watch = {"worker": f"unknown ({type(exc).__name__})"}
+        if watch is not None:
+            body["watch"] = watch
     if reasons:
         body = {"status": "not ready", "reason": reasons[0], **body}
         body["status"] = "not ready"
