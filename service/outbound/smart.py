@@ -257,10 +257,25 @@ def client_for(config: ClientConfig) -> SmartBackendClient:
 
 
 def forget_all() -> None:
-    """Drop every client of this process with its tokens (tests; a forked child)."""
+    """Drop every client of this process with its tokens (tests)."""
     global _clients_lock
     _clients.clear()
     _clients_lock = threading.Lock()
 
 
-os.register_at_fork(after_in_child=forget_all)
+def _after_fork() -> None:
+    """In a forked child (a gunicorn worker): its own clients, with the keys already read but
+    no token and new locks (a lock held by another thread at the fork would never be
+    released here)."""
+    global _clients_lock
+    _clients_lock = threading.Lock()
+    for config, parent in list(_clients.items()):
+        child = SmartBackendClient.__new__(SmartBackendClient)
+        child.__dict__.update(parent.__dict__)
+        child._lock = threading.Lock()
+        child._token = None
+        child.token_requests = 0
+        _clients[config] = child
+
+
+os.register_at_fork(after_in_child=_after_fork)
