@@ -6,6 +6,7 @@ style, and the clinician's comment stored and shown in the alert report."""
 
 from __future__ import annotations
 
+import json
 import re
 from datetime import UTC, datetime
 from pathlib import Path
@@ -102,25 +103,15 @@ def test_epic_gathered_card_topic(epic: FlaskClient) -> None:
     assert gathered["source"]["topic"]["display"] == "low-findings"
 
 
+FEEDBACK_FIXTURE = Path(__file__).resolve().parent.parent / "fixtures" / "cds-feedback" / \
+    "override-forms.json"
+
+
 def _override_forms(card: str) -> list[tuple[dict[str, Any], str, str | None]]:
-    base = {"card": card, "outcome": "overridden", "outcomeTimestamp": WHEN}
-    coding = {"system": "urn:baclofen-check:override-reason", "code": "specialist-directed",
-              "display": "Dose directed by a specialist"}
-    return [
-        ({**base, "overrideReason": {"reason": coding, "userComment": "neuro plan A"}},
-         "specialist-directed", "neuro plan A"),
-        ({**base, "overrideReasons": {"reason": coding, "userComment": "neuro plan B"}},
-         "specialist-directed", "neuro plan B"),
-        ({**base, "overrideReasons": [{"reason": {"code": "will-monitor"},
-                                       "userComment": "plan C"}]}, "will-monitor", "plan C"),
-        ({**base, "extension": {
-            "com.epic.cdshooks.feedback.overrideReason.code": "renal-reviewed",
-            "com.epic.cdshooks.feedback.overrideReason.display": "Kidney function reviewed",
-            "com.epic.cdshooks.feedback.overrideReason.userComment": "plan D"}},
-         "renal-reviewed", "plan D"),
-        ({**base, "com.epic.cdshooks.feedback.overrideReason.display": "Other reason"},
-         "Other reason", None),
-    ]
+    data = json.loads(FEEDBACK_FIXTURE.read_text(encoding="utf-8"))
+    items = json.loads(json.dumps(data["feedback"]).replace('"CARD"', json.dumps(card)))
+    return [(item, reason, comment)
+            for item, (reason, comment) in zip(items, data["expected"], strict=True)]
 
 
 @pytest.mark.parametrize("style", ["standard", "epic"])
@@ -144,6 +135,10 @@ def test_feedback_in_every_form_is_stored_with_its_comment(tmp_path: Path, style
     assert report.comments[0] == ("renal-reviewed", "plan D")
     assert [c for _, c in report.comments] == ["plan D", "plan C", "neuro plan B",
                                                "neuro plan A"]
+    from service.cli import format_report
+
+    assert "specialist-directed" in format_report([report]) and "plan D" in format_report(
+        [report])
     shown = client.get("/report", headers={"Authorization": "Bearer t-read"}).get_json()
     row = next(r for r in shown["rules"] if r["rule"] == rule)
     assert row["overrideComments"][0] == {"reason": "renal-reviewed",
