@@ -150,3 +150,16 @@ def test_patient_view_calls_are_recorded(view_app: Flask, view: FlaskClient) -> 
     assert {r[0] for r in rows} == {"patient-view"}
     assert {r[1] for r in rows} == {f"cds-services/{VIEW}"}
     assert {r[2] for r in rows} == {c["uuid"] for c in got}
+
+
+def test_epic_style_at_chart_open_replaces_the_active_order(tmp_path: Path) -> None:
+    client = create_app({"CDS_REQUIRE_JWT": False, "TESTING": True, "CDS_CLIENT_STYLE": "epic",
+                         "DATABASE_URL": f"sqlite:///{tmp_path}/e.sqlite3"}).test_client()
+    got = cards(post(client, view_call(active()), VIEW))
+    card = next(c for c in got if c["source"]["topic"]["code"] == "oralmaxdaily")
+    create, delete = card["suggestions"]
+    assert create["actions"][0]["type"] == "create"
+    assert delete["actions"][0] == {
+        "type": "delete", "resourceId": "MedicationRequest/bac-1",
+        "description": "Remove the order whose dose is replaced by the corrected order"}
+    assert delete["label"] == "Remove the order as written"

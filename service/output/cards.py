@@ -237,20 +237,23 @@ def render_cards(
     def issue(f: Finding) -> JSON:
         return detected_issue(f, kb, patient_ref, req.check_time, status)
 
+    # a review (patient-view) corrects an active order, not a draft
+    which = "order" if req.mode == "review" else "draft order"
+
     def suggestions_for(f: Finding) -> list[JSON]:
         order = orders_json.get(f.order_ref)
         if f.correction is None or order is None:
             return []
         corrected = corrected_order(order, f.correction, facts.get(f.order_ref))
         if style == EPIC:
-            return epic_suggestions(order, corrected, f.correction.label, new_uuid)
+            return epic_suggestions(order, corrected, f.correction.label, new_uuid, which)
         return [{
             "label": short(f"Change to {f.correction.label}"),
             "uuid": new_uuid(),
             "isRecommended": True,
             "actions": [{
                 "type": "update",
-                "description": short(f"Replace the draft order's dose with "
+                "description": short(f"Replace the {which}'s dose with "
                                      f"{f.correction.label}", 500),
                 "resource": corrected,
             }],
@@ -336,7 +339,7 @@ def render_cards(
 
 
 def epic_suggestions(order: JSON, corrected: JSON, label: str,
-                     new_uuid: Callable[[], str]) -> list[JSON]:
+                     new_uuid: Callable[[], str], which: str = "draft order") -> list[JSON]:
     """Epic applies only create and delete for a MedicationRequest: one suggestion creates the
     corrected order (without the draft's id: it is a new order), a second deletes the draft."""
     created = {k: v for k, v in corrected.items() if k != "id"}
@@ -351,11 +354,11 @@ def epic_suggestions(order: JSON, corrected: JSON, label: str,
     oid = order.get("id")
     if isinstance(oid, str) and oid:
         out.append({
-            "label": short("Remove the draft order as written"),
+            "label": short(f"Remove the {which} as written"),
             "uuid": new_uuid(),
             "isRecommended": True,
             "actions": [{"type": "delete",
-                         "description": "Remove the draft order whose dose is replaced by "
+                         "description": f"Remove the {which} whose dose is replaced by "
                                         "the corrected order",
                          "resourceId": f"MedicationRequest/{oid}"}],
         })
