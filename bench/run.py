@@ -15,11 +15,14 @@ Prints one JSON report (ratios and targets first) and writes it to bench/results
   slowest single query it makes, each query measured alone through the same proxy;
 - batch: ``baclofen-check check FILE.ndjson`` over 100,000 lines: checks per second and the
   child's memory (peak, and sampled while it runs to show whether it stays flat).
+- population: ``baclofen-check review`` over generated Bulk Data exports of 10,000 and
+  100,000 patients (bench/population_bench.py): patients and orders per second, and the peak
+  memory of all its processes at each size.
 
 Not a test: nothing here passes or fails the build. The machine may be shared; the report
 records the load average before and after so that noisy numbers can be recognised.
 
-    .venv/bin/python bench/run.py [--quick] [--only engine,http,self_fetch,batch]
+    .venv/bin/python bench/run.py [--quick] [--only engine,http,self_fetch,batch,population]
 """
 
 from __future__ import annotations
@@ -65,6 +68,8 @@ TARGETS = {
     "self_fetch_ratio": "<= 1.5",
     "batch_checks_per_s": ">= 1000",
     "batch_memory_flat": "true",
+    "population_largest_s": "< 300",
+    "population_memory_ratio": "<= 1.2",
 }
 
 WRK_SCRIPT = r"""
@@ -705,6 +710,9 @@ def headline(report: dict[str, Any]) -> tuple[dict[str, Any], list[dict[str, Any
         "self_fetch_ratio": sf.get("ratio"),
         "batch_checks_per_s": batch.get("checks_per_s"),
         "batch_memory_flat": batch.get("memory_flat"),
+        "population_largest_s": (report.get("population") or {}).get("largest_seconds"),
+        "population_memory_ratio": (report.get("population") or {}).get(
+            "memory_ratio_largest_to_smallest"),
     }
     checks: dict[str, Callable[[Any], bool]] = {
         "http_ratio_c4": lambda v: v >= 0.5,
@@ -712,6 +720,8 @@ def headline(report: dict[str, Any]) -> tuple[dict[str, Any], list[dict[str, Any
         "self_fetch_ratio": lambda v: v <= 1.5,
         "batch_checks_per_s": lambda v: v >= 1000,
         "batch_memory_flat": lambda v: v is True,
+        "population_largest_s": lambda v: v < 300,
+        "population_memory_ratio": lambda v: v <= 1.2,
     }
     targets = []
     for name, value in values.items():
@@ -727,10 +737,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="baclofen-check benchmark (make bench)")
     parser.add_argument("--quick", action="store_true",
                         help="short points and 5,000 batch lines (a smoke run, not the report)")
-    parser.add_argument("--only", default="engine,http,self_fetch,batch",
+    parser.add_argument("--only", default="engine,http,self_fetch,batch,population",
                         help="comma-separated sections to run")
     parser.add_argument("--seconds", type=float, default=None, help="seconds per HTTP point")
     parser.add_argument("--batch-lines", type=int, default=None)
+    parser.add_argument("--population-sizes", default=None,
+                        help="patients per generated export (default 10000,100000)")
     args = parser.parse_args(argv)
     sections = {s.strip() for s in args.only.split(",") if s.strip()}
     seconds = args.seconds or (2.0 if args.quick else 8.0)
@@ -781,6 +793,12 @@ def main(argv: list[str] | None = None) -> int:
                             10 if args.quick else 30))
         section("batch", lambda: batch_section(workdir, batch_lines,
                                                limit_s=300 if args.quick else 900))
+        from bench.population_bench import population_section
+
+        sizes = tuple(int(n) for n in (args.population_sizes or (
+            "1000,5000" if args.quick else "10000,100000")).split(","))
+        section("population", lambda: population_section(workdir, _cli(), _tree_memory_kb,
+                                                         sizes, log=log))
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     meta["finished"] = datetime.now(UTC).isoformat(timespec="seconds")
