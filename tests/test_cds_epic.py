@@ -163,6 +163,14 @@ def test_malformed_epic_feedback_is_400(standard: FlaskClient, item: dict[str, A
     assert resp.get_json()["issue"][0]["expression"] == [expression]
 
 
+def test_empty_override_objects_on_an_accepted_card_are_ignored(standard: FlaskClient) -> None:
+    body = {"card": "c-2", "outcome": "accepted", "outcomeTimestamp": WHEN,
+            "overrideReasons": {}, "overrideReason": {"reason": None}}
+    resp = standard.post(f"/cds-services/{SIGN}/feedback", json={"feedback": [body]})
+    assert resp.status_code == 200
+    assert resp.get_json() == {"received": 1, "joined": 0}
+
+
 def test_the_comment_column_is_added_to_an_older_store(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path}/old.sqlite3"
     store = Store(url).start()

@@ -113,6 +113,8 @@ def _override(raw: JSON, where: str, outcome: str) -> tuple[str | None, str | No
     epic = _epic_keys(raw, where)
     if epic:
         forms.append((epic.get("code") or epic.get("display"), epic.get("comment")))
+    # an empty reason object (some clients send one with every item) says nothing
+    forms = [(r, c) for r, c in forms if r or c]
     if forms and outcome != "overridden":
         raise bad_request(f"{where}: an override reason belongs to an overridden card",
                           f"{where}.overrideReason")
