@@ -134,3 +134,16 @@ def test_a_short_notify_token_is_a_configuration_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="WATCH_NOTIFY_TOKEN"):
         create_app({"DATABASE_URL": f"sqlite:///{tmp_path}/a.sqlite3",
                     "WATCH_NOTIFY_TOKEN": "short"})
+
+
+def test_notifications_are_counted_by_kind(client: FlaskClient) -> None:
+    def count(kind: str) -> float:
+        for line in client.get("/metrics").get_data(as_text=True).splitlines():
+            if line.startswith(f'baclofen_check_watch_notifications_total{{kind="{kind}"}}'):
+                return float(line.rsplit(" ", 1)[1])
+        return 0.0
+
+    before = count("resource"), count("refused")
+    client.put("/subscriptions/notify/Observation/cr-1", json=lab("cr-1", "p1"), headers=HOOK)
+    client.put("/subscriptions/notify/Observation/cr-1", json=lab("cr-1", "p1"))
+    assert (count("resource"), count("refused")) == (before[0] + 1, before[1] + 1)

@@ -196,6 +196,11 @@ def test_the_watch_end_to_end(world: World) -> None:
                                           f"Observation/cr-{tag}-2/_history/1",
                                           f"Patient/{pid}")]
 
+    # a pharmacist records what was done on the server's DetectedIssue
+    mitigation = [{"action": {"text": "Dose reviewed with the prescriber"},
+                   "date": f"{today}", "author": {"display": "Pharmacist"}}]
+    sek.put({**{k: v for k, v in on_server.items() if k != "meta"}, "mitigation": mitigation})
+
     # --- another event, nothing new: nothing rewritten on the server --------------------------
     w["valueQuantity"]["value"] = 70.2
     sek.put(w)
@@ -203,7 +208,8 @@ def test_the_watch_end_to_end(world: World) -> None:
     assert world.worker().drain() == 1
     latest = ws.findings(f"Patient/{pid}")[-len(found):]
     assert {f["change"] for f in latest} == {"unchanged"}
-    assert detected_issue(sek, renal["server_id"])["meta"]["versionId"] == "1"
+    kept = detected_issue(sek, renal["server_id"])
+    assert (kept["meta"]["versionId"], kept["mitigation"]) == ("2", mitigation)
 
     # --- the receiver is down: sekmet gives up and sets the Subscription to error -------------
     world.receiver.stop()
@@ -227,7 +233,8 @@ def test_the_watch_end_to_end(world: World) -> None:
     cancelled = [f for f in ws.findings(f"Patient/{pid}") if f["change"] == "cancelled"]
     assert [f["server_id"] for f in cancelled] == [renal["server_id"]]
     assert cancelled[0]["rule_id"] == "renal.dose-band"
-    assert detected_issue(sek, renal["server_id"])["status"] == "cancelled"
+    gone = detected_issue(sek, renal["server_id"])
+    assert (gone["status"], gone["mitigation"]) == ("cancelled", mitigation)
     # a catch-up finds nothing that a notification or an earlier catch-up brought
     world.worker().periodic(force=True)
     assert ws.entries() == []
