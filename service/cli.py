@@ -268,6 +268,12 @@ def rules_cmd(out: TextIO) -> int:
 
     kb = load()
     out.write(f"baclofen-check knowledge {kb.version}\n\n")
+    from .knowledge import recognition_rows
+
+    out.write("baclofen recognised by\n")
+    for label, text in recognition_rows(kb):
+        out.write(f"  {label + ':':<11} {text}\n")
+    out.write("\n")
     for rule in kb.rules.values():
         out.write(f"{rule.id}\n")
         out.write(f"  fires when: {rule.fires_when}\n")
@@ -312,7 +318,9 @@ def related_knowledge(kb: Any, rule: Any) -> list[tuple[str, str]]:
         for name, members in kb.data["cns_active"]["classes"].items():
             text = members if isinstance(members, str) else ", ".join(members)
             rows.append(("CNS class", f"{name}: {text}"))
-    return rows
+    from .knowledge import rule_knowledge
+
+    return rows + rule_knowledge(kb, rule.id)
 
 
 if __name__ == "__main__":  # pragma: no cover
