@@ -417,3 +417,31 @@ def test_unusable_issuer_settings_are_refused(tmp_path: Path, value: str,
         create_app({"DATABASE_URL": f"sqlite:///{tmp_path}/a.sqlite3", "OAUTH_ISSUERS": value})
     with pytest.raises(ConfigError, match="API_AUTH must be one of"):
         create_app({"DATABASE_URL": f"sqlite:///{tmp_path}/a.sqlite3", "API_AUTH": "jwt"})
+
+
+def test_a_verified_token_is_remembered_until_it_expires(client: FlaskClient,
+                                                         test_keys: SigningPair) -> None:
+    from service.web.oauth import AccessToken, Verified
+
+    token = signed(test_keys)
+    assert check(client, token).status_code == 200
+    assert check(client, token).status_code == 200  # from the remembered verification
+    assert_invalid_token(check(client, token[:-6] + "AAAAAA"))  # another token: verified
+    remembered = Verified()
+    access = AccessToken(TEST_ISSUER, "s", (), None)
+    remembered.put("a.b.c", access, time.time() + 60)
+    remembered.put("d.e.f", access, time.time() - 1)
+    assert remembered.get("a.b.c") == access
+    assert remembered.get("d.e.f") is None
+
+
+def test_browser_clients_may_read_the_smart_configuration_and_the_challenge(
+        tmp_path: Path, issuer: Issuer, test_keys: SigningPair) -> None:
+    origin = "https://app.example.org"
+    browser = make_app(tmp_path, issuer, test_keys, CORS_ORIGINS=origin).test_client()
+    config = browser.get("/.well-known/smart-configuration", headers={"Origin": origin})
+    assert config.headers["Access-Control-Allow-Origin"] == origin
+    refused = browser.post("/MedicationRequest/$check", json={},
+                           headers={"Origin": origin, "Authorization": "Bearer x.y.z"})
+    assert refused.status_code == 401
+    assert "WWW-Authenticate" in refused.headers["Access-Control-Expose-Headers"]

@@ -36,7 +36,7 @@ from service.metrics import OUTBOUND, OUTBOUND_FAILURES
 from service.outbound import fhir_server_headers, smart_client
 from service.outbound.smart import ASSERTION_TYPE, forget_all
 
-from .builders import by_rule, dosage, order, patient
+from .builders import by_rule, dosage, order, patient, rule_ids
 from .cdsclient import hook_call
 from .conftest import TOKEN, WRITE_TOKEN
 from .fhir_validate import validate
@@ -230,6 +230,7 @@ def test_discovery_assertion_token_check_and_write_back_through_the_guard(
     assert resp.status_code == 200, resp.get_data(as_text=True)
     result = resp.get_json()
     validate(result)
+    assert "context.unavailable" not in rule_ids(result)  # every context search was let in
     issue = by_rule(result, "oral.max-daily")
     stored = smart.get(f"DetectedIssue/{issue['id']}")
     assert stored.status_code == 200

@@ -167,13 +167,15 @@ def _issuer_of(token: str) -> str | None:
 def _access_token(token: str, settings: Settings) -> AccessToken:
     from ..cds.tokens import TokenRejected
     from ..fhir_input.fetch import Deadline
-    from .oauth import key_cache, verify_access_token
+    from .oauth import Verified, key_cache, verify_access_token
 
-    cache = current_app.extensions.get(OAUTH_KEYS)
-    if cache is None:
-        cache = current_app.extensions.setdefault(OAUTH_KEYS, key_cache(settings))
+    caches = current_app.extensions.get(OAUTH_KEYS)
+    if caches is None:
+        caches = current_app.extensions.setdefault(OAUTH_KEYS, (key_cache(settings),
+                                                                Verified()))
     try:
-        return verify_access_token(token, settings, cache, Deadline(settings.outbound_timeout_s))
+        return verify_access_token(token, settings, caches[0],
+                                   Deadline(settings.outbound_timeout_s), verified=caches[1])
     except TokenRejected as exc:
         log.info(f"access token refused: {exc}", extra={"event": "oauth-refused"})
         raise _invalid() from exc

@@ -8,7 +8,7 @@ from flask_cors import CORS
 from ..config import Settings
 
 PATHS = (r"/cds-services", r"/cds-services/*", r"/MedicationRequest/*", r"/metadata",
-         r"/OperationDefinition/*", r"/openapi.json")
+         r"/OperationDefinition/*", r"/openapi.json", r"/.well-known/smart-configuration")
 
 
 def register(app: Flask) -> None:
@@ -19,7 +19,7 @@ def register(app: Flask) -> None:
         "origins": list(cfg.cors_origins),
         "methods": ["GET", "POST", "OPTIONS"],
         "allow_headers": ["Authorization", "Content-Type", "X-Request-ID"],
-        "expose_headers": ["X-Request-ID"],
+        "expose_headers": ["X-Request-ID", "WWW-Authenticate"],
         "supports_credentials": False,
         "max_age": 600,
     }

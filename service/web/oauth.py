@@ -17,8 +17,11 @@ the token's ``patient`` claim (SMART's launch context), and nothing without one.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import re
+import threading
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -114,6 +117,41 @@ def scopes_of(claims: dict[str, Any]) -> tuple[Scope, ...]:
     return tuple(s for s in found if s is not None)
 
 
+class Verified:
+    """Tokens already verified, by their SHA-256, until their ``exp`` (plus the leeway the
+    verification allowed): an integration engine sends one token with many calls, and a
+    signature check costs about a millisecond. At most MAX_VERIFIED are kept."""
+
+    MAX_VERIFIED = 4096
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._tokens: dict[bytes, tuple[float, AccessToken]] = {}
+
+    def get(self, token: str) -> AccessToken | None:
+        digest = hashlib.sha256(token.encode()).digest()
+        with self._lock:
+            found = self._tokens.get(digest)
+        if found is None:
+            return None
+        if found[0] < time.time():
+            with self._lock:
+                self._tokens.pop(digest, None)
+            return None
+        return found[1]
+
+    def put(self, token: str, access: AccessToken, expires: float) -> None:
+        digest = hashlib.sha256(token.encode()).digest()
+        now = time.time()
+        with self._lock:
+            if len(self._tokens) >= self.MAX_VERIFIED:
+                for key in [k for k, (until, _) in self._tokens.items() if until < now]:
+                    del self._tokens[key]
+                if len(self._tokens) >= self.MAX_VERIFIED:
+                    self._tokens.pop(next(iter(self._tokens)))
+            self._tokens[digest] = (expires, access)
+
+
 def key_cache(settings: Settings) -> JwksCache:
     """The keys of OAUTH_ISSUERS (fetched and cached as for CDS issuers)."""
     return JwksCache({name: TrustedIssuer(jwks_url=i.jwks_url, jwks_file=i.jwks_file)
@@ -121,8 +159,14 @@ def key_cache(settings: Settings) -> JwksCache:
 
 
 def verify_access_token(token: str, settings: Settings, cache: JwksCache, deadline: Budget,
-                        now: datetime | None = None) -> AccessToken:
-    """Raises TokenRejected (the reason is for the log only)."""
+                        now: datetime | None = None, verified: Verified | None = None
+                        ) -> AccessToken:
+    """Raises TokenRejected (the reason is for the log only). With ``verified``, a token
+    verified before and not yet expired is not verified again."""
+    if verified is not None and now is None:
+        known = verified.get(token)
+        if known is not None:
+            return known
     try:
         header = jwt.get_unverified_header(token)
         unverified = jwt.decode(token, options={"verify_signature": False})
@@ -157,5 +201,8 @@ def verify_access_token(token: str, settings: Settings, cache: JwksCache, deadli
         raise TokenRejected("expired")
     sub = claims.get("sub") if isinstance(claims.get("sub"), str) else claims.get("client_id")
     patient = claims.get("patient")
-    return AccessToken(issuer, sub if isinstance(sub, str) else None, scopes_of(claims),
-                       patient if isinstance(patient, str) and patient else None)
+    access = AccessToken(issuer, sub if isinstance(sub, str) else None, scopes_of(claims),
+                         patient if isinstance(patient, str) and patient else None)
+    if verified is not None:
+        verified.put(token, access, float(exp) + LEEWAY_S)
+    return access
