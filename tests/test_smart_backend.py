@@ -606,3 +606,16 @@ def test_unusable_keys_are_refused_at_start(tmp_path: Path, make: Any, message: 
                     "SMART_PRIVATE_KEYS": path})
     assert "SMART_PRIVATE_KEYS" in str(refused.value)
     assert "BEGIN" not in str(refused.value)
+
+
+def test_the_default_allowlist_takes_smart_token_url_and_a_set_one_must_name_it(
+        stub: StubServer, keys: dict[str, str], tmp_path: Path) -> None:
+    settings = stub_settings(stub, tmp_path, keys["rsa"])
+    assert create_app(settings).config["SETTINGS"].fhir_allowlist == (
+        stub.base + "/fhir", stub.base + "/token")
+    narrow = create_app({**settings, "FHIR_ALLOWLIST": stub.base + "/fhir"})
+    resp = check(narrow, "o1")
+    assert resp.status_code == 502
+    assert "(SMART_TOKEN_URL) is not in FHIR_ALLOWLIST" in \
+        resp.get_json()["issue"][0]["diagnostics"]
+    assert not [h for h in stub.hits if h[1] == "/token"]

@@ -173,8 +173,13 @@ class SmartBackendClient:
     def _request_token(self, deadline: Deadline) -> _Token:
         url = self.token_url(deadline)
         if not allowed(url, self.config.allowlist):
-            raise auth_failure(f"the token endpoint {url.split('?', 1)[0]} is not in "
-                               "FHIR_ALLOWLIST (set SMART_TOKEN_URL or add it there)", url)
+            shown = url.split("?", 1)[0]
+            if self.config.token_url:
+                raise auth_failure(f"the token endpoint {shown} (SMART_TOKEN_URL) is not in "
+                                   "FHIR_ALLOWLIST: add it there", url)
+            raise auth_failure(f"the token endpoint {shown} named by the server's SMART "
+                               "configuration is not in FHIR_ALLOWLIST: add it there, or set "
+                               "SMART_TOKEN_URL (the default FHIR_ALLOWLIST includes it)", url)
         form = {"grant_type": "client_credentials", "scope": self.config.scope,
                 "client_assertion_type": ASSERTION_TYPE,
                 "client_assertion": self.assertion(url)}
