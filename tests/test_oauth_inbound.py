@@ -445,3 +445,23 @@ def test_browser_clients_may_read_the_smart_configuration_and_the_challenge(
                            headers={"Origin": origin, "Authorization": "Bearer x.y.z"})
     assert refused.status_code == 401
     assert "WWW-Authenticate" in refused.headers["Access-Control-Expose-Headers"]
+
+
+@pytest.mark.parametrize("mode", ["oauth", "both"])
+def test_a_cds_jwt_stays_accepted_read_only(tmp_path: Path, issuer: Issuer,
+                                            test_keys: SigningPair, mode: str) -> None:
+    cds_issuer = "https://ehr.example.org/cds-client"
+    app = make_app(tmp_path, issuer, test_keys, mode=mode, CDS_TRUSTED_ISSUERS=json.dumps(
+        {cds_issuer: {"jwks_file": test_keys.jwks_file}}))
+
+    def cds_jwt(path: str) -> str:
+        now = int(time.time())
+        return jwt.encode({"iss": cds_issuer, "sub": "ehr", "aud": AUDIENCE + path,
+                           "iat": now, "exp": now + 120, "jti": uuid.uuid4().hex},
+                          test_keys.key, algorithm="RS256", headers={"kid": "test-1"})
+
+    assert check(app.test_client(), cds_jwt("/MedicationRequest/$check")).status_code == 200
+    path = "/MedicationRequest/o1/$check"
+    resp = app.test_client().post(path + "?persist=true", headers=bearer(cds_jwt(path)))
+    assert resp.status_code == 403
+    assert "a CDS JWT may not write" in resp.get_json()["issue"][0]["diagnostics"]
