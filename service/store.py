@@ -58,6 +58,7 @@ from sqlalchemy import (
     event,
     func,
     insert,
+    or_,
     select,
     text,
     update,
@@ -659,21 +660,25 @@ class Store:
             metrics.FEEDBACK.labels(rule_id, outcome[:50]).inc()
         return row is not None
 
+    @_bounded
     def returned_findings(self, endpoint: str, patient_ref: str, finding_ids: Sequence[str],
-                          since: datetime) -> set[str]:
+                          since: datetime, hook_instance: str | None = None) -> set[str]:
         """Which of these finding ids a check at ``endpoint`` for this patient returned on a
-        card at or after ``since`` (baclofen-patient-view shows a card once per period)."""
+        card at or after ``since`` (baclofen-patient-view shows a card once per period). The
+        checks of ``hook_instance`` do not count: a client retrying the same call (its first
+        answer lost) gets the same cards again."""
         if not finding_ids:
             return set()
+        where = [checks.c.endpoint == endpoint[:200], checks.c.patient_ref == patient_ref,
+                 checks.c.time >= since, findings.c.card_uuid.is_not(None),
+                 findings.c.finding_id.in_(list(finding_ids))]
+        if hook_instance is not None:
+            where.append(or_(checks.c.hook_instance.is_(None),
+                             checks.c.hook_instance != hook_instance))
         with self._read() as conn:
-            rows = conn.execute(
-                select(findings.c.finding_id).distinct()
-                .join(checks, checks.c.id == findings.c.check_id)
-                .where(checks.c.endpoint == endpoint[:200],
-                       checks.c.patient_ref == patient_ref,
-                       checks.c.time >= since,
-                       findings.c.card_uuid.is_not(None),
-                       findings.c.finding_id.in_(list(finding_ids))))
+            rows = conn.execute(select(findings.c.finding_id).distinct()
+                                .join(checks, checks.c.id == findings.c.check_id)
+                                .where(*where))
             return {str(r[0]) for r in rows}
 
     @_bounded

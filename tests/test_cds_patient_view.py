@@ -106,6 +106,15 @@ def test_a_card_is_not_returned_again_within_the_period(view_app: Flask,
     assert rules_in(again) == rules_in(first)
 
 
+def test_a_retried_call_gets_its_cards_again(view: FlaskClient) -> None:
+    body = view_call(active())
+    first = cards(post(view, body, VIEW))
+    assert first
+    # the same hookInstance again (the client never got the first answer)
+    assert rules_in(cards(post(view, body, VIEW))) == rules_in(first)
+    assert cards(post(view, view_call(active()), VIEW)) == []
+
+
 def test_repeat_period_zero_always_shows(tmp_path: Path) -> None:
     client = create_app({"CDS_REQUIRE_JWT": False, "TESTING": True, "CDS_REPEAT_AFTER_H": "0",
                          "DATABASE_URL": f"sqlite:///{tmp_path}/a.sqlite3"}).test_client()

@@ -148,21 +148,23 @@ def call_service(service_id: str) -> Response:
     rendered = render_cards(req, outcome, kb, status, style=client_style())
     if service.review:
         rendered = alerts_not_repeated(rendered, lambda ids: _returned(
-            service, req, ids, now - timedelta(hours=cfg.cds_repeat_after_h)))
+            service, req, ids, now - timedelta(hours=cfg.cds_repeat_after_h),
+            call.hook_instance))
     _record(service, call.hook_instance, caller, req, rendered,
             (time.perf_counter() - started) * 1000, now)
     return _json({"cards": rendered.cards})
 
 
 def _returned(service: CdsService, req: CheckRequest, ids: Collection[str],
-              since: datetime) -> Collection[str]:
-    """The finding ids this service returned on a card for the patient since ``since``."""
+              since: datetime, hook_instance: str) -> Collection[str]:
+    """The finding ids this service returned on a card for the patient since ``since`` (by
+    other calls than this ``hookInstance``: a retried call gets its cards again)."""
     store = _store()
     if store is None or req.patient is None or not ids:
         return set()
     try:
         return store.returned_findings(f"cds-services/{service.id}", req.patient.ref,
-                                       sorted(ids), since)
+                                       sorted(ids), since, hook_instance)
     except SQLAlchemyError as exc:
         # choice: when the store cannot say what was shown, the cards are shown again (a
         # repeated alert is better than a hidden one)
