@@ -7,6 +7,7 @@ file and line. The report opens in headless Chromium with its charts.
 from __future__ import annotations
 
 import gzip
+import io
 import json
 import re
 import shutil
@@ -30,6 +31,7 @@ from service.checker import check_body
 from service.cli import main
 from service.errors import ServiceError
 from service.fhir_input.request import CONTEXT_TYPES
+from service.population.review import progress_bar
 
 from .fhir_validate import validate
 from .test_ui_browser import OUTPUT, browser, wait  # noqa: F401 - the browser fixture
@@ -290,3 +292,20 @@ def test_report_opens_in_the_browser_with_its_charts(reviewed: Path,
     assert section.find_elements(By.CSS_SELECTOR, "li .sev.high")
     OUTPUT.mkdir(exist_ok=True)
     browser.save_screenshot(str(OUTPUT / "review-report.png"))
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_progress_bar_shows_on_a_terminal_only() -> None:
+    term = _Terminal()
+    show = progress_bar(term)
+    show("checking", 50, 100)
+    assert "checking [###############               ]  50% 50/100" in term.getvalue()
+    show("export: collecting", 3, 0)   # no known end: the seconds waited
+    assert term.getvalue().endswith("export: collecting (3 s)")
+    quiet = io.StringIO()
+    progress_bar(quiet)("checking", 1, 2)
+    assert quiet.getvalue() == ""

@@ -164,8 +164,12 @@ class BulkClient:
                     raise self._problem(resp, "the export status")
                 waited = time.monotonic() - started
                 if progress:
-                    progress(f"export: {resp.headers.get('X-Progress', 'in progress')[:40]}",
-                             int(waited), int(max(timeout_s, 1)))
+                    text = resp.headers.get("X-Progress", "in progress")[:40]
+                    pct = re.search(r"(\d{1,3}(?:\.\d+)?)\s*%", text)
+                    if pct:   # a server that says how far it is
+                        progress(f"export {text}", min(100, int(float(pct.group(1)))), 100)
+                    else:
+                        progress(f"export: {text}", int(waited), 0)
                 delay = retry_after(resp.headers.get("Retry-After"))
             if time.monotonic() - started + delay > timeout_s:
                 raise BulkError(f"the export did not complete within {timeout_s:g} s")

@@ -310,6 +310,10 @@ def progress_bar(stream: TextIO = sys.stderr) -> Callable[[str, int, int], None]
     def show(stage: str, done: int, total: int) -> None:
         if not stream.isatty():
             return
+        if total <= 0:  # no known end (an export in progress): the seconds waited
+            stream.write(f"\r\033[K{stage} ({done} s)")
+            stream.flush()
+            return
         width = 30
         part = done / total if total else 1.0
         stream.write(f"\r{stage} [{'#' * int(part * width):<{width}}] {part * 100:3.0f}% "
