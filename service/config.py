@@ -263,6 +263,7 @@ def load_settings(
         raise ConfigError("BACLOFEN_PROFILE must be us or uk")
     fhir_url = str(raw["FHIR_SERVER_URL"]).rstrip("/") if raw.get("FHIR_SERVER_URL") else None
     outbound_auth = server_auth(raw, fhir_url)
+    oauth = oauth_issuers(raw.get("OAUTH_ISSUERS", "{}"))
     allow = _list(raw.get("FHIR_ALLOWLIST", ""))
     if not allow and fhir_url:
         token_url = outbound_auth["smart_token_url"]
@@ -278,8 +279,8 @@ def load_settings(
         public_base_url=str(raw.get("PUBLIC_BASE_URL", "http://127.0.0.1:8080")).rstrip("/"),
         api_require_auth=_bool("API_REQUIRE_AUTH", raw.get("API_REQUIRE_AUTH", True)),
         api_tokens=_list(raw.get("API_TOKENS", "")),
-        api_auth=api_auth(raw.get("API_AUTH")),
-        oauth_issuers=oauth_issuers(raw.get("OAUTH_ISSUERS", "{}")),
+        api_auth=api_auth(raw.get("API_AUTH"), oauth),
+        oauth_issuers=oauth,
         cds_require_jwt=_bool("CDS_REQUIRE_JWT", raw.get("CDS_REQUIRE_JWT", True)),
         cds_trusted_issuers=_issuers(raw.get("CDS_TRUSTED_ISSUERS", "{}")),
         cds_client_style=_style(raw.get("CDS_CLIENT_STYLE", "standard")),

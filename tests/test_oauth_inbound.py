@@ -465,3 +465,10 @@ def test_a_cds_jwt_stays_accepted_read_only(tmp_path: Path, issuer: Issuer,
     resp = app.test_client().post(path + "?persist=true", headers=bearer(cds_jwt(path)))
     assert resp.status_code == 403
     assert "a CDS JWT may not write" in resp.get_json()["issue"][0]["diagnostics"]
+
+
+def test_oauth_without_an_issuer_is_refused_at_start(tmp_path: Path) -> None:
+    from service.config import ConfigError
+
+    with pytest.raises(ConfigError, match="API_AUTH=oauth needs OAUTH_ISSUERS"):
+        create_app({"DATABASE_URL": f"sqlite:///{tmp_path}/a.sqlite3", "API_AUTH": "oauth"})

@@ -68,10 +68,13 @@ def server_auth(raw: Mapping[str, Any], fhir_url: str | None) -> dict[str, Any]:
             "smart_private_keys": keys, "smart_scope": scope, "smart_token_url": token_url}
 
 
-def api_auth(value: Any) -> str:
+def api_auth(value: Any, issuers: Mapping[str, OAuthIssuer]) -> str:
     mode = str(value or "tokens").strip().lower()
     if mode not in API_AUTH_MODES:
         raise _error(f"API_AUTH must be one of {', '.join(API_AUTH_MODES)}")
+    if mode != "tokens" and not issuers:
+        raise _error(f"API_AUTH={mode} needs OAUTH_ISSUERS (no access token could be "
+                     "verified without an issuer)")
     return mode
 
 
