@@ -270,14 +270,14 @@ def test_the_token_is_reused_and_renewed_after_expiry(smart: SmartSekmet,
                                                       switch: tuple[Switch, int],
                                                       keys: dict[str, str],
                                                       tmp_path: Path) -> None:
-    smart.start(lifetime=3)
+    smart.start(lifetime=5)  # held for 4 s here (a fifth of its life is the margin)
     try:
         app = serve_app(switch, settings_for(smart, tmp_path, keys["rsa"]))
         _pid, oid = load_case(smart)
         assert check(app, oid).status_code == 200
         assert check(app, oid).status_code == 200
         assert token_requests(app) == 1
-        time.sleep(3.2)  # past expires_in: the cached token is not used again
+        time.sleep(5.2)  # past expires_in: the cached token is not used again
         resp = check(app, oid)
         assert resp.status_code == 200, resp.get_data(as_text=True)
         assert token_requests(app) == 2
