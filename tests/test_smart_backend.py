@@ -619,3 +619,18 @@ def test_the_default_allowlist_takes_smart_token_url_and_a_set_one_must_name_it(
     assert "(SMART_TOKEN_URL) is not in FHIR_ALLOWLIST" in \
         resp.get_json()["issue"][0]["diagnostics"]
     assert not [h for h in stub.hits if h[1] == "/token"]
+
+
+def test_a_server_refusing_a_fresh_token_too_is_502_counted_as_auth(
+        stub: StubServer, keys: dict[str, str], tmp_path: Path) -> None:
+    stub.json("/token", {"access_token": "refused-anyway", "token_type": "bearer",
+                         "expires_in": 3600})
+    stub.json("/fhir/MedicationRequest/o1", {"resourceType": "OperationOutcome"}, status=401)
+    app = create_app(stub_settings(stub, tmp_path, keys["rsa"], OUTBOUND_TIMEOUT_S=5))
+    failures = counter(OUTBOUND_FAILURES, "read", "auth")
+    resp = check(app, "o1")
+    assert resp.status_code == 502
+    assert "refused a fresh access token (HTTP 401)" in resp.get_json()["issue"][0]["diagnostics"]
+    assert token_requests(app) == 2
+    assert len([h for h in stub.hits if h[1] == "/fhir/MedicationRequest/o1"]) == 2
+    assert counter(OUTBOUND_FAILURES, "read", "auth") == failures + 1
