@@ -180,6 +180,7 @@ def test_what_cannot_be_read_is_named_with_file_and_line(tmp_path: Path) -> None
         b"not json at all",                                      # line 4
         _res({"resourceType": "Patient", "id": "c", "birthDate": "1980-01-01"}),
         b'["an array"]',                                         # line 6
+        _res({"resourceType": "Patient", "id": "d", "birthDate": "1960-01-01"}),
     ], b"\r\n")
     _write(export / "MedicationRequest.ndjson.gz", [
         _res({**ORDER, "id": "o-a", "subject": {"reference": "Patient/a"}}),
@@ -187,6 +188,11 @@ def test_what_cannot_be_read_is_named_with_file_and_line(tmp_path: Path) -> None
         _res({**ORDER, "id": "o-none"}),                                      # no subject
         _res({**ORDER, "id": "o-c", "subject": {
             "reference": "https://ehr.example/fhir/Patient/c/_history/2"}}),
+        # two orders without ids: the first for another medicine
+        _res({k: v for k, v in {**ORDER, "subject": {"reference": "Patient/d"},
+                                "medicationCodeableConcept": {"text": "lisinopril 10 MG"}}.items()
+              if k != "id"}),
+        _res({**ORDER, "subject": {"reference": "Patient/d"}}),
     ])
     _write(export / "Encounter.ndjson", [b"{}"])      # a type the rules do not read
     summary = _review(export, tmp_path / "out", "--jobs", "1")
@@ -200,8 +206,9 @@ def test_what_cannot_be_read_is_named_with_file_and_line(tmp_path: Path) -> None
                             "names no patient") for o in outcomes), outcomes
     assert any(o.startswith("MedicationRequest.ndjson.gz line 2: Patient/x has active "
                             "medication orders but no Patient resource") for o in outcomes)
-    assert summary["patientsRead"] == 2
-    assert summary["patientsOnBaclofen"] == 2      # a, and c through its absolute reference
+    assert summary["patientsRead"] == 3
+    # a, c through its absolute reference, d through an order without an id
+    assert summary["patientsOnBaclofen"] == 3
     assert summary["filesNotOpened"] == ["Encounter.ndjson"]
     issues, _notes = _by_patient(tmp_path / "out")
     assert {i["identifier"][0]["value"] for i in issues["a"]} >= {"oral.max-daily"}

@@ -110,22 +110,41 @@ def discover(directory: Path) -> tuple[list[ExportFile], list[str]]:
     files: list[ExportFile] = []
     skipped: list[str] = []
     for path in sorted(directory.iterdir()):
-        name = path.name
         if not path.is_file():
             continue
-        if not name.endswith((".ndjson", ".ndjson.gz")):
-            if name != "manifest.json":
-                skipped.append(name)
-            continue
-        m = _NAME_TYPE.match(name)
-        head = m.group(1) if m else ""
-        if head in READ_TYPES:
-            files.append(ExportFile(path, head))
-        elif head and _is_resource_type(head):
-            skipped.append(name)   # a type the rules do not read, or the error files
-        else:
-            files.append(ExportFile(path, None))
+        read, kind = file_kind(path.name)
+        if read:
+            files.append(ExportFile(path, kind))
+        elif path.name != "manifest.json":
+            skipped.append(path.name)
     return files, skipped
+
+
+def file_kind(name: str) -> tuple[bool, str | None]:
+    """Whether a file of the export (by its name) is read, and the resource type its name
+    gives (None: a mixed file, or a file not read)."""
+    if not name.endswith((".ndjson", ".ndjson.gz")):
+        return False, None
+    m = _NAME_TYPE.match(name)
+    head = m.group(1) if m else ""
+    if head in READ_TYPES:
+        return True, head
+    if head and _is_resource_type(head):
+        return False, None   # a type the rules do not read, or the error files
+    return True, None
+
+
+def screening_terms(kb: Knowledge) -> list[str]:
+    """Every baclofen_* entry of the knowledge's recognition (word, brands, codes), lower
+    case: a line of an active MedicationRequest holding none of them (and no
+    medicationReference, no \\u escape) is not baclofen."""
+    terms: set[str] = set()
+    for key, value in kb.recognition.items():
+        if str(key).startswith("baclofen_") and not str(key).endswith("_source"):
+            for item in value if isinstance(value, list) else [value]:
+                if isinstance(item, str | int) and str(item).strip():
+                    terms.add(str(item).strip().lower())
+    return sorted(terms)
 
 
 def _newline(path: Path) -> str:
@@ -345,20 +364,14 @@ class ExportReader:
         con = self.con
         # every baclofen_* entry of the knowledge's recognition (word, brands, codes), as a
         # case-blind substring of the line: a superset of what the check recognises
-        terms: set[str] = set()
-        for key, value in self.kb.recognition.items():
-            if str(key).startswith("baclofen_") and not str(key).endswith("_source"):
-                for item in value if isinstance(value, list) else [value]:
-                    if isinstance(item, str | int) and str(item).strip():
-                        terms.add(str(item).strip().lower())
-        tests = [f"contains(lower(text), {_sql_text(t)})" for t in sorted(terms)]
+        tests = [f"contains(lower(text), {_sql_text(t)})" for t in screening_terms(self.kb)]
         tests += ["medref IS NOT NULL",
                   "json_extract(text, '$.medicationReference') IS NOT NULL",
                   "contains(text, '\\u')"]
         con.execute(f"""
             CREATE TABLE cand AS
             SELECT DISTINCT pid FROM res
-            WHERE rtype = 'MedicationRequest' AND copy = 1 AND pid IS NOT NULL
+            WHERE rtype = 'MedicationRequest' AND (copy = 1 OR rid IS NULL) AND pid IS NOT NULL
               AND json_extract_string(text, '$.status') = 'active'
               AND ({' OR '.join(tests)})
             ORDER BY pid""")  # noqa: S608 - knowledge values, quoted
