@@ -104,12 +104,8 @@ def medication_of(order: JSON, resolve: Resolve) -> tuple[JSON, JSON | None]:
 
 
 def drug_names(concept: JSON, med: JSON | None) -> list[str]:
-    names = concept_texts(concept)
-    if med:
-        for ing in dicts(med.get("ingredient")):
-            names += concept_texts(ing.get("itemCodeableConcept"))
-            names += [d for d in [as_str(as_dict(ing.get("itemReference")).get("display"))] if d]
-    return names
+    """Every text naming the medicine (service/products.py)."""
+    return products.names_of(concept, med)
 
 
 def is_baclofen(concept: JSON, med: JSON | None, kb: Knowledge) -> bool:
@@ -606,13 +602,13 @@ def _read_line(
     # applies; a cap over more than a day lowers nothing when a frequency is given.
     prn_max = prn_long = None
     for ratio in dicts(dosage.get("maxDosePerPeriod")):
-        value = _per_day_amount(ratio, to_mg, kb)
-        if value is None:
+        cap = _per_day_amount(ratio, to_mg, kb)
+        if cap is None:
             continue
-        if value[1] <= 1:
-            prn_max = value[0] if prn_max is None else min(prn_max, value[0])
+        if cap[1] <= 1:
+            prn_max = cap[0] if prn_max is None else min(prn_max, cap[0])
         else:
-            prn_long = value[0] if prn_long is None else min(prn_long, value[0])
+            prn_long = cap[0] if prn_long is None else min(prn_long, cap[0])
 
     dose_q, rate = _dose_quantity(dosage)
     dose_q, conflict = worst_dose(dose_entries(dosage), to_mg) if (

@@ -22,7 +22,7 @@ Public API (used by the renal, titration, pediatric and withdrawal rules):
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from fractions import Fraction
@@ -467,34 +467,47 @@ def _computed(creatinines: list[_Creatinine], patient: PatientFacts, check_time:
     return out
 
 
+def _estimated(creatinines: list[_Creatinine], source: RenalSource, label: str,
+               estimate: Callable[[_Creatinine], tuple[Fraction, str]],
+               extra_refs: tuple[str, ...], check_time: datetime, stale_days: Fraction,
+               kb: Knowledge, notes: list[str], unusable: list[str]) -> list[RenalCandidate]:
+    """An eGFR estimated here from each creatinine: ``estimate`` gives (value, how)."""
+    out = []
+    for cr in creatinines:
+        try:
+            value, how = estimate(cr)
+        except RenalInputError as exc:
+            notes.append(f"{label} not computed: {exc}")
+            unusable.append(cr.ref)
+            continue
+        rounded = round_renal(value, kb)
+        text = (f"eGFR {fmt(rounded)} mL/min/1.73 m2 on {_date(cr.at)} (estimated here with "
+                f"the {label} equation, {how}; used as a stand-in for creatinine clearance)")
+        out.append(RenalCandidate(
+            source, value, rounded, band_of(rounded, kb), cr.at,
+            elapsed_days(cr.at, check_time) > stale_days, (cr.ref, *extra_refs), text))
+    return out
+
+
 def _ckd_epi(creatinines: list[_Creatinine], patient: PatientFacts, age_years: Fraction,
              age_text: str, check_time: datetime, stale_days: Fraction, kb: Knowledge,
              notes: list[str], unusable: list[str]) -> list[RenalCandidate]:
     """CKD-EPI 2021 for adults without a usable weight; other, unknown or missing sex: the
     lower of the two estimates (clinical-rules section 2)."""
-    out = []
-    for cr in creatinines:
-        try:
-            if patient.sex in {"male", "female"}:
-                value = ckd_epi_2021(age_years, cr.mg_dl, patient.sex == "female", kb)
-                sex_text = patient.sex
-            else:
-                value = min(ckd_epi_2021(age_years, cr.mg_dl, True, kb),
-                            ckd_epi_2021(age_years, cr.mg_dl, False, kb))
-                sex_text = "sex not recorded as male or female: the lower of the two estimates"
-        except RenalInputError as exc:
-            notes.append(f"CKD-EPI 2021 not computed: {exc}")
-            unusable.append(cr.ref)
-            continue
-        rounded = round_renal(value, kb)
-        text = (f"eGFR {fmt(rounded)} mL/min/1.73 m2 on {_date(cr.at)} (estimated here with "
-                f"the CKD-EPI 2021 creatinine equation, no weight for Cockcroft-Gault: "
-                f"creatinine {cr.written}, {age_text}, {sex_text}; used as a stand-in for "
-                f"creatinine clearance)")
-        out.append(RenalCandidate(
-            "ckd-epi-2021", value, rounded, band_of(rounded, kb), cr.at,
-            elapsed_days(cr.at, check_time) > stale_days, (cr.ref,), text))
-    return out
+
+    def estimate(cr: _Creatinine) -> tuple[Fraction, str]:
+        if patient.sex in {"male", "female"}:
+            value = ckd_epi_2021(age_years, cr.mg_dl, patient.sex == "female", kb)
+            sex_text = str(patient.sex)
+        else:
+            value = min(ckd_epi_2021(age_years, cr.mg_dl, True, kb),
+                        ckd_epi_2021(age_years, cr.mg_dl, False, kb))
+            sex_text = "sex not recorded as male or female: the lower of the two estimates"
+        return value, (f"no weight for Cockcroft-Gault: creatinine {cr.written}, {age_text}, "
+                       f"{sex_text}")
+
+    return _estimated(creatinines, "ckd-epi-2021", "CKD-EPI 2021 creatinine", estimate, (),
+                      check_time, stale_days, kb, notes, unusable)
 
 
 def _schwartz(creatinines: list[_Creatinine], patient: PatientFacts, check_time: datetime,
@@ -508,28 +521,19 @@ def _schwartz(creatinines: list[_Creatinine], patient: PatientFacts, check_time:
         notes.append(f"no eGFR estimated from creatinine below {c['age_from']} year of age")
         unusable += [cr.ref for cr in creatinines]
         return []
-    if patient.height_cm is None:
+    height = patient.height_cm
+    if height is None:
         notes.append("bedside Schwartz not computed: no height within 30 days")
         unusable += [cr.ref for cr in creatinines]
         return []
-    out = []
-    for cr in creatinines:
-        try:
-            value = bedside_schwartz(age.low_years, patient.height_cm, cr.mg_dl, kb)
-        except RenalInputError as exc:
-            notes.append(f"bedside Schwartz not computed: {exc}")
-            unusable.append(cr.ref)
-            continue
-        rounded = round_renal(value, kb)
-        text = (f"eGFR {fmt(rounded)} mL/min/1.73 m2 on {_date(cr.at)} (estimated here with "
-                f"the bedside Schwartz equation, {fmt(frac(c['k']), 3)} x height "
-                f"{fmt(patient.height_cm)} cm / creatinine {cr.written}; used as a stand-in "
-                f"for creatinine clearance)")
-        refs = (cr.ref,) + tuple(r for r in [patient.height_ref] if r)
-        out.append(RenalCandidate(
-            "bedside-schwartz", value, rounded, band_of(rounded, kb), cr.at,
-            elapsed_days(cr.at, check_time) > stale_days, refs, text))
-    return out
+
+    def estimate(cr: _Creatinine) -> tuple[Fraction, str]:
+        return bedside_schwartz(age.low_years, height, cr.mg_dl, kb), (
+            f"{fmt(frac(c['k']), 3)} x height {fmt(height)} cm / creatinine {cr.written}")
+
+    return _estimated(creatinines, "bedside-schwartz", "bedside Schwartz", estimate,
+                      tuple(r for r in [patient.height_ref] if r), check_time, stale_days, kb,
+                      notes, unusable)
 
 
 def _weight_for_cg(patient: PatientFacts, female: bool, kb: Knowledge

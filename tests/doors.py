@@ -79,3 +79,14 @@ def both(client: FlaskClient, orders: list[dict[str, Any]], pat: dict[str, Any],
 
 def detail(result: dict[str, Any], rule_id: str) -> str:
     return str(b.by_rule(result, rule_id)["detail"])
+
+
+def assert_both(client: FlaskClient, orders: list[dict[str, Any]], pat: dict[str, Any],
+                context: list[dict[str, Any]], expected: dict[str, str | None]) -> dict[str, str]:
+    """Each expected rule at its severity (None: absent) through both doors; the native
+    findings are returned."""
+    got_native, got_cds = both(client, orders, pat, context)
+    for door, got in (("native", got_native), ("cds", got_cds)):
+        for rule, severity in expected.items():
+            assert got.get(rule) == severity, (door, rule, got)
+    return got_native

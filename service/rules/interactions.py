@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from ..facts import OrderFacts
 from ..findings import Finding
 from ..medications import MedicationUse, atc_matches, matches
@@ -131,43 +133,42 @@ def cns_burden(ctx: RuleContext, order: OrderFacts, others: tuple[MedicationUse,
     )
 
 
-def pregnancy_rule(ctx: RuleContext, order: OrderFacts) -> list[Finding]:
-    refs = ctx.patient.pregnancy_refs
-    if not refs:
-        return []
-    return [ctx.finding(
-        "pregnancy", "low", order,
-        summary="Pregnancy recorded: baclofen can cause neonatal withdrawal",
-        detail=f"Pregnancy is recorded ({', '.join(refs)}). Baclofen taken late in pregnancy "
-               f"can cause withdrawal in the newborn: taper before delivery when feasible.",
-        evidence=refs,
-    )]
+# Recorded patient states that get a low note, citing the records: (the PatientFacts field,
+# summary, detail with ``{refs}``).
+_STATES: dict[str, tuple[str, str, str]] = {
+    "pregnancy": (
+        "pregnancy_refs", "Pregnancy recorded: baclofen can cause neonatal withdrawal",
+        "Pregnancy is recorded ({refs}). Baclofen taken late in pregnancy can cause "
+        "withdrawal in the newborn: taper before delivery when feasible."),
+    # clinical-rules section 8: additive CNS depression with alcohol (label section 7)
+    "interaction.alcohol": (
+        "alcohol_refs",
+        "Alcohol use disorder recorded: alcohol adds to baclofen's CNS depression",
+        "Alcohol use disorder is recorded ({refs}). Alcohol adds to the CNS depression of "
+        "baclofen (drowsiness, falls, respiratory depression): advise against alcohol and "
+        "monitor for sedation."),
+    # clinical-rules section 9 (S47)
+    "lactation": (
+        "breastfeeding_refs", "Breastfeeding recorded: baclofen passes into milk in small amounts",
+        "Breastfeeding is recorded ({refs}). Small amounts of baclofen pass into breast milk: "
+        "watch the infant for sedation and poor feeding."),
+}
 
 
-def alcohol_rule(ctx: RuleContext, order: OrderFacts) -> list[Finding]:
-    """interaction.alcohol: alcohol use disorder recorded (clinical-rules section 8)."""
-    refs = ctx.patient.alcohol_refs
-    if not refs:
-        return []
-    return [ctx.finding(
-        "interaction.alcohol", "low", order,
-        summary="Alcohol use disorder recorded: alcohol adds to baclofen's CNS depression",
-        detail=f"Alcohol use disorder is recorded ({', '.join(refs)}). Alcohol adds to the "
-               f"CNS depression of baclofen (drowsiness, falls, respiratory depression): "
-               f"advise against alcohol and monitor for sedation.",
-        evidence=refs,
-    )]
+def _state_rule(rule_id: str) -> Callable[[RuleContext, OrderFacts], list[Finding]]:
+    field, summary, detail = _STATES[rule_id]
+
+    def rule(ctx: RuleContext, order: OrderFacts) -> list[Finding]:
+        refs: tuple[str, ...] = getattr(ctx.patient, field)
+        if not refs:
+            return []
+        return [ctx.finding(rule_id, "low", order, summary=summary,
+                            detail=detail.format(refs=", ".join(refs)), evidence=refs)]
+
+    rule.__name__ = f"{rule_id.replace('.', '_').replace('-', '_')}_rule"
+    return rule
 
 
-def lactation_rule(ctx: RuleContext, order: OrderFacts) -> list[Finding]:
-    """lactation: breastfeeding recorded (clinical-rules section 9, S47)."""
-    refs = ctx.patient.breastfeeding_refs
-    if not refs:
-        return []
-    return [ctx.finding(
-        "lactation", "low", order,
-        summary="Breastfeeding recorded: baclofen passes into milk in small amounts",
-        detail=f"Breastfeeding is recorded ({', '.join(refs)}). Small amounts of baclofen "
-               f"pass into breast milk: watch the infant for sedation and poor feeding.",
-        evidence=refs,
-    )]
+pregnancy_rule = _state_rule("pregnancy")
+alcohol_rule = _state_rule("interaction.alcohol")
+lactation_rule = _state_rule("lactation")

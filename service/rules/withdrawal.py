@@ -169,7 +169,6 @@ def _stop_as_cut(ctx: RuleContext, order: OrderFacts, hist: MedicationHistory | 
     (clinical-rules section 7): before = the stopped order's daily dose plus the scheduled
     daily doses of the other active orders; after = the scheduled daily doses of the orders
     that remain or are new."""
-    spec = ctx.kb.rule("withdrawal.abrupt")
     stopped = order.first_step.daily_mg if order.first_step else None
     if stopped is None and hist is not None and hist.current is not None:
         stopped = hist.current.daily_mg
@@ -179,14 +178,10 @@ def _stop_as_cut(ctx: RuleContext, order: OrderFacts, hist: MedicationHistory | 
     new = [_scheduled(o) for o, is_new in remaining if is_new]
     before = stopped + sum((v for v, _ in active), Fraction(0))
     after = sum((v for v, _ in active + new), Fraction(0))
-    if not after < before * spec.num("cut_fraction"):
+    judged = _sharp_cut(ctx, order, hist, before, after, ctx.check_time, True)
+    if judged is None:
         return []
-    days, how = _exposure(ctx, order, hist, ctx.check_time, include_order=True)
-    if days is not None and days < spec.num("min_days_on_therapy"):
-        return []
-    severity = "high" if before >= spec.num("high_mg_day") else "moderate"
-    exposure = (f"{fmt(days)} days on therapy ({how})" if days is not None
-                else f"time on therapy unknown ({how})")
+    severity, exposure = judged
     stays = "; ".join(t for _, t in active + new)
     refs = tuple(o.ref for o, _ in remaining)
     return [ctx.finding(
@@ -202,6 +197,22 @@ def _stop_as_cut(ctx: RuleContext, order: OrderFacts, hist: MedicationHistory | 
         evidence=tuple(dict.fromkeys(refs + tuple(
             r.ref for r in (hist.regimens if hist else ()) if r.route == "oral"))),
     )]
+
+
+def _sharp_cut(ctx: RuleContext, order: OrderFacts, hist: MedicationHistory | None,
+               before: Fraction, after: Fraction, until: datetime, include_order: bool
+               ) -> tuple[str, str] | None:
+    """(severity, exposure text) of a cut to less than half after 14 days or more on therapy
+    (or an unknown time), or None when withdrawal.abrupt does not fire."""
+    spec = ctx.kb.rule("withdrawal.abrupt")
+    if not after < before * spec.num("cut_fraction"):
+        return None
+    days, how = _exposure(ctx, order, hist, until, include_order)
+    if days is not None and days < spec.num("min_days_on_therapy"):
+        return None
+    severity = "high" if before >= spec.num("high_mg_day") else "moderate"
+    return severity, (f"{fmt(days)} days on therapy ({how})" if days is not None
+                      else f"time on therapy unknown ({how})")
 
 
 def cut_rules(ctx: RuleContext, order: OrderFacts) -> list[Finding]:
@@ -233,15 +244,10 @@ def cut_rules(ctx: RuleContext, order: OrderFacts) -> list[Finding]:
                    f"withdrawal.",
             implicated=(current.ref,), evidence=(current.ref,),
         )]
-    spec = ctx.kb.rule("withdrawal.abrupt")
-    if not after < before * spec.num("cut_fraction"):
+    judged = _sharp_cut(ctx, order, hist, before, after, order.start, False)
+    if judged is None:
         return []
-    days, how = _exposure(ctx, order, hist, order.start, include_order=False)
-    if days is not None and days < spec.num("min_days_on_therapy"):
-        return []
-    severity = "high" if before >= spec.num("high_mg_day") else "moderate"
-    exposure = (f"{fmt(days)} days on therapy ({how})" if days is not None
-                else f"time on therapy unknown ({how})")
+    severity, exposure = judged
     return [ctx.finding(
         "withdrawal.abrupt", severity, order,
         summary=f"Baclofen cut from {mg_day(before)} to {mg_day(after)} in one step",

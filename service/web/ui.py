@@ -30,7 +30,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from ..cds.discovery import prefetch_templates
 from ..config import Settings
 from ..errors import Problem, ServiceError
-from ..knowledge import Knowledge, load
+from ..knowledge import Knowledge, load, recognition_rows, rule_knowledge
 from ..output.cards import OVERRIDE_REASONS
 from ..store import get_store
 from .auth import authenticate
@@ -205,6 +205,7 @@ def rule_rows(kb: Knowledge) -> list[dict[str, Any]]:
             "code_display": kb.code_display.get(rule.code) if rule.code else None,
             "thresholds": rule.thresholds(),
             "profile_values": profile_values,
+            "reads": rule_knowledge(kb, rule.id),
             "sources": [{"key": k, "title": s.get("title", k), "url": s.get("url", "")}
                         for k, s in sources],
         })
@@ -233,7 +234,8 @@ def rules_page() -> Response:
     families = list(dict.fromkeys(r.family for r in kb.rules.values()))
     return _page("rules.html", title="Rules", active="rules", rules=rule_rows(kb),
                  families=families, profiles=list(kb.profiles.values()),
-                 code_system=kb.code_system, renal=renal_values(kb))
+                 code_system=kb.code_system, renal=renal_values(kb),
+                 recognition=recognition_rows(kb))
 
 
 @bp.get("/alerts")
