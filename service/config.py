@@ -197,6 +197,8 @@ class Settings:
     watch_notify_token: str | None = field(default=None, repr=False)  # service/watch/
     watch_coalesce_s: float = 30.0
     watch_check_s: float = 60.0
+    watch_notify_hmac_secret: str | None = field(default=None, repr=False)  # service/watch/
+    watch_task_owner: str | None = None
     testing: bool = False
 
     @property
@@ -242,6 +244,8 @@ NAMES = (
     "WATCH_NOTIFY_TOKEN",
     "WATCH_COALESCE_S",
     "WATCH_CHECK_S",
+    "WATCH_NOTIFY_HMAC_SECRET",
+    "WATCH_TASK_OWNER",
     "TESTING",
 )
 

@@ -9,6 +9,9 @@ the worker re-checks the patient's active baclofen therapy with write-back.
 - service/watch/queue.py: the tables (queue, seen versions, state, results for the worklist)
 - service/watch/worker.py: the re-check and the worker loop
 - service/watch/commands.py: ``baclofen-check watch subscribe|work|catch-up``
+- service/watch/worklist.py: the pharmacist worklist, its resolutions and FHIR Tasks (issue
+  20; served by service/web/worklist.py); service/watch/topics.py: topic-based Subscriptions
+  (Subscriptions Backport IG) and signed notifications
 
 Nothing here is imported by the rest of the service unless the watch is used (only
 service/watch/settings.py, by service/config.py).
@@ -27,17 +30,21 @@ if TYPE_CHECKING:
 
 
 def register(app: Flask) -> None:
-    """With WATCH_NOTIFY_TOKEN set: the watch tables (created when missing) and the receiver.
-    Without it the receiver answers 404 (off) and no table is made."""
+    """With WATCH_NOTIFY_TOKEN (or WATCH_NOTIFY_HMAC_SECRET) set: the watch and worklist
+    tables (created when missing), the receiver and the worklist. Without it both answer 404
+    (off) and no table is made."""
     from ..store import get_store
+    from ..web.worklist import bp as worklist_bp
     from .receiver import bp
 
     settings: Settings = app.config["SETTINGS"]
-    if settings.watch_notify_token:
+    if settings.watch_notify_token or settings.watch_notify_hmac_secret:
+        from . import worklist
         from .queue import WatchStore
 
-        app.extensions["watch"] = WatchStore(get_store(app)).create()
+        app.extensions["watch"] = worklist.create(WatchStore(get_store(app)))
     app.register_blueprint(bp)
+    app.register_blueprint(worklist_bp)
 
 
 def readiness(app: Flask) -> dict[str, Any] | None:

@@ -35,6 +35,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _open(settings: Settings) -> tuple[Any, Any]:
     from ..store import open_store
+    from . import worklist
     from .queue import WatchStore
 
     if settings.fhir_server_url is None:
@@ -43,7 +44,7 @@ def _open(settings: Settings) -> tuple[Any, Any]:
         raise SystemExit("baclofen-check: the watch needs WATCH_NOTIFY_TOKEN")
     store = open_store(settings.database_url, settings.audit_retention_days,
                        settings.db_connect_timeout_s, settings.db_statement_timeout_s)
-    return store, WatchStore(store).create()
+    return store, worklist.create(WatchStore(store))
 
 
 def _since(text: str) -> datetime:

@@ -180,6 +180,7 @@ class Worker:
         now = datetime.now(UTC)
         self.ws.record_result(entry, owner, now, result.order_refs, result.changes,
                               error="; ".join(result.not_checkable)[:500] or None)
+        self.worklist(entry.patient_ref)
         metrics.RECHECKS.labels("done").inc()
         metrics.LATENCY.observe(max(0.0, (now - entry.created).total_seconds()))
         log.info("re-checked", extra={
@@ -200,6 +201,18 @@ class Worker:
             self.run_entry(entry, owner)
             n += 1
         return n
+
+    def worklist(self, patient_ref: str | None = None) -> None:
+        """The worklist's part (issue 20, service/watch/worklist.py): the orders of new entries
+        read, Tasks and pending mitigations written. What fails is tried again after the next
+        re-check or period; it never fails the re-check."""
+        from .worklist import sync
+
+        try:
+            sync(self.ws, self.settings, self.client(), self.kb, datetime.now(UTC), patient_ref)
+        except (FetchFailure, ServiceError, SQLAlchemyError) as exc:
+            log.warning("the worklist sync failed; tried again later", extra={
+                "event": "worklist-sync-failed", "error_type": type(exc).__name__})
 
     # --- the periodic part ----------------------------------------------------------------
 
@@ -228,6 +241,8 @@ class Worker:
                 check(client, self.settings, self.kb,
                       Deadline(max(self.settings.outbound_timeout_s, MIN_RECHECK_DEADLINE_S)))
             found = catch_up(client, self.settings, self.kb, self.ws, now)
+            if turn:
+                self.worklist()
             self.ws.put(CATCH_UP_DONE, None, now)
             if found.queued:
                 log.info("catch-up queued patients", extra={
