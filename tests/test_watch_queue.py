@@ -60,19 +60,26 @@ def test_one_recheck_per_patient_at_a_time_and_an_event_while_running_waits(
         ws: WatchStore) -> None:
     ws.enqueue("Patient/a", trig(1), T0, coalesce_s=0)
     ws.enqueue("Patient/a", trig(2), T0 + timedelta(seconds=1), coalesce_s=0)
+    assert len(ws.entries()) == 2        # the first stopped absorbing (no coalescing window)
     now = T0 + timedelta(seconds=2)
     first = ws.claim("w1", now)
     assert first is not None and first.patient_ref == "Patient/a" and first.attempts == 1
-    assert ws.claim("w2", now) is None           # the same patient is being checked
+    # starting, it takes the other waiting entry: it reads the record after both events
+    assert (first.events, [t["resource"] for t in first.triggers]) == (
+        2, ["Observation/o1/_history/1", "Observation/o2/_history/1"])
+    assert len(ws.entries()) == 1
+    ws.enqueue("Patient/b", trig(9), now, coalesce_s=0)
+    assert ws.claim("w2", now).patient_ref == "Patient/b"  # type: ignore[union-attr]
     # an event arriving while the re-check runs is not merged into it: it waits
     assert ws.enqueue("Patient/a", trig(3), now, coalesce_s=30)
+    assert ws.claim("w3", now) is None           # the same patient is being checked
     ws.record_result(first, "w1", now, ["MedicationRequest/m"], [FindingChange(
         "MedicationRequest/m", "f1", "oral.max-daily", "high", "new", "bc-f1", None)])
     second = ws.claim("w2", now)
     assert second is not None and second.id != first.id
     assert [r["outcome"] for r in ws.rechecks("Patient/a")] == ["done"]
     assert [(f["finding_id"], f["change"]) for f in ws.findings("Patient/a")] == [("f1", "new")]
-    assert ws.depth() == {"pending": 1, "running": 1, "failed": 0}
+    assert ws.depth() == {"pending": 0, "running": 2, "failed": 0}
 
 
 def test_a_killed_workers_entry_is_taken_over_after_its_lease(ws: WatchStore) -> None:

@@ -14,7 +14,9 @@ Tables (created at start, idempotently, under the store's schema lock):
 
 - ``watch_queue``: one row per waiting or running re-check. ``open`` is 1 while a waiting
   entry absorbs events (at most one per patient, a unique index on (patient, open): NULLs
-  never collide), and NULL once it runs or has waited ``WATCH_COALESCE_S``. ``state`` is
+  never collide), and NULL once it runs or has waited ``WATCH_COALESCE_S``. A re-check that
+  starts takes the patient's other waiting entries with it (it reads the record after their
+  events). ``state`` is
   ``pending``, ``running`` (a lease: ``lease_owner`` until ``lease_until``; a unique partial
   index allows one running entry per patient, so two workers on two hosts never check one
   patient at once) or ``failed`` (retries used up; kept for the operator). An entry is deleted
@@ -265,14 +267,36 @@ class WatchStore:
                         attempts=q.attempts + 1))
                     if done.rowcount != 1:
                         continue  # another worker took it between the two statements
+                    events, triggers = self._fold(conn, int(row.id), str(row.patient_ref),
+                                                  int(row.events), list(row.triggers or []))
             except IntegrityError:
                 if row is None:
                     raise
                 skip.append(row.id)  # its patient is being checked by another worker
                 continue
             return Entry(int(row.id), str(row.patient_ref), int(row.attempts) + 1,
-                         int(row.events), row.created, list(row.triggers or []))
+                         events, row.created, triggers)
         return None
+
+    @staticmethod
+    def _fold(conn: Connection, entry_id: int, patient_ref: str, events: int,
+              triggers: list[dict[str, Any]]) -> tuple[int, list[dict[str, Any]]]:
+        """A re-check that starts takes every other waiting entry of its patient (those
+        that stopped absorbing after WATCH_COALESCE_S, or wait out a retry): it reads the
+        record as it is now, after their events, so they would only check it again."""
+        q = watch_queue.c
+        rows = conn.execute(select(q.id, q.events, q.triggers).where(
+            q.patient_ref == patient_ref, q.state == "pending", q.id != entry_id)
+            .order_by(q.id).with_for_update(skip_locked=True)).all()
+        if not rows:
+            return events, triggers
+        for r in rows:
+            events += int(r.events)
+            triggers += list(r.triggers or [])[:max(0, MAX_TRIGGERS - len(triggers))]
+        conn.execute(delete(watch_queue).where(q.id.in_([r.id for r in rows])))
+        conn.execute(update(watch_queue).where(q.id == entry_id).values(
+            events=events, triggers=triggers))
+        return events, triggers
 
     def complete(self, conn: Connection, entry: Entry, owner: str) -> None:
         """Within the caller's transaction: the entry leaves the queue."""
