@@ -59,6 +59,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     watch_arguments(sub.add_parser("watch", help="after the order: Subscriptions, the re-check "
                                    "worker and catch-up (service/watch/)"))
+    spool = sub.add_parser("spool", help="the check records waiting under SPOOL_DIR")
+    spool.add_subparsers(dest="spool_command", required=True).add_parser(
+        "replay", help="write the records of stopped processes into the store at "
+        "DATABASE_URL (running ones replay their own)")
     args = parser.parse_args(argv)
     try:
         if args.command == "serve":
@@ -67,6 +71,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return check_cmd(args, sys.stdout)
         if args.command == "report":
             return report_cmd(sys.stdout)
+        if args.command == "spool":
+            from .spool import replay_cmd
+
+            return replay_cmd(load_settings(), sys.stdout)
         if args.command == "watch":
             from .watch.commands import watch_cmd
 
@@ -85,17 +93,23 @@ def serve_cmd(args: argparse.Namespace) -> int:
     import tempfile
 
     from .metrics import MULTIPROC_ENV
+    from .serving import METRICS_PREFIX, remove_dead_metrics_dirs
 
     load_settings()  # fail early on a bad configuration
-    # Metrics from every worker go to a fresh directory (prometheus-client multiprocess mode).
-    os.environ[MULTIPROC_ENV] = tempfile.mkdtemp(prefix="baclofen-check-metrics-")
+    # Metrics from every worker go to a fresh directory (prometheus-client multiprocess mode),
+    # named after this process (gunicorn keeps its pid): one left by a killed run goes here.
+    remove_dead_metrics_dirs()
+    os.environ[MULTIPROC_ENV] = tempfile.mkdtemp(prefix=f"{METRICS_PREFIX}{os.getpid()}-")
     argv = [
         sys.executable, "-m", "gunicorn",
         "--bind", args.bind,
         "--workers", str(args.workers),
         "--threads", str(args.threads),
-        "--worker-class", "gthread",
+        # gthread, except that a thread serves a connection only once its request arrived
+        "--worker-class", "service.serving.BufferingWorker",
         "--config", "python:service.gunicorn_conf",
+        # gunicorn's control socket is one path per user: off, so instances cannot meet there
+        "--no-control-socket",
         "--access-logfile", "-",
         "--access-logformat", '{"access":"%(m)s %(U)s %(s)s %(M)sms"}',
         "service:create_app()",

@@ -394,3 +394,24 @@ def record_durably(store: Store, record: CheckRecord) -> bool:
         extra["request_id"] = g.request_id
     log.error("audit record lost: neither the store nor the spool took it", extra=extra)
     return False
+
+
+def replay_cmd(settings: Any, out: Any) -> int:
+    """``baclofen-check spool replay``: the spool files no running process holds, into the
+    store at DATABASE_URL. 1 when the store did not take every record."""
+    from .store import Store
+
+    store = Store(settings.database_url, settings.audit_retention_days,
+                  settings.db_connect_timeout_s, settings.db_statement_timeout_s)
+    try:
+        store.migrate()
+        result = Spool(settings.spool_dir, settings.spool_max_bytes,
+                       settings.database_url).replay(store)
+    finally:
+        store.close()
+    out.write(f"replayed {result.replayed} records ({result.already} recorded before) from "
+              f"{result.files} files; {result.busy_files} files held by running processes\n")
+    if result.waiting:
+        out.write("the store did not take every record: run this again when it does\n")
+        return 1
+    return 0

@@ -173,7 +173,9 @@ def test_serve_runs_gunicorn_with_two_workers_per_core(monkeypatch, tmp_path, co
     argv = seen[0]
     assert argv[argv.index("--workers") + 1] == workers
     assert argv[argv.index("--threads") + 1] == threads
-    assert argv[argv.index("--worker-class") + 1] == "gthread"
+    # gthread that gives a thread to a connection only once its request arrived
+    assert argv[argv.index("--worker-class") + 1] == "service.serving.BufferingWorker"
+    assert "--no-control-socket" in argv  # one control socket per user: off
 
 
 def test_gunicorn_workers_warm_up_and_freeze_what_they_loaded_before_serving(tmp_path):
