@@ -139,6 +139,15 @@ def test_nothing_to_review_is_200_with_no_card(view: FlaskClient,
     assert cards(post(view, view_call(*record), VIEW)) == []
 
 
+def test_an_unreadable_order_of_the_record_is_left_out(view: FlaskClient) -> None:
+    broken = active(id="bac-broken")
+    broken["dosageInstruction"][0]["route"] = "by mouth"   # not a CodeableConcept
+    got = cards(post(view, view_call(broken, active(id="bac-2")), VIEW))
+    assert got
+    assert {c["extension"][EXT]["implicated"][0]["reference"] for c in got} == {
+        "MedicationRequest/bac-2"}
+
+
 def test_patient_view_needs_no_draft_orders_but_a_patient(view: FlaskClient) -> None:
     body = view_call(active())
     del body["context"]["patientId"]

@@ -9,16 +9,20 @@ knowledge version, so a changed dose or new knowledge is a new finding and is sh
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Collection, Mapping
 
 from ..dosing import names_baclofen
-from ..fhir_input.request import ResourceIndex
+from ..errors import ServiceError
+from ..fhir_input.normalise import normalised_copy
+from ..fhir_input.request import ResourceIndex, validate_model
 from ..fhirjson import JSON, as_dict, as_str
 from ..knowledge import Knowledge
 from ..output.cards import Rendered
 from ..output.fhir import FINDING_SYSTEM
 from .request import KeyData
 
+log = logging.getLogger("baclofen_check.cds")
 REVIEW_KEY = "medicationRequests"
 ALERT_INDICATORS = frozenset({"critical", "warning"})
 
@@ -48,8 +52,23 @@ def review_orders(data: Mapping[str, KeyData], patient_id: str, kb: Knowledge) -
             continue
         if names_baclofen(res, index.resolve, kb):
             seen.add(key)
-            orders.append(res)
+            if _checkable(res):
+                orders.append(res)
     return orders
+
+
+def _checkable(order: JSON) -> bool:
+    """An order of the record whose status, patient, medicine or route cannot be read is left
+    out of the review (logged by id) instead of refusing the whole chart open: it is the
+    record's content, not the caller's request."""
+    try:
+        validate_model(normalised_copy(order, "Z"), "a reviewed order")
+    except ServiceError:
+        log.warning("an active baclofen order of the record cannot be read; not reviewed",
+                    extra={"event": "review-order-unreadable",
+                           "order_refs": [f"MedicationRequest/{order.get('id')}"]})
+        return False
+    return True
 
 
 def finding_ids(card: JSON) -> list[str]:
