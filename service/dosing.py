@@ -489,9 +489,9 @@ def dose_entries(dosage: JSON) -> list[tuple[str, JSON]]:
     if out or dicts(dosage.get("doseAndRate")):
         return out
     for ext in dicts(dosage.get("extension")):
-        label = _DOSE_EXTENSIONS.get(str(ext.get("url")))
-        if label and isinstance(ext.get("valueQuantity"), dict):
-            out.append((label, ext["valueQuantity"]))
+        ext_label = _DOSE_EXTENSIONS.get(str(ext.get("url")))
+        if ext_label and isinstance(ext.get("valueQuantity"), dict):
+            out.append((ext_label, ext["valueQuantity"]))
     return out
 
 
