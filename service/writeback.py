@@ -9,7 +9,9 @@ One transaction Bundle per check:
   405, 409 or 422), the transaction is sent once more with conditional creates
   (``POST`` with ``ifNoneExist: identifier=urn:baclofen-check:finding|<hash>``);
 - the DetectedIssues written earlier for the same order whose finding no longer applies are
-  read back and ``PUT`` again with ``status: cancelled`` in the same transaction. The list
+  read back and ``PUT`` again with ``status: cancelled`` in the same transaction (what is on
+  the server, ``mitigation`` included, is kept; a cancelled one that applies again keeps its
+  ``mitigation`` when written anew). The list
   comes from the store, not from a search: servers may ignore search parameters they do not
   support.
 
@@ -19,7 +21,7 @@ information issue names what was cancelled.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -84,6 +86,7 @@ class _Plan:
     to_write: dict[str, JSON]
     kept: list[PersistedIssue]
     stale: list[PersistedIssue]
+    again: list[PersistedIssue] = field(default_factory=list)   # cancelled, applying again
 
 
 def persist_many(items: list[tuple[JSON, str]], client: FhirClient, store: Store,
@@ -103,12 +106,22 @@ def persist_many(items: list[tuple[JSON, str]], client: FhirClient, store: Store
             kept=[p for fid, p in earlier.items()
                   if fid in current and p.status != "cancelled"],
             stale=[p for fid, p in earlier.items()
-                   if fid not in current and p.status != "cancelled"]))
+                   if fid not in current and p.status != "cancelled"],
+            again=[p for fid, p in earlier.items()
+                   if fid in current and p.status == "cancelled"]))
 
     # read back what must be cancelled (the latest version on the server)
     stale = [p for plan in plans for p in plan.stale]
+    # and what applies again after a cancellation: its mitigation (a pharmacist's resolution
+    # from the worklist, service/watch/worklist.py) is kept when it is written anew
+    again = [p for plan in plans for p in plan.again]
     reads = fetch_all({p.server_id: (lambda sid: lambda: client.read(
-        f"DetectedIssue/{sid}", deadline))(p.server_id) for p in stale}, deadline)
+        f"DetectedIssue/{sid}", deadline))(p.server_id) for p in stale + again}, deadline)
+    for plan in plans:
+        for p in plan.again:
+            found_again = reads.get(p.server_id)
+            if isinstance(found_again, dict) and found_again.get("mitigation"):
+                plan.to_write[p.finding_id]["mitigation"] = found_again["mitigation"]
     cancel_entries: list[JSON] = []
     cancelled: dict[str, list[PersistedIssue]] = {plan.order_ref: [] for plan in plans}
     for p in stale:
