@@ -24,10 +24,18 @@ def is_read(key: str) -> bool:
     return key in READ_KEYS or key.startswith("Medication/")
 
 
+def is_this_service(server: str, public_base_url: str) -> bool:
+    """A fhirServer at this service's own base URL (PUBLIC_BASE_URL) is never called: each
+    call would hold a worker thread waiting on another of this service's own."""
+    server, base = server.rstrip("/").lower(), public_base_url.rstrip("/").lower()
+    return server == base or server.startswith(base + "/")
+
+
 def fetch_keys(call: HookCall, urls: Mapping[str, str], settings: Settings, deadline: Deadline
                ) -> dict[str, KeyData]:
     server = call.fhir_server
-    if server is None or not fetch.allowed(server, settings.fhir_allowlist):
+    if server is None or not fetch.allowed(server, settings.fhir_allowlist) \
+            or is_this_service(server, settings.public_base_url):
         return {key: KeyData([], failed=True) for key in urls}
     client = fetch.FhirClient(server, call.fhir_token, settings.fhir_allowlist,
                               settings.max_request_bytes)
