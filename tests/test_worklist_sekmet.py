@@ -8,29 +8,18 @@ Task."""
 
 from __future__ import annotations
 
-import argparse
-import io
-import json
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 import requests
-from flask import Flask
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.support.ui import Select
 
 from service import create_app
-from service.config import Settings
-from service.knowledge import load
-from service.store import get_store
-from service.watch.commands import watch_cmd
-from service.watch.queue import WatchStore
-from service.watch.worker import Worker
 
 from .builders import dosage, order, patient
 from .context_builders import creatinine, weight
@@ -39,22 +28,19 @@ from .services import SEKMET_TOKEN, Sekmet, free_port, running_sekmet
 from .test_ui_browser import OUTPUT, wait
 from .test_ui_browser import browser as browser  # noqa: F401 - the Chromium fixture
 from .test_watch_sekmet import Receiver, wait_for
+from .test_watch_sekmet import World as WatchWorld
 
 NOTIFY_TOKEN = "worklist-notify-" + uuid.uuid4().hex
 PHARMACIST = "pharmacist-token-0123"
 OWNER = "Organization/pharmacy"
 
 
-@dataclass
-class World:
-    sekmet: Sekmet
-    app: Flask
-    settings: Settings
-    ws: WatchStore
-    base: str
+class World(WatchWorld):
+    """The watch's test world (tests/test_watch_sekmet.py) with the worklist's reads."""
 
-    def worker(self) -> Worker:
-        return Worker(self.settings, get_store(self.app), self.ws, load())
+    @property
+    def base(self) -> str:
+        return self.settings.public_base_url
 
     def worklist(self, query: str = "") -> dict[str, Any]:
         resp = requests.get(f"{self.base}/worklist.json{query}", timeout=10,
@@ -82,8 +68,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
         receiver = Receiver(app, our_port)
         receiver.start()
         try:
-            yield World(sek, app, app.config["SETTINGS"], app.extensions["watch"],
-                        f"http://127.0.0.1:{our_port}")
+            yield World(sek, app, app.config["SETTINGS"], app.extensions["watch"], receiver)
         finally:
             receiver.stop()
 
@@ -119,9 +104,7 @@ def test_new_lab_to_worklist_to_task_to_resolve_in_the_browser(
     sek.put(lab(0.8, 1))
     sek.put(order(dosage(15), id=oid, status="active", subject=subject,
                   authoredOn=f"{today - timedelta(days=60)}T08:00:00Z"))
-    out = io.StringIO()
-    assert watch_cmd(argparse.Namespace(watch_command="subscribe", remove=False), out,
-                     world.settings) == 0
+    assert world.command(watch_command="subscribe", remove=False)["created"]
     wait_for(lambda: all(e["resource"]["status"] == "active" for e in sek.get(
         "Subscription?_count=100").json().get("entry", [])), "the Subscriptions to be active")
 
@@ -225,7 +208,4 @@ def test_new_lab_to_worklist_to_task_to_resolve_in_the_browser(
     validate(cancelled)
     assert cancelled["status"] == "cancelled"
     assert read(sek, task_ref)["status"] == "completed"
-    out = io.StringIO()
-    assert watch_cmd(argparse.Namespace(watch_command="subscribe", remove=True), out,
-                     world.settings) == 0
-    assert json.loads(out.getvalue())["deleted"]
+    assert world.command(watch_command="subscribe", remove=True)["deleted"]
