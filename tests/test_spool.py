@@ -343,3 +343,19 @@ def test_an_existing_world_readable_sqlite_file_is_made_private(tmp_path: Path) 
     os.chmod(path, 0o644)
     Store(f"sqlite:///{path}").start().close()
     assert path.stat().st_mode & 0o777 == 0o600
+
+
+def test_spool_replay_by_hand(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                              capsys: pytest.CaptureFixture[str]) -> None:
+    from service.cli import main
+
+    url = f"sqlite:///{tmp_path}/a.sqlite3"
+    subprocess.run([sys.executable, "-c", WRITER, str(tmp_path / "spool"), url], cwd=ROOT,
+                   capture_output=True, check=False)
+    monkeypatch.setenv("DATABASE_URL", url)
+    monkeypatch.setenv("SPOOL_DIR", str(tmp_path / "spool"))
+    assert main(["spool", "replay"]) == 0
+    assert capsys.readouterr().out == ("replayed 5 records (0 recorded before) from 1 files; "
+                                       "0 files held by running processes\n")
+    assert Store(url).counts()["checks"] == 5
+    assert main(["spool", "replay"]) == 0  # nothing left: nothing again
