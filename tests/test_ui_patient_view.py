@@ -5,12 +5,17 @@ report shows."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
+import pytest
 import requests
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import Select
 
 from .test_ui_browser import (  # noqa: F401 - fixtures
     WAIT_S,
+    Live,
+    _serve,
     browser,
     cards,
     live,
@@ -63,4 +68,33 @@ def test_override_comment_reaches_the_report(page, live):  # noqa: F811
     cell = page.find_element(By.CSS_SELECTOR, "tr[data-rule='interaction.opioid'] td.comments")
     assert "sedation checked daily" in cell.text
     screenshot(page, "alerts-comments")
+    no_console_errors(page)
+
+
+@pytest.fixture(scope="module")
+def live_epic(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
+    """The app with the Epic card style for every caller (CDS_CLIENT_STYLE)."""
+    yield from _serve({"API_REQUIRE_AUTH": False, "CDS_REQUIRE_JWT": False,
+                       "CDS_CLIENT_STYLE": "epic"}, tmp_path_factory.mktemp("live-epic"))
+
+
+def test_epic_style_cards_on_the_page(page, live_epic):  # noqa: F811
+    """The Epic style's create suggestion fills the form; its delete suggestion has no button
+    (nothing to put in the form); the rule id (in topic.display) still links to the rule."""
+    pick_demo(page, live_epic.base, "2-crcl-40")
+    set_value(page.find_element(By.ID, "dose"), "20")
+    page.find_element(By.ID, "check").click()
+    wait(page, lambda d: "renal.dose-band" in cards(d), "the renal card")
+    status_done(page)
+    card = cards(page)["renal.dose-band"]
+    link = card.find_element(By.CSS_SELECTOR, ".source a[href*='/rules#']")
+    assert link.get_attribute("href") == live_epic.base + "/rules#rule-renal.dose-band"
+    buttons = card.find_elements(By.CSS_SELECTOR, "button.suggestion")
+    assert len(buttons) == 1 and "40 mg/day" in buttons[0].text
+    buttons[0].click()
+    wait(page, lambda d: d.find_element(By.ID, "status").text.startswith("Applied: "),
+         "the suggestion to be applied and checked again")
+    status_done(page)
+    assert "renal.dose-band" not in cards(page)
+    screenshot(page, "try-epic-style")
     no_console_errors(page)

@@ -312,11 +312,14 @@
     } else {
       sourceLine.appendChild(document.createTextNode(source.label || ""));
     }
+    /* the Epic style writes the code in letters and digits only, the rule id in display */
+    var ruleId = data.ruleIds.indexOf(topic.code) >= 0 ? topic.code :
+      data.ruleIds.indexOf(topic.display) >= 0 ? topic.display : null;
     if (topic.code) {
       sourceLine.appendChild(document.createTextNode(" \u00b7 rule "));
-      var ruleCode = el("code", { text: topic.code });
-      sourceLine.appendChild(data.ruleIds.indexOf(topic.code) >= 0 ?
-        el("a", { href: "/rules#rule-" + encodeURIComponent(topic.code) }, [ruleCode]) : ruleCode);
+      var ruleCode = el("code", { text: ruleId || topic.code });
+      sourceLine.appendChild(ruleId ?
+        el("a", { href: "/rules#rule-" + encodeURIComponent(ruleId) }, [ruleCode]) : ruleCode);
     }
     main.appendChild(sourceLine);
     var actions = el("div", { className: "card-actions" });
@@ -371,7 +374,7 @@
       el("p", { className: "muted", text: Array.isArray(ext) ? "DetectedIssues on this card" : "DetectedIssue" }),
       el("pre", { className: "json", tabindex: "0", text: ext ? JSON.stringify(ext, null, 2) : "(none)" })
     ]);
-    return el("article", { className: "card card-" + indicator, "data-rule": topic.code || "",
+    return el("article", { className: "card card-" + indicator, "data-rule": ruleId || topic.code || "",
                            "aria-labelledby": id + "-summary" }, [main, raw]);
   }
 
