@@ -18,11 +18,15 @@ Prints one JSON report (ratios and targets first) and writes it to bench/results
 - population: ``baclofen-check review`` over generated Bulk Data exports of 10,000 and
   100,000 patients (bench/population_bench.py): patients and orders per second, and the peak
   memory of all its processes at each size.
+- watch: against sekmet with the Subscriptions registered, 200 patients on baclofen and a
+  burst of 1,000 new creatinine results (bench/watch_bench.py): event-to-DetectedIssue
+  latency p50/p95/p99, re-checks per second, queue depth over time, worker memory, and
+  whether every expected finding is on the server exactly once.
 
 Not a test: nothing here passes or fails the build. The machine may be shared; the report
 records the load average before and after so that noisy numbers can be recognised.
 
-    .venv/bin/python bench/run.py [--quick] [--only engine,http,self_fetch,batch,population]
+    .venv/bin/python bench/run.py [--quick] [--only engine,http,self_fetch,batch,population,watch]
 """
 
 from __future__ import annotations
@@ -70,6 +74,8 @@ TARGETS = {
     "batch_memory_flat": "true",
     "population_largest_s": "< 300",
     "population_memory_ratio": "<= 1.2",
+    "watch_p99_s": "< 10",
+    "watch_correct": "true",
 }
 
 WRK_SCRIPT = r"""
@@ -713,6 +719,9 @@ def headline(report: dict[str, Any]) -> tuple[dict[str, Any], list[dict[str, Any
         "population_largest_s": (report.get("population") or {}).get("largest_seconds"),
         "population_memory_ratio": (report.get("population") or {}).get(
             "memory_ratio_largest_to_smallest"),
+        "watch_p99_s": ((report.get("watch") or {}).get(
+            "latency_event_to_detected_issue_s") or {}).get("p99"),
+        "watch_correct": ((report.get("watch") or {}).get("checks") or {}).get("ok"),
     }
     checks: dict[str, Callable[[Any], bool]] = {
         "http_ratio_c4": lambda v: v >= 0.5,
@@ -722,6 +731,8 @@ def headline(report: dict[str, Any]) -> tuple[dict[str, Any], list[dict[str, Any
         "batch_memory_flat": lambda v: v is True,
         "population_largest_s": lambda v: v < 300,
         "population_memory_ratio": lambda v: v <= 1.2,
+        "watch_p99_s": lambda v: v < 10,
+        "watch_correct": lambda v: v is True,
     }
     targets = []
     for name, value in values.items():
@@ -737,7 +748,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="baclofen-check benchmark (make bench)")
     parser.add_argument("--quick", action="store_true",
                         help="short points and 5,000 batch lines (a smoke run, not the report)")
-    parser.add_argument("--only", default="engine,http,self_fetch,batch,population",
+    parser.add_argument("--only", default="engine,http,self_fetch,batch,population,watch",
                         help="comma-separated sections to run")
     parser.add_argument("--seconds", type=float, default=None, help="seconds per HTTP point")
     parser.add_argument("--batch-lines", type=int, default=None)
@@ -799,6 +810,9 @@ def main(argv: list[str] | None = None) -> int:
             "1000,5000" if args.quick else "10000,100000")).split(","))
         section("population", lambda: population_section(workdir, _cli(), _tree_memory_kb,
                                                          sizes, log=log))
+        from bench import watch_bench
+
+        section("watch", lambda: watch_bench.watch_section(workdir, sys.modules[__name__], log))
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     meta["finished"] = datetime.now(UTC).isoformat(timespec="seconds")

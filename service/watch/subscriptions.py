@@ -43,6 +43,10 @@ NOTIFY_PATH = "/subscriptions/notify"
 CURSOR = "cursor:"
 # choice: a catch-up page holds up to 1000 resources (sekmet's maximum); every page is read
 CATCH_UP_PAGE = 1000
+# choice: each catch-up looks back this far before its cursor (the versions it saw then are
+# remembered and not queued again), for a server whose writes commit in another order than
+# their lastUpdated
+CATCH_UP_OVERLAP_S = 10.0
 # the prefetch parameters that are not about which resources are inputs
 _NOT_CRITERIA = frozenset({"patient", "subject", "_sort", "_count", "_include"})
 
@@ -218,7 +222,10 @@ def catch_up(client: FhirClient, settings: Settings, kb: Knowledge, ws: WatchSto
         if cursor is None:   # never subscribed from this database: look back two periods
             cursor = (now - timedelta(seconds=2 * settings.watch_check_s)).isoformat()
         sep = "&" if "?" in crit else "?"
-        query = (f"{crit}{sep}_lastUpdated={quote('ge' + cursor, safe='')}"
+        start = _parse_instant(cursor)
+        look_from = cursor if start is None or since is not None else \
+            (start - timedelta(seconds=CATCH_UP_OVERLAP_S)).isoformat()
+        query = (f"{crit}{sep}_lastUpdated={quote('ge' + look_from, safe='')}"
                  f"&_sort=_lastUpdated&_count={CATCH_UP_PAGE}")
         resources = client.search(query, deadline)
         result.found += len(resources)
