@@ -25,6 +25,8 @@ def app(tmp_path: Path) -> Flask:
         "API_REQUIRE_AUTH": True, "API_TOKENS": "t", "CDS_REQUIRE_JWT": False,
         "DATABASE_URL": f"sqlite:///{tmp_path}/audit.sqlite3",
         "WATCH_NOTIFY_TOKEN": NOTIFY_TOKEN, "TESTING": True,
+        # nothing listens there: the receiver must never need the FHIR server
+        "FHIR_SERVER_URL": "http://127.0.0.1:9/fhir", "FHIR_SERVER_TOKEN": "x",
     })
 
 
@@ -49,7 +51,16 @@ def queued(app: Flask) -> list[tuple[str, int]]:
     return [(e["patient_ref"], e["events"]) for e in ws(app).entries()]
 
 
+def outbound_calls() -> float:
+    from prometheus_client import REGISTRY
+
+    return sum(s.value for m in REGISTRY.collect()
+               if m.name == "baclofen_check_outbound_fhir_calls" for s in m.samples
+               if s.name.endswith("_total"))
+
+
 def test_put_of_the_changed_resource_queues_its_patient(app: Flask, client: FlaskClient) -> None:
+    calls = outbound_calls()
     resp = client.put("/subscriptions/notify/Observation/cr-1", json=lab("cr-1", "p1"),
                       headers={**HOOK, "Content-Type": f"{FHIR}; charset=utf-8"})
     assert resp.status_code == 200, resp.get_data(as_text=True)
@@ -61,6 +72,7 @@ def test_put_of_the_changed_resource_queues_its_patient(app: Flask, client: Flas
     assert [t["resource"] for t in triggers] == ["Observation/cr-1/_history/1",
                                                  "Observation/cr-2/_history/1"]
     assert triggers[0]["kind"] == "notification"
+    assert outbound_calls() == calls
 
 
 def test_post_forms_resource_bundle_and_ping(app: Flask, client: FlaskClient) -> None:

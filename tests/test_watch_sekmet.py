@@ -257,7 +257,9 @@ def test_the_watch_end_to_end(world: World) -> None:
                          headers={"Authorization": f"Bearer {NOTIFY_TOKEN}"}, timeout=5)
     assert resp.status_code == 200
     assert catch_up_due(ws, datetime.now(UTC))
-    assert world.worker().run(once=True) == 0    # the catch-up it asked for finds nothing new
+    # `watch work --once`: the catch-up it asked for finds nothing new, nothing to re-check
+    done = world.command(watch_command="work", once=True, threads=1, metrics_port=None)
+    assert done == {"rechecked": 0, "queue": {"pending": 0, "running": 0, "failed": 0}}
     assert not catch_up_due(ws, datetime.now(UTC))
     # by hand from an hour ago: the current versions of the patient, the weight, three labs
     # and the order; all but those written before subscribing were brought by a notification,
