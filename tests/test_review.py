@@ -250,8 +250,6 @@ def test_bad_arguments_are_refused_with_a_message(tmp_path: Path,
     assert main(["review", "--export-dir", str(tmp_path), "--out", str(tmp_path / "o"),
                  "--check-time", "yesterday"]) == 2
     assert "--check-time" in capsys.readouterr().err
-    assert main(["review", "--export-dir", str(tmp_path), "--out", str(tmp_path / "o"),
-                 "--engine", "spark"]) == 2
 
 
 @pytest.fixture(scope="module")

@@ -31,7 +31,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--profile", choices=["us", "uk"], default=None)
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1,
                         help="worker processes (default: one per core)")
-    parser.add_argument("--memory-limit", default="512MB",
+    parser.add_argument("--memory-limit", default="128MB",
                         help="DuckDB's memory limit while grouping (it spills to disk beyond)")
 
 

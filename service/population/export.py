@@ -170,7 +170,7 @@ class ExportReader:
     """Loads an export directory into DuckDB and hands out the records to check."""
 
     def __init__(self, directory: Path, kb: Knowledge, max_line_bytes: int,
-                 memory_limit: str = "512MB", workdir: Path | None = None) -> None:
+                 memory_limit: str = "128MB", workdir: Path | None = None) -> None:
         import duckdb
 
         self.directory = directory
@@ -182,7 +182,11 @@ class ExportReader:
         self.con = duckdb.connect(db)
         self.con.execute(f"SET memory_limit = {_sql_text(memory_limit)}")
         self.con.execute(f"SET temp_directory = {_sql_text(self._tmp.name)}")
-        self.con.execute("SET threads = 2")
+        # choice: one thread: with two, DuckDB could not keep the join of the checked
+        # patients' texts within a small memory limit (100,000 patients at 128MB failed);
+        # with one it spills to disk and the memory of a review stays flat in the size of
+        # the export (bench part population)
+        self.con.execute("SET threads = 1")
         self.con.execute("SET enable_progress_bar = false")
         self.stats = LoadStats()
         self.problems: list[Problem] = []
@@ -276,12 +280,20 @@ class ExportReader:
                     "rej.r - rej.j <= raw.line) WHERE fno = ?", [fno])
 
     def _resources(self) -> None:
+        """Type, id, patient and referenced Medication of every line, and the problems.
+
+        choice: the texts are never carried through a window or a sort but once, for the
+        patients that are checked only: DuckDB holds the small columns in memory and the
+        texts on disk, so memory stays flat however large the export is."""
         con = self.con
         names = ", ".join(_sql_text(t) for t in READ_TYPES)
         patient_ref = r"'(?:^|/)Patient/([^/]+)(?:/_history/[^/]*)?$'"
         med_ref = r"'(?:^|/)Medication/([^/]+)(?:/_history/[^/]*)?$'"
-        con.execute("""
-            CREATE TABLE parsed AS
+        tests = [f"contains(lower(obj), {_sql_text(t)})" for t in screening_terms(self.kb)]
+        tests += ["json_extract(obj, '$.medicationReference') IS NOT NULL",
+                  "contains(obj, '\\u')"]
+        con.execute(f"""
+            CREATE TABLE meta AS
             WITH j AS (
                 -- (a CASE does not keep DuckDB from evaluating both branches: the JSON
                 -- functions only ever see valid JSON)
@@ -289,59 +301,61 @@ class ExportReader:
                        CASE WHEN json_valid(text) THEN text ELSE 'null' END AS valid
                 FROM raw
             ), o AS (
-                SELECT *, CASE WHEN json_type(valid) = 'OBJECT' THEN valid ELSE '{}' END AS obj
+                SELECT fno, line, text, ok,
+                       CASE WHEN json_type(valid) = 'OBJECT' THEN valid ELSE '{{}}' END AS obj
                 FROM j
+            ), t AS (
+                SELECT fno, line, ok, obj,
+                       json_extract_string(obj, '$.resourceType') AS rtype,
+                       json_extract_string(obj, '$.id') AS rid, hash(text) AS h,
+                       json_extract_string(obj, '$.resourceType') = 'MedicationRequest'
+                         AND json_extract_string(obj, '$.status') = 'active'
+                         AND ({' OR '.join(tests)}) AS maybe
+                FROM o
             )
-            SELECT fno, line, text, ok, json_extract_string(obj, '$.resourceType') AS rtype,
-                   json_extract_string(obj, '$.id') AS rid
-            FROM o""")
-        con.execute("DROP TABLE raw")
+            SELECT fno, line, ok, rtype, rid, h, coalesce(maybe, false) AS maybe,
+                   CASE WHEN rtype = 'Patient' THEN rid
+                        WHEN rtype = 'Medication' OR rtype NOT IN ({names}) THEN NULL
+                        ELSE nullif(regexp_extract(coalesce(
+                            json_extract_string(obj, '$.subject.reference'),
+                            json_extract_string(obj, '$.patient.reference'), ''),
+                            {patient_ref}, 1), '') END AS pid,
+                   CASE WHEN rtype IN ('MedicationRequest', 'MedicationStatement',
+                                       'MedicationDispense')
+                        THEN nullif(regexp_extract(coalesce(json_extract_string(
+                            obj, '$.medicationReference.reference'), ''), {med_ref}, 1),
+                            '') END AS medref
+            FROM t""")  # noqa: S608 - constants and knowledge values, quoted
         for fno, line in con.execute(
-                "SELECT fno, line FROM parsed WHERE NOT ok ORDER BY fno, line").fetchall():
+                "SELECT fno, line FROM meta WHERE NOT ok ORDER BY fno, line").fetchall():
             self.problems.append(Problem(self._names[fno], int(line),
                                          "the line is not JSON; not read"))
         for fno, line in con.execute(
-                "SELECT fno, line FROM parsed WHERE ok AND rtype IS NULL "
+                "SELECT fno, line FROM meta WHERE ok AND rtype IS NULL "
                 "ORDER BY fno, line").fetchall():
             self.problems.append(Problem(self._names[fno], int(line),
                                          "the line is not a FHIR resource (no resourceType); "
                                          "not read"))
-        ignored = (f"SELECT rtype, count(*) FROM parsed WHERE rtype NOT IN ({names}) "  # noqa: S608
+        ignored = (f"SELECT rtype, count(*) FROM meta WHERE rtype NOT IN ({names}) "  # noqa: S608
                    "GROUP BY rtype ORDER BY rtype")
         for rtype, n in con.execute(ignored).fetchall():
             self.stats.ignored[str(rtype)] = int(n)
         con.execute(f"""
             CREATE TABLE res AS
-            WITH typed AS (
-                SELECT fno, line, text, rtype, rid,
-                       CASE WHEN rtype = 'Patient' THEN rid
-                            WHEN rtype = 'Medication' THEN NULL
-                            ELSE nullif(regexp_extract(coalesce(
-                                json_extract_string(text, '$.subject.reference'),
-                                json_extract_string(text, '$.patient.reference'), ''),
-                                {patient_ref}, 1), '') END AS pid,
-                       CASE WHEN rtype IN ('MedicationRequest', 'MedicationStatement',
-                                           'MedicationDispense')
-                            THEN nullif(regexp_extract(coalesce(json_extract_string(
-                                text, '$.medicationReference.reference'), ''), {med_ref}, 1),
-                                '') END AS medref
-                FROM parsed WHERE rtype IN ({names})
-            ), ranked AS (
-                SELECT *, row_number() OVER (PARTITION BY rtype, rid ORDER BY fno DESC,
-                                             line DESC) AS copy,
-                       count(*) OVER (PARTITION BY rtype, rid) AS copies,
-                       count(DISTINCT text) OVER (PARTITION BY rtype, rid) AS versions
-                FROM typed
-            )
-            SELECT * FROM ranked ORDER BY pid, fno, line""")  # noqa: S608 - constants
-        con.execute("DROP TABLE parsed")
+            SELECT fno, line, rtype, rid, pid, medref, maybe,
+                   rid IS NULL OR row_number() OVER (PARTITION BY rtype, rid
+                                                     ORDER BY fno DESC, line DESC) = 1 AS used,
+                   count(*) OVER (PARTITION BY rtype, rid) AS copies,
+                   count(DISTINCT h) OVER (PARTITION BY rtype, rid) AS versions
+            FROM meta WHERE rtype IN ({names})""")  # noqa: S608 - constants
+        con.execute("DROP TABLE meta")
         for rtype, n in con.execute(
-                "SELECT rtype, count(*) FROM res WHERE copy = 1 OR rid IS NULL "
-                "GROUP BY rtype ORDER BY rtype").fetchall():
+                "SELECT rtype, count(*) FROM res WHERE used GROUP BY rtype ORDER BY rtype"
+                ).fetchall():
             self.stats.resources[str(rtype)] = int(n)
         for fno, line, rtype, rid, copies in con.execute(
                 "SELECT fno, line, rtype, rid, copies FROM res WHERE rid IS NOT NULL AND "
-                "copy = 1 AND versions > 1 ORDER BY fno, line").fetchall():
+                "used AND versions > 1 ORDER BY fno, line").fetchall():
             # the same resource written again (a Medication in every patient block) is not
             # worth a word; different versions of it are
             self.problems.append(Problem(
@@ -360,21 +374,14 @@ class ExportReader:
         self.stats.patients = int(row[0]) if row else 0
 
     def _select(self) -> None:
-        """The patients to check: an active MedicationRequest that may be baclofen."""
+        """The patients to check (an active MedicationRequest that may be baclofen, see the
+        module docstring), then their resources with their texts, sorted by patient."""
         con = self.con
-        # every baclofen_* entry of the knowledge's recognition (word, brands, codes), as a
-        # case-blind substring of the line: a superset of what the check recognises
-        tests = [f"contains(lower(text), {_sql_text(t)})" for t in screening_terms(self.kb)]
-        tests += ["medref IS NOT NULL",
-                  "json_extract(text, '$.medicationReference') IS NOT NULL",
-                  "contains(text, '\\u')"]
-        con.execute(f"""
+        con.execute("""
             CREATE TABLE cand AS
             SELECT DISTINCT pid FROM res
-            WHERE rtype = 'MedicationRequest' AND (copy = 1 OR rid IS NULL) AND pid IS NOT NULL
-              AND json_extract_string(text, '$.status') = 'active'
-              AND ({' OR '.join(tests)})
-            ORDER BY pid""")  # noqa: S608 - knowledge values, quoted
+            WHERE rtype = 'MedicationRequest' AND used AND pid IS NOT NULL
+              AND (maybe OR medref IS NOT NULL)""")
         for pid, fno, line in con.execute("""
                 SELECT c.pid, min(r.fno), min(r.line) FROM cand c JOIN res r USING (pid)
                 WHERE NOT EXISTS (SELECT 1 FROM res p WHERE p.rtype = 'Patient'
@@ -389,6 +396,19 @@ class ExportReader:
                     "'Patient' AND rid IS NOT NULL)")   # named above, not checked
         row = con.execute("SELECT count(*) FROM cand").fetchone()
         self.stats.candidates = int(row[0]) if row else 0
+        con.execute("""
+            CREATE TABLE mine AS
+            SELECT r.pid, r.rtype, r.fno, r.line, r.medref, r.rtype <> 'Patient' AS later, x.text
+            FROM res r JOIN cand c USING (pid) JOIN raw x USING (fno, line)
+            WHERE r.used
+            ORDER BY r.pid, later, r.fno, r.line""")
+        con.execute("""
+            CREATE TABLE meds AS
+            SELECT r.rid, r.fno, r.line, x.text FROM res r JOIN raw x USING (fno, line)
+            WHERE r.rtype = 'Medication' AND r.used
+              AND r.rid IN (SELECT medref FROM mine WHERE medref IS NOT NULL)""")
+        con.execute("DROP TABLE raw")
+        con.execute("DROP TABLE res")
 
     # --- handing out ------------------------------------------------------------------------
 
@@ -401,17 +421,12 @@ class ExportReader:
         for at in range(0, len(pids), per_chunk):
             low, high = pids[at], pids[min(at + per_chunk, len(pids)) - 1]
             rows = con.execute("""
-                WITH mine AS (
-                    SELECT r.pid, r.rtype, r.fno, r.line, r.text, r.medref
-                    FROM res r JOIN cand c USING (pid)
-                    WHERE r.pid BETWEEN ? AND ? AND (r.copy = 1 OR r.rid IS NULL)
-                ), meds AS (
-                    SELECT DISTINCT u.pid, m.rtype, m.fno, m.line, m.text
-                    FROM (SELECT DISTINCT pid, medref FROM mine WHERE medref IS NOT NULL) u
-                    JOIN res m ON m.rtype = 'Medication' AND m.rid = u.medref AND m.copy = 1
-                )
-                SELECT pid, rtype, fno, line, text, rtype <> 'Patient' AS later FROM mine
-                UNION ALL SELECT pid, rtype, fno, line, text, true FROM meds
+                WITH chunk AS (SELECT * FROM mine WHERE pid BETWEEN ? AND ?),
+                used AS (SELECT DISTINCT pid, medref FROM chunk WHERE medref IS NOT NULL)
+                SELECT pid, rtype, fno, line, text, later FROM chunk
+                UNION ALL
+                SELECT u.pid, 'Medication', m.fno, m.line, m.text, true
+                FROM used u JOIN meds m ON m.rid = u.medref
                 ORDER BY pid, later, fno, line""", [low, high]).fetchall()
             current: Record | None = None
             for pid, rtype, fno, line, text, _later in rows:

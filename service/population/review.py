@@ -51,7 +51,7 @@ class Options:
     profile: str
     jobs: int = 1
     max_line_bytes: int = 5_000_000
-    memory_limit: str = "512MB"
+    memory_limit: str = "128MB"
     progress: Callable[[str, int, int], None] | None = None   # (stage, done, total)
     source: str | None = None    # where the export came from (a server's $export)
 
