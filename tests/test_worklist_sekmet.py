@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 import pytest
@@ -19,16 +19,13 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.support.ui import Select
 
-from service import create_app
-
-from .builders import dosage, order, patient
-from .context_builders import creatinine, weight
 from .fhir_validate import validate
-from .services import SEKMET_TOKEN, Sekmet, free_port, running_sekmet
+from .services import Sekmet
 from .test_ui_browser import OUTPUT, wait
 from .test_ui_browser import browser as browser  # noqa: F401 - the Chromium fixture
-from .test_watch_sekmet import Receiver, wait_for
 from .test_watch_sekmet import World as WatchWorld
+from .test_watch_sekmet import wait_for
+from .watch_world import Record, watch_world
 
 NOTIFY_TOKEN = "worklist-notify-" + uuid.uuid4().hex
 PHARMACIST = "pharmacist-token-0123"
@@ -51,26 +48,9 @@ class World(WatchWorld):
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
-    home = tmp_path_factory.mktemp("sekmet-worklist")
-    port = free_port()
-    auth = (f"  types: [bearer]\n  tokens: [{SEKMET_TOKEN}]\n"
-            "subscriptions:\n  retries: 1\n")
-    with running_sekmet(home, port, auth) as pid:
-        sek = Sekmet(f"http://127.0.0.1:{port}/fhir", SEKMET_TOKEN, pid)
-        our_port = free_port()
-        app = create_app({
-            "API_REQUIRE_AUTH": True, "API_TOKENS": f"{PHARMACIST}:write",
-            "CDS_REQUIRE_JWT": False, "DATABASE_URL": f"sqlite:///{home}/audit.sqlite3",
-            "FHIR_SERVER_URL": sek.base_url, "FHIR_SERVER_TOKEN": SEKMET_TOKEN,
-            "PUBLIC_BASE_URL": f"http://127.0.0.1:{our_port}",
-            "WATCH_NOTIFY_TOKEN": NOTIFY_TOKEN, "WATCH_TASK_OWNER": OWNER, "TESTING": True,
-        })
-        receiver = Receiver(app, our_port)
-        receiver.start()
-        try:
-            yield World(sek, app, app.config["SETTINGS"], app.extensions["watch"], receiver)
-        finally:
-            receiver.stop()
+    with watch_world(tmp_path_factory.mktemp("sekmet-worklist"), NOTIFY_TOKEN, World,
+                     API_TOKENS=f"{PHARMACIST}:write", WATCH_TASK_OWNER=OWNER) as world:
+        yield world
 
 
 def read(sek: Sekmet, ref: str) -> dict[str, Any]:
@@ -82,34 +62,20 @@ def read(sek: Sekmet, ref: str) -> dict[str, Any]:
 def test_new_lab_to_worklist_to_task_to_resolve_in_the_browser(
         world: World, browser: WebDriver) -> None:  # noqa: F811 - the fixture
     sek, ws = world.sekmet, world.ws
-    today = datetime.now(UTC).date()
-    tag = uuid.uuid4().hex[:8]
-    pid, oid = f"p-{tag}", f"o-{tag}"
-    subject = {"reference": f"Patient/{pid}"}
-
-    def lab(value: float, n: int) -> dict[str, Any]:
-        # 9 days apart: each is alone in the renal rules' 7-day window of the newest
-        res = creatinine(value, id=f"cr-{tag}-{n}", when=str(today - timedelta(days=54 - 9 * n)))
-        res["subject"] = subject
-        return res
+    rec = Record(sek)
+    pid, oid, subject, lab = rec.pid, rec.oid, rec.subject, rec.lab
 
     def settle(what: str) -> None:
         wait_for(lambda: ws.entries(), what)
         assert world.worker().drain() >= 1
 
-    sek.put(patient(id=pid, birth_date=f"{today.year - 71}-01-01"))
-    w = weight(70, id=f"w-{tag}", when=str(today - timedelta(days=20)))
-    w["subject"] = subject
-    sek.put(w)
-    sek.put(lab(0.8, 1))
-    sek.put(order(dosage(15), id=oid, status="active", subject=subject,
-                  authoredOn=f"{today - timedelta(days=60)}T08:00:00Z"))
+    rec.seed()
     assert world.command(watch_command="subscribe", remove=False)["created"]
     wait_for(lambda: all(e["resource"]["status"] == "active" for e in sek.get(
         "Subscription?_count=100").json().get("entry", [])), "the Subscriptions to be active")
 
     # --- a new lab: CrCl 44.7 mL/min, the 45 mg/day is over the 40 mg/day renal cap ---------
-    sek.put(lab(1.5, 2))
+    lab(1.5, 2)
     settle("the new lab's notification")
     listed = world.worklist()
     assert listed["total"] == 1
@@ -120,7 +86,7 @@ def test_new_lab_to_worklist_to_task_to_resolve_in_the_browser(
     assert entry["medication"]["dailyMg"] == 45
     assert entry["medication"]["dose"] == "15 mg three times a day"
     assert entry["medication"]["product"].lower().startswith("baclofen")
-    assert entry["trigger"]["resource"] == f"Observation/cr-{tag}-2"
+    assert entry["trigger"]["resource"] == f"Observation/cr-{rec.tag}-2"
     assert entry["trigger"]["kind"] == "notification"
     issue_ref, task_ref = entry["detectedIssue"], entry["task"]
     assert issue_ref.startswith("DetectedIssue/") and task_ref.startswith("Task/bc-task-")
@@ -178,11 +144,11 @@ def test_new_lab_to_worklist_to_task_to_resolve_in_the_browser(
     assert again.status_code == 409
 
     # --- the write-back keeps the mitigation -------------------------------------------------
-    sek.put(lab(0.8, 3))          # kidneys better: the finding is cancelled
+    lab(0.8, 3)          # kidneys better: the finding is cancelled
     settle("the better lab's notification")
     issue = read(sek, issue_ref)
     assert issue["status"] == "cancelled" and len(issue["mitigation"]) == 1
-    sek.put(lab(1.5, 4))          # worse again: the same value, of a new date
+    lab(1.5, 4)          # worse again: the same value, of a new date
     settle("the worse lab's notification")
     issue = read(sek, issue_ref)
     assert issue["status"] == "final" and issue["mitigation"] == [mitigation]
@@ -195,8 +161,7 @@ def test_new_lab_to_worklist_to_task_to_resolve_in_the_browser(
     assert back["task"] != task_ref and read(sek, back["task"])["status"] == "requested"
 
     # --- the prescriber lowers the dose: the finding is no longer raised, its Task cancelled -
-    sek.put(order(dosage(10), id=oid, status="active", subject=subject,
-                  authoredOn=f"{today - timedelta(days=60)}T08:00:00Z"))
+    rec.order(10)
     settle("the order change's notification")
     # (what the new dose raises is a finding of its own: 30 mg/day at 71 years with CrCl 44.7)
     now_open = world.worklist()["entries"]

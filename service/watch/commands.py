@@ -20,6 +20,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                                "FHIR_SERVER_URL; idempotent")
     subscribe.add_argument("--remove", action="store_true",
                            help="delete this service's Subscriptions instead")
+    subscribe.add_argument("--topics", action="store_true",
+                           help="topic-based Subscriptions (Subscriptions Backport IG) on the "
+                           "server's topics that cover the inputs, instead of the classic ones")
+    subscribe.add_argument("--content", choices=("full-resource", "id-only"),
+                           default="full-resource",
+                           help="with --topics: what each notification carries")
     work = sub.add_parser("work", help="run the worker: re-checks from the queue, and every "
                           "WATCH_CHECK_S the Subscription check and catch-up")
     work.add_argument("--once", action="store_true", help="drain the queue and exit")
@@ -40,8 +46,9 @@ def _open(settings: Settings) -> tuple[Any, Any]:
 
     if settings.fhir_server_url is None:
         raise SystemExit("baclofen-check: the watch needs FHIR_SERVER_URL")
-    if not settings.watch_notify_token:
-        raise SystemExit("baclofen-check: the watch needs WATCH_NOTIFY_TOKEN")
+    if not settings.watch_notify_token and not settings.watch_notify_hmac_secret:
+        raise SystemExit("baclofen-check: the watch needs WATCH_NOTIFY_TOKEN (or "
+                         "WATCH_NOTIFY_HMAC_SECRET for servers that sign their notifications)")
     store = open_store(settings.database_url, settings.audit_retention_days,
                        settings.db_connect_timeout_s, settings.db_statement_timeout_s)
     return store, worklist.create(WatchStore(store))
@@ -69,6 +76,17 @@ def watch_cmd(args: argparse.Namespace, out: TextIO = sys.stdout,
     try:
         client = fhir_server_client(settings)
         now = datetime.now(UTC)
+        if args.watch_command == "subscribe" and getattr(args, "topics", False):
+            from . import topics
+
+            try:
+                made = topics.subscribe(client, settings, kb, ws, now, args.content,
+                                        remove=args.remove)
+            except FetchFailure as exc:
+                print(f"baclofen-check: {exc}", file=sys.stderr)
+                return 1
+            out.write(json.dumps(made) + "\n")
+            return 0
         if args.watch_command == "subscribe":
             from .subscriptions import subscribe
 

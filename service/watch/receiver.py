@@ -60,6 +60,16 @@ def _settings() -> Settings:
 
 
 def _check_token(settings: Settings) -> None:
+    signature = request.headers.get("X-Hub-Signature")
+    if settings.watch_notify_hmac_secret and signature:   # signed instead (issue 20)
+        from .topics import signature_ok
+
+        check_size(request, settings.max_request_bytes)
+        if signature_ok(settings.watch_notify_hmac_secret, signature,
+                        request.get_data(cache=True)):
+            return
+        metrics.NOTIFICATIONS.labels("refused").inc()
+        raise unauthorized("the notification's signature (X-Hub-Signature) is not accepted")
     expected = settings.watch_notify_token
     header = request.headers.get("Authorization", "")
     scheme, _, given = header.partition(" ")
@@ -131,6 +141,12 @@ def events_of(body: Any, now: datetime) -> tuple[str, list[Event]]:
     events = [e for e in _resource_events(changed, "notification", now)
               if e.patient_ref is not None]
     if not changed:  # id-only (or empty) notification: the patients are not named
+        from .topics import focus_refs
+
+        focus = focus_refs(status) if status is not None else []
+        if focus:    # the worker reads each focus from the server (service/watch/topics.py)
+            return "bundle-ids", [Event(None, Trigger("focus", ref, now), None)
+                                  for ref in focus]
         return "bundle-ids", [Event(None, Trigger("ping", None, now), None)]
     return "bundle", events
 
@@ -163,7 +179,7 @@ def _read_body(settings: Settings) -> Any:
 
 def _receive(path_type: str | None = None, path_id: str | None = None) -> Response:
     settings = _settings()
-    if settings.watch_notify_token is None:
+    if settings.watch_notify_token is None and settings.watch_notify_hmac_secret is None:
         raise ServiceError(404, [Problem("the watch receiver is off (WATCH_NOTIFY_TOKEN is "
                                          "not set)", "not-found")])
     _check_token(settings)
@@ -180,6 +196,11 @@ def _receive(path_type: str | None = None, path_id: str | None = None) -> Respon
     queued = 0
     try:
         for event in events:
+            if event.patient_ref is None and event.trigger.kind == "focus":
+                from .topics import keep_focus
+
+                keep_focus(ws, str(event.trigger.resource), now)
+                continue
             if event.patient_ref is None:
                 ws.put(CATCH_UP_REQUESTED, event.trigger.kind, now)
                 continue
@@ -198,7 +219,8 @@ def _receive(path_type: str | None = None, path_id: str | None = None) -> Respon
         "issue": [{"severity": "information", "code": "informational",
                    "diagnostics": f"notification received: {queued} re-check(s) queued"
                                   + ("; a catch-up requested" if any(
-                                      e.patient_ref is None for e in events) else "")}]}),
+                                      e.patient_ref is None and e.trigger.kind != "focus"
+                                      for e in events) else "")}]}),
         mimetype=FHIR_JSON)
 
 

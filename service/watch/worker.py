@@ -193,6 +193,7 @@ class Worker:
     def drain(self, owner: str | None = None, stop: threading.Event | None = None) -> int:
         """Re-check entries until none is due; returns how many were taken."""
         owner = owner or self.owner
+        self.focus()
         n = 0
         while stop is None or not stop.is_set():
             entry = self.ws.claim(owner, datetime.now(UTC))
@@ -201,6 +202,19 @@ class Worker:
             self.run_entry(entry, owner)
             n += 1
         return n
+
+    def focus(self) -> None:
+        """The focus resources of id-only topic notifications: read from the server, their
+        patients queued (service/watch/topics.py)."""
+        from .topics import has_focus, read_focus
+
+        if not has_focus(self.ws):
+            return
+        try:
+            read_focus(self.ws, self.client(), self.settings, datetime.now(UTC))
+        except (FetchFailure, ServiceError, SQLAlchemyError) as exc:
+            log.warning("the id-only focus resources could not be read; tried again later",
+                        extra={"event": "watch-focus-failed", "error_type": type(exc).__name__})
 
     def worklist(self, patient_ref: str | None = None) -> None:
         """The worklist's part (issue 20, service/watch/worklist.py): the orders of new entries
