@@ -47,7 +47,8 @@ def review_orders(data: Mapping[str, KeyData], patient_id: str, kb: Knowledge) -
     for res in data.get(REVIEW_KEY, KeyData([])).resources:
         if res.get("resourceType") != "MedicationRequest" or res.get("status") != "active":
             continue
-        key = f"MedicationRequest/{res.get('id')}"
+        # the same order in two pages of a search counts once (an order without id is its own)
+        key = f"MedicationRequest/{res['id']}" if as_str(res.get("id")) else str(id(res))
         if key in seen or not _for_patient(res, patient_id):
             continue
         if names_baclofen(res, index.resolve, kb):
