@@ -7,6 +7,7 @@ the HTTP endpoints. The FHIR server side (mitigation, Tasks) is tests/test_workl
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -17,20 +18,30 @@ from flask.testing import FlaskClient
 from sqlalchemy import select
 
 from service import create_app
+from service.store import get_store
 from service.watch.queue import Entry, FindingChange, WatchStore
 from service.watch.worklist import worklist_resolutions
+
+from .services import Postgres
 
 READ = {"Authorization": "Bearer reader"}
 WRITE = {"Authorization": "Bearer pharmacist"}
 
 
-@pytest.fixture
-def app(tmp_path: Path) -> Flask:
-    return create_app({
+@pytest.fixture(params=["sqlite", "postgresql"])
+def app(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Flask]:
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path}/audit.sqlite3"
+    else:
+        pg: Postgres = request.getfixturevalue("postgres")
+        url = pg.new_database()
+    app = create_app({
         "API_REQUIRE_AUTH": True, "API_TOKENS": "reader,pharmacist:write",
-        "CDS_REQUIRE_JWT": False, "DATABASE_URL": f"sqlite:///{tmp_path}/audit.sqlite3",
+        "CDS_REQUIRE_JWT": False, "DATABASE_URL": url,
         "WATCH_NOTIFY_TOKEN": "notify-token-0123456789abcdef", "TESTING": True,
     })
+    yield app
+    get_store(app).close()
 
 
 @pytest.fixture
