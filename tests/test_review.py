@@ -196,8 +196,10 @@ def test_what_cannot_be_read_is_named_with_file_and_line(tmp_path: Path) -> None
     ])
     _write(export / "Encounter.ndjson", [b"{}"])      # a type the rules do not read
     summary = _review(export, tmp_path / "out", "--jobs", "1")
-    outcomes = [json.loads(line)["issue"][0]["diagnostics"] for line in
-                (tmp_path / "out" / "OperationOutcome.ndjson").read_text().splitlines()]
+    lines = (tmp_path / "out" / "OperationOutcome.ndjson").read_text().splitlines()
+    for line in lines:
+        validate(json.loads(line))        # each is a valid R4 OperationOutcome
+    outcomes = [json.loads(line)["issue"][0]["diagnostics"] for line in lines]
     assert "Patient.ndjson line 2: the line is not UTF-8 text; not read" in outcomes
     assert "Patient.ndjson line 4: the line is not JSON; not read" in outcomes
     assert ("Patient.ndjson line 6: the line is not a FHIR resource (no resourceType); "
@@ -238,6 +240,8 @@ def test_a_patient_that_cannot_be_checked_is_named_and_the_rest_go_on(tmp_path: 
     assert "Patient/good: MedicationRequest/o-draft is a draft order: not reviewed" in text
     issues, _ = _by_patient(tmp_path / "out")
     assert set(issues) == {"good"}
+    for issue in issues["good"]:
+        validate(issue)
     assert all(i["implicated"][0]["reference"] == "MedicationRequest/o-good"
                for i in issues["good"])
 
