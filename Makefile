@@ -16,7 +16,7 @@ CDS_CLIENT_STAMP := tests/cds-client/node_modules/.installed
 # tests/oauth-issuer).
 OAUTH_ISSUER_STAMP := tests/oauth-issuer/node_modules/.installed
 
-.PHONY: run test lint typecheck unit bench clean system-check soak audit
+.PHONY: run test lint typecheck unit bench clean system-check soak audit faults-watch
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PY) -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11) and "Python 3.11 is required")'
@@ -83,6 +83,13 @@ bench: $(STAMP) $(SEKMET_STAMP)
 
 clean:
 	rm -rf $(VENV) $(SEKMET_VENV) $(HEALTHCHAIN_VENV) tests/cds-client/node_modules tests/oauth-issuer/node_modules var .pytest_cache .mypy_cache .ruff_cache .hypothesis
+
+## make faults-watch: the watch's fault run (bench/watch_bench.py --faults; not part of make
+## test): the bench's burst of 1,000 results with the worker killed by SIGKILL and restarted and
+## the receiver down for 30 s; exit 1 unless every patient was re-checked after its last event
+## and each expected finding is on the server exactly once.
+faults-watch: $(STAMP) $(SEKMET_STAMP)
+	$(BIN)/python bench/watch_bench.py --faults
 
 ## make soak: 10 minutes of mixed native and CDS Hooks load on loopback against gunicorn, with
 ## a restart half-way; checks zero errors, bounded memory and that every answered call was

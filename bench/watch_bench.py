@@ -142,6 +142,7 @@ class Cohort:
     orders: dict[str, str]          # patient id -> order id
     moving: set[str]                # the patients whose last lab moves them to a lower band
     events: list[tuple[str, dict[str, Any]]] = field(default_factory=list)  # (pid, obs)
+    last_event: dict[str, datetime] = field(default_factory=dict)   # on the server's clock
 
 
 def cohort(now: datetime) -> tuple[Cohort, list[dict[str, Any]]]:
@@ -270,7 +271,8 @@ def subscribe(s: Stack, remove: bool = False) -> dict[str, Any]:
 def post_burst(s: Stack, c: Cohort, during: Callable[[int], None] | None = None
                ) -> dict[str, datetime]:
     """Post the events with POSTERS clients; ``during(n)`` is called by the poster after the
-    n-th event. Returns, per moving patient, the server's lastUpdated of its 1.5 mg/dL lab."""
+    n-th event. Returns, per moving patient, the server's lastUpdated of its 1.5 mg/dL lab
+    (and keeps every patient's last one in ``c.last_event``)."""
     import requests
 
     created: dict[str, datetime] = {}
@@ -283,8 +285,11 @@ def post_burst(s: Stack, c: Cohort, during: Callable[[int], None] | None = None
         if not hasattr(sessions, "s"):
             sessions.s = requests.Session()
         stored = s.fhir.put(obs, sessions.s)
+        at = _parse(stored["meta"]["lastUpdated"])
         if obs["valueQuantity"]["value"] == 1.5:
-            created[pid] = _parse(stored["meta"]["lastUpdated"])
+            created[pid] = at
+        with lock:
+            c.last_event[pid] = max(at, c.last_event.get(pid, at))
         with lock:
             counter[0] += 1
             n = counter[0]
@@ -334,7 +339,11 @@ def verify(s: Stack, c: Cohort, since: datetime) -> dict[str, Any]:
         depth = dict(conn.execute(text(
             "SELECT state, COUNT(*) FROM watch_queue GROUP BY state")).all())
     engine.dispose()
-    rechecked = {str(p).split("/")[-1] for p, t in rows if t is not None}
+    # a patient counts as re-checked when a re-check finished after its last event was
+    # written on the server (the same host's clock)
+    rechecked = {str(p).split("/")[-1] for p, t in rows if t is not None and (
+        str(p).split("/")[-1] not in c.last_event
+        or _stamp(t).replace(tzinfo=UTC) >= c.last_event[str(p).split("/")[-1]])}
     not_rechecked = sorted(set(c.patients) - rechecked)
     return {"patients_with_expected_finding": MOVING - len(missing),
             "expected_findings_missing": missing[:10],
