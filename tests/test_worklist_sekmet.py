@@ -19,8 +19,11 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.support.ui import Select
 
+from service import create_app
+from service.store import get_store
+
 from .fhir_validate import validate
-from .services import Sekmet
+from .services import Sekmet, free_port
 from .test_ui_browser import OUTPUT, wait
 from .test_ui_browser import browser as browser  # noqa: F401 - the Chromium fixture
 from .test_watch_sekmet import World as WatchWorld
@@ -173,4 +176,38 @@ def test_new_lab_to_worklist_to_task_to_resolve_in_the_browser(
     validate(cancelled)
     assert cancelled["status"] == "cancelled"
     assert read(sek, task_ref)["status"] == "completed"
+    assert world.command(watch_command="subscribe", remove=True)["deleted"]
+
+
+def test_a_resolution_the_server_cannot_take_now_is_written_by_the_worker(
+        world: World) -> None:
+    sek, ws = world.sekmet, world.ws
+    rec = Record(sek).seed()
+    assert world.command(watch_command="subscribe", remove=False)["created"]
+    wait_for(lambda: all(e["resource"]["status"] == "active" for e in sek.get(
+        "Subscription?_count=100").json().get("entry", [])), "the Subscriptions to be active")
+    rec.lab(1.5, 2)
+    wait_for(lambda: ws.entries(), "the new lab's notification")
+    assert world.worker().drain() == 1
+    [entry] = [e for e in world.worklist()["entries"] if e["patient"] == f"Patient/{rec.pid}"]
+    # the same store, but the FHIR server is not reachable from this replica now
+    down = create_app({
+        "API_REQUIRE_AUTH": True, "API_TOKENS": f"{PHARMACIST}:write", "CDS_REQUIRE_JWT": False,
+        "DATABASE_URL": world.settings.database_url, "TESTING": True,
+        "FHIR_SERVER_URL": f"http://127.0.0.1:{free_port()}/fhir",
+        "WATCH_NOTIFY_TOKEN": NOTIFY_TOKEN, "WATCH_TASK_OWNER": OWNER})
+    resp = down.test_client().post(f"/worklist/{entry['finding']}/resolve",
+                                   json={"outcome": "stopped", "comment": "stopped today"},
+                                   headers={"Authorization": f"Bearer {PHARMACIST}"})
+    assert resp.status_code == 200, resp.get_data(as_text=True)
+    assert resp.get_json()["resolution"]["mitigationOnServer"] is False
+    get_store(down).close()
+    assert "mitigation" not in read(sek, entry["detectedIssue"])
+    assert read(sek, entry["task"])["status"] == "requested"
+    assert entry["finding"] not in [e["finding"] for e in world.worklist()["entries"]]
+    # the worker's period writes it
+    world.worker().worklist()
+    [mitigation] = read(sek, entry["detectedIssue"])["mitigation"]
+    assert mitigation["action"]["coding"][0]["code"] == "stopped"
+    assert read(sek, entry["task"])["status"] == "completed"
     assert world.command(watch_command="subscribe", remove=True)["deleted"]
