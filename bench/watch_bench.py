@@ -490,12 +490,15 @@ def fault_run(workdir: Path, helpers: Any, log: Callable[[str], None],
                     marks["down"] = -1
                     log("faults: receiver down")
                     kill(s.receiver)
+                    stopped = time.monotonic()
                     events.append(f"receiver stopped after event {n}")
 
                     def back() -> None:
                         time.sleep(down_s)
                         start_receiver(s, helpers)
-                        events.append(f"receiver started again after {down_s:g} s")
+                        events.append(f"receiver answering again after "
+                                      f"{time.monotonic() - stopped:.0f} s (stopped {down_s:g} s, "
+                                      "then gunicorn's start)")
                         log("faults: receiver up again")
 
                     threading.Thread(target=back, daemon=True).start()
@@ -511,7 +514,11 @@ def fault_run(workdir: Path, helpers: Any, log: Callable[[str], None],
         checks = verify(s, c, now)
         active = [sub.get("status") for sub in s.fhir.search_all(
             "Subscription?_tag=urn:baclofen-check:watch|subscription")]
+    worker_log = (workdir / "worker.log").read_text(errors="replace")
     return {"settled": settled, "events": events, "subscription_status_after": active,
+            "subscriptions_rerequested": worker_log.count('"watch-subscription-rerequested"'),
+            "catch_ups_that_queued": worker_log.count('"watch-catch-up"'),
+            "rechecks_failed_and_retried": worker_log.count('"watch-recheck-failed"'),
             "checks": checks}
 
 

@@ -68,8 +68,10 @@ def watch_cmd(args: argparse.Namespace, out: TextIO = sys.stdout,
               settings: Settings | None = None) -> int:
     from ..fhir_input.fetch import FetchFailure
     from ..knowledge import load
+    from ..logs import configure_logging
     from ..outbound import fhir_server_client
 
+    configure_logging()  # JSON lines on standard error, as the service's
     settings = settings or load_settings()
     kb = load()
     store, ws = _open(settings)
