@@ -377,6 +377,21 @@ def wait_settled(s: Stack, c: Cohort, limit_s: float, sample: Callable[[], None]
     return False
 
 
+def receiver_ms(workdir: Path) -> dict[str, Any]:
+    """How long the receiver took to answer the notifications (gunicorn's access log)."""
+    import re
+
+    took: list[float] = []
+    statuses: dict[str, int] = {}
+    path = workdir / "receiver.log"
+    text = path.read_text(errors="replace") if path.exists() else ""
+    for m in re.finditer(r'"access":"(PUT|POST) /subscriptions/notify\S* (\d{3}) (\d+)ms"', text):
+        statuses[m.group(2)] = statuses.get(m.group(2), 0) + 1
+        took.append(float(m.group(3)))
+    return {"n": len(took), "p50": percentile(took, 50), "p99": percentile(took, 99),
+            "max": percentile(took, 100), "statuses": statuses}
+
+
 # --- the bench ----------------------------------------------------------------------------------
 
 def watch_section(workdir: Path, helpers: Any, log: Callable[[str], None],
@@ -454,6 +469,7 @@ def watch_section(workdir: Path, helpers: Any, log: Callable[[str], None],
         "queue_depth_max": max((d for _, d in depth_samples), default=0),
         "worker_memory_mb": {"peak_rss_sampled": round(mem_peak[0] / 1024, 1),
                              "peak_hwm": round(mem_peak[1] / 1024, 1)},
+        "receiver_answer_ms": receiver_ms(workdir),
         "checks": checks,
         "target_p99_s": TARGET_P99_S,
     }
@@ -519,6 +535,7 @@ def fault_run(workdir: Path, helpers: Any, log: Callable[[str], None],
             "subscriptions_rerequested": worker_log.count('"watch-subscription-rerequested"'),
             "catch_ups_that_queued": worker_log.count('"watch-catch-up"'),
             "rechecks_failed_and_retried": worker_log.count('"watch-recheck-failed"'),
+            "receiver_answer_ms": receiver_ms(workdir),
             "checks": checks}
 
 
