@@ -2,14 +2,14 @@
 
 - A record the store cannot take (down, no answer within DB_STATEMENT_TIMEOUT_S, disk full)
   is appended to this process's spool file under SPOOL_DIR and flushed to disk (fdatasync)
-  before the answer is sent. While older records wait there, new ones join them, so that the
-  store receives them in order.
+  before the answer is sent. Once the store takes writes again new records go to it, and the
+  spooled ones follow, in the order they were spooled.
 - A file is a row of frames ``[length, crc32, zlib(JSON of the CheckRecord)]``, append-only.
   A torn last frame (a process killed while writing it, before answering) ends the file.
 - Files are named ``{db}-{host}-{pid}-{random}.spool``, ``db`` a digest of DATABASE_URL, so
   that a record is replayed only into the store it was meant for. The process writing a file
   holds a lock (flock) on it: a file nobody holds belongs to a dead process.
-- Replay: in order and idempotently (by the record's own id, ``Store.replay_check``), by a
+- Replay: in order and idempotently (by the record's own id, ``Store.replay_checks``), by a
   thread of the process as soon as the store takes writes again; files of dead processes by
   the next process that starts, and all of them by ``baclofen-check spool replay``.
 - A full disk: each process reserves RESERVE_BYTES of disk blocks at start (a file with blocks
@@ -46,6 +46,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("baclofen_check.spool")
 RESERVE_BYTES = 4 * 1024 * 1024
 RETRY_S = 1.0
+REPLAY_BATCH = 50  # records a transaction (well within DB_STATEMENT_TIMEOUT_S)
 _FRAME = struct.Struct(">II")
 _MAX_FRAME = 64 * 1024 * 1024
 _FALLOC_FL_KEEP_SIZE = 1
@@ -267,21 +268,33 @@ class Spool:
 
     def _replay_file(self, store: Store, path: Path, start: int, end: int | None,
                      result: ReplayResult) -> int | None:
-        """Replay frames of a file from ``start``; the offset reached, None on a failure."""
+        """Replay frames of a file from ``start``, REPLAY_BATCH records a transaction; the
+        offset reached, None on a failure."""
         offset = start
+        batch: list[CheckRecord] = []
         try:
             for offset_after, record in read_frames(path, start, end):
-                if store.replay_check(record):
-                    result.replayed += 1
-                    _count_replayed()
+                batch.append(record)
+                if len(batch) == REPLAY_BATCH:
+                    offset = self._replay_batch(store, path, batch, offset_after, result)
+                    batch = []
                 else:
-                    result.already += 1
-                offset = offset_after
-                if path == self._path:
-                    self._replayed = offset
+                    pending_end = offset_after
+            if batch:
+                offset = self._replay_batch(store, path, batch, pending_end, result)
         except SQLAlchemyError:
             return None
         return offset
+
+    def _replay_batch(self, store: Store, path: Path, batch: list[CheckRecord], end: int,
+                      result: ReplayResult) -> int:
+        done, already = store.replay_checks(batch)
+        result.replayed += done
+        result.already += already
+        _count_replayed(done)
+        if path == self._path:
+            self._replayed = end
+        return end
 
     def _replay_foreign(self, store: Store, path: Path, result: ReplayResult) -> bool:
         try:
@@ -358,10 +371,10 @@ class Spool:
             time.sleep(RETRY_S)
 
 
-def _count_replayed() -> None:
+def _count_replayed(n: int) -> None:
     from . import metrics
 
-    metrics.AUDIT_REPLAYED.inc()
+    metrics.AUDIT_REPLAYED.inc(n)
 
 
 def record_durably(store: Store, record: CheckRecord) -> bool:
@@ -371,15 +384,11 @@ def record_durably(store: Store, record: CheckRecord) -> bool:
     from . import metrics
 
     spool = store.spool
-    if spool is None or not spool.pending:
-        try:
-            store.record_check(record)
-            return True
-        except SQLAlchemyError as exc:
-            error = type(exc).__name__
-    else:  # older records wait in the spool: this one joins them, in order
-        metrics.count_findings([(f.rule_id, f.severity) for f in record.findings])
-        error = "spool-pending"
+    try:  # while the store is failing this fails at once (store._Guard)
+        store.record_check(record)
+        return True
+    except SQLAlchemyError as exc:
+        error = type(exc).__name__
     if spool is not None and spool.append(record):
         metrics.AUDIT_FAILURES.labels("spooled").inc()
         spool.replay_soon(store)

@@ -573,11 +573,6 @@ class Store:
         metrics.count_findings([(f.rule_id, f.severity) for f in record.findings])
         return self.guard.call(self._record_check, record)[0]
 
-    def replay_check(self, record: CheckRecord) -> bool:
-        """Record a check from the spool (not counted again), tried even while the store is
-        failing: True when recorded now, False when its record id was recorded before."""
-        return self.guard.call(self._record_check, record, probe=True)[1]
-
     def _record_check(self, record: CheckRecord) -> tuple[int, bool]:
         try:
             return self._insert_check(record), True
@@ -589,33 +584,55 @@ class Store:
                 raise
             return int(found), False
 
+    def replay_checks(self, records: Sequence[CheckRecord]) -> tuple[int, int]:
+        """Record checks from the spool in one transaction (not counted again), tried even
+        while the store is failing: (recorded now, recorded before by their record id)."""
+        return self.guard.call(self._replay_batch, list(records), probe=True)
+
+    def _replay_batch(self, records: list[CheckRecord]) -> tuple[int, int]:
+        with self._read() as conn:
+            known = set(conn.execute(select(record_ids.c.record_id).where(
+                record_ids.c.record_id.in_([r.record_id for r in records]))).scalars())
+        fresh = [r for r in records if r.record_id not in known]
+        try:
+            with self._writer(), self.engine.begin() as conn:
+                for record in fresh:
+                    self._insert_into(conn, record)
+        except IntegrityError:  # one recorded meanwhile (or twice in the batch): one by one
+            done = sum(self._record_check(r)[1] for r in fresh)
+            return done, len(records) - done
+        return len(fresh), len(known)
+
     def _insert_check(self, record: CheckRecord) -> int:
         with self._writer(), self.engine.begin() as conn:
-            inserted = conn.execute(_INSERT_CHECK, {
-                "time": record.time,
-                "caller": record.caller[:200],
-                "endpoint": record.endpoint[:200],
-                "hook": record.hook,
-                "hook_instance": record.hook_instance,
-                "patient_ref": record.patient_ref,
-                "order_refs": list(record.order_refs),
-                "knowledge_version": record.knowledge_version,
-                "latency_ms": float(record.latency_ms),
-            }).inserted_primary_key
-            assert inserted is not None
-            check_id = inserted[0]
-            if record.findings:
-                conn.execute(_INSERT_FINDING, [{
-                    "check_id": check_id,
-                    "rule_id": f.rule_id,
-                    "severity": f.severity,
-                    "finding_id": f.finding_id,
-                    "card_uuid": f.card_uuid,
-                    "detected_issue": f.detected_issue,
-                } for f in record.findings])
-            # last: a record id recorded before fails here and undoes the whole transaction
-            conn.execute(_INSERT_RECORD_ID, {"record_id": record.record_id,
-                                             "check_id": check_id})
+            return self._insert_into(conn, record)
+
+    def _insert_into(self, conn: Connection, record: CheckRecord) -> int:
+        inserted = conn.execute(_INSERT_CHECK, {
+            "time": record.time,
+            "caller": record.caller[:200],
+            "endpoint": record.endpoint[:200],
+            "hook": record.hook,
+            "hook_instance": record.hook_instance,
+            "patient_ref": record.patient_ref,
+            "order_refs": list(record.order_refs),
+            "knowledge_version": record.knowledge_version,
+            "latency_ms": float(record.latency_ms),
+        }).inserted_primary_key
+        assert inserted is not None
+        check_id = inserted[0]
+        if record.findings:
+            conn.execute(_INSERT_FINDING, [{
+                "check_id": check_id,
+                "rule_id": f.rule_id,
+                "severity": f.severity,
+                "finding_id": f.finding_id,
+                "card_uuid": f.card_uuid,
+                "detected_issue": f.detected_issue,
+            } for f in record.findings])
+        # last: a record id recorded before fails here and undoes the whole transaction
+        conn.execute(_INSERT_RECORD_ID, {"record_id": record.record_id,
+                                         "check_id": check_id})
         return int(check_id)
 
     @_bounded

@@ -146,7 +146,7 @@ def test_a_check_the_store_cannot_take_is_spooled_then_replayed(tmp_path: Path) 
     assert ready.status_code == 503
     assert "store call" in ready.get_json()["reason"]  # failing, or failed a moment ago
     assert ready.get_json()["spool"]["waiting"] is True
-    # the next answered check joins the first in the spool (they reach the store in order)
+    # the store still failing, the next answered check is spooled too
     assert post_check(client, parameters(order(dosage(5)))).status_code == 200
     assert counted("spooled") == spooled + 2
     metadata.create_all(store.engine)  # the store takes writes again
