@@ -3,6 +3,7 @@ patient taken out of the resource, the queue written, and clear 4xx for bad inpu
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -159,3 +160,21 @@ def test_notifications_are_counted_by_kind(client: FlaskClient) -> None:
     client.put("/subscriptions/notify/Observation/cr-1", json=lab("cr-1", "p1"), headers=HOOK)
     client.put("/subscriptions/notify/Observation/cr-1", json=lab("cr-1", "p1"))
     assert (count("resource"), count("refused")) == (before[0] + 1, before[1] + 1)
+
+
+def test_a_recheck_that_fails_unexpectedly_goes_back_on_the_queue(app: Flask,
+                                                                   client: FlaskClient) -> None:
+    from service.knowledge import load
+    from service.store import get_store
+    from service.watch.worker import Worker
+
+    def broken() -> Any:
+        raise RuntimeError("a bug, not a server failure")
+
+    client.put("/subscriptions/notify/Observation/cr-1", json=lab("cr-1", "p1"), headers=HOOK)
+    worker = Worker(app.config["SETTINGS"], get_store(app), ws(app), load(), client=broken)
+    assert worker.drain() == 1
+    [entry] = ws(app).entries()
+    assert (entry["state"], entry["attempts"], entry["last_error"]) == (
+        "pending", 1, "RuntimeError")
+    assert ws(app).claim("w", datetime.now(UTC)) is None   # it waits out its backoff

@@ -167,13 +167,19 @@ class Worker:
         """Re-check one claimed entry; returns ``done``, ``retry`` or ``failed``."""
         try:
             result = recheck(entry, self.settings, self.client(), self.store, self.ws, self.kb)
-        except (FetchFailure, ServiceError, SQLAlchemyError) as exc:
-            message = str(exc) if not isinstance(exc, SQLAlchemyError) else type(exc).__name__
+        except Exception as exc:  # noqa: BLE001 - any failure: retried later, never lost
+            # only our own messages (they name calls, never clinical content) are kept
+            message = str(exc) if isinstance(exc, FetchFailure | ServiceError) \
+                else type(exc).__name__
+            if not isinstance(exc, FetchFailure | ServiceError | SQLAlchemyError):
+                log.error("a re-check failed unexpectedly", extra={
+                    "event": "watch-recheck-error", "patient_ref": entry.patient_ref,
+                    "error_type": type(exc).__name__})
             state = self.ws.fail(entry, owner, message, datetime.now(UTC))
             outcome = "failed" if state == "failed" else "retry"
             metrics.RECHECKS.labels(outcome).inc()
             log.warning("a re-check failed", extra={
-                "event": "watch-recheck-failed", "patient": entry.patient_ref,
+                "event": "watch-recheck-failed", "patient_ref": entry.patient_ref,
                 "attempt": entry.attempts, "outcome": outcome,
                 "error_type": type(exc).__name__})
             return outcome
@@ -184,7 +190,7 @@ class Worker:
         metrics.RECHECKS.labels("done").inc()
         metrics.LATENCY.observe(max(0.0, (now - entry.created).total_seconds()))
         log.info("re-checked", extra={
-            "event": "watch-recheck", "patient": entry.patient_ref,
+            "event": "watch-recheck", "patient_ref": entry.patient_ref,
             "orders": len(result.order_refs), "events": entry.events,
             "new": sum(c.change == "new" for c in result.changes),
             "cancelled": sum(c.change == "cancelled" for c in result.changes)})
@@ -281,7 +287,7 @@ class Worker:
             while not stop.is_set():
                 try:
                     taken = self.drain(f"{self.owner}/{name}", stop)
-                except SQLAlchemyError as exc:
+                except Exception as exc:  # noqa: BLE001 - the thread must keep working
                     log.warning("the watch queue is unreachable", extra={
                         "event": "watch-queue-unreachable", "error_type": type(exc).__name__})
                     taken = 0
