@@ -4,8 +4,8 @@
    respond-async`` (and ``handling=lenient``: a server that does not know a parameter says
    so in its error file instead of failing), ``_type`` limited to what the rules read,
    ``_typeFilter`` narrowing Observations to the codes the rules read (the same codes as the
-   CDS prefetch queries), and ``_since`` when given. The answer must be ``202`` with a
-   ``Content-Location``.
+   CDS prefetch queries; asked once more without it when the server answers 400), and
+   ``_since`` when given. The answer must be ``202`` with a ``Content-Location``.
 2. Status: polled, honouring ``Retry-After`` (seconds or an HTTP date; 1 s when absent, at
    most 60 s), with ``X-Progress`` on the progress bar; ``200`` gives the manifest.
 3. Files: each ``output`` URL downloaded as it comes (streamed to disk) into the export
@@ -137,6 +137,13 @@ class BulkClient:
             params["_since"] = since
         url = f"{self.base}/{path}?{urlencode(params, safe=',|')}"
         resp = self._call("GET", url, prefer="respond-async, handling=lenient")
+        if resp.status_code == 400:
+            # choice: a server that refuses _typeFilter (an optional parameter) is asked
+            # once more without it: the export is larger, the review the same
+            resp.close()
+            del params["_typeFilter"]
+            url = f"{self.base}/{path}?{urlencode(params, safe=',|')}"
+            resp = self._call("GET", url, prefer="respond-async, handling=lenient")
         with resp:
             if resp.status_code != 202:
                 raise self._problem(resp, f"the export kick-off ({_show(url)})")
