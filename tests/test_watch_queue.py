@@ -89,6 +89,8 @@ def test_a_killed_workers_entry_is_taken_over_after_its_lease(ws: WatchStore) ->
     assert ws.claim("w2", T0 + timedelta(seconds=LEASE_S - 1)) is None
     again = ws.claim("w2", T0 + timedelta(seconds=LEASE_S + 1))
     assert again is not None and again.id == taken.id and again.attempts == 2
+    assert not ws.renew(taken, "dead-worker", T0 + timedelta(seconds=LEASE_S + 1))
+    assert ws.renew(again, "w2", T0 + timedelta(seconds=LEASE_S + 1))
     # the dead worker's late result does not remove the entry the new owner holds
     with ws.engine.begin() as conn:
         ws.complete(conn, taken, "dead-worker")

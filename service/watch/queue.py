@@ -298,6 +298,16 @@ class WatchStore:
             events=events, triggers=triggers))
         return events, triggers
 
+    def renew(self, entry: Entry, owner: str, now: datetime) -> bool:
+        """Extend the lease of a running entry; False when it is no longer ours (its lease
+        ran out and another worker took it)."""
+        q = watch_queue.c
+        with self.store._writer(), self.engine.begin() as conn:
+            done = conn.execute(update(watch_queue).where(
+                q.id == entry.id, q.lease_owner == owner, q.state == "running")
+                .values(lease_until=now + timedelta(seconds=LEASE_S)))
+        return bool(done.rowcount == 1)
+
     def complete(self, conn: Connection, entry: Entry, owner: str) -> None:
         """Within the caller's transaction: the entry leaves the queue."""
         q = watch_queue.c

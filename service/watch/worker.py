@@ -94,10 +94,15 @@ def _change(order_ref: str, finding_id: str, change: str, server_id: str | None,
     return FindingChange(order_ref, finding_id, rule, severity, change, server_id, issue)
 
 
+class LeaseLost(Exception):
+    """The entry's lease ran out and another worker took it: this re-check stops."""
+
+
 def recheck(entry: Entry, settings: Settings, client: FhirClient, store: Store,
-            ws: WatchStore, kb: Knowledge) -> RecheckResult:
+            ws: WatchStore, kb: Knowledge, owner: str | None = None) -> RecheckResult:
     """Re-check one patient (see the module text). Raises FetchFailure or ServiceError (5xx)
-    when it should be tried again."""
+    when it should be tried again, LeaseLost when another worker has taken the entry (the
+    lease is renewed before each order, so that a slow re-check keeps it)."""
     from ..engine import run_check
     from ..fhir_input.server import read_from_server
     from ..output.fhir import FINDING_SYSTEM, result_bundle
@@ -113,6 +118,8 @@ def recheck(entry: Entry, settings: Settings, client: FhirClient, store: Store,
     for order in orders:
         order_id = str(order["id"])
         order_ref = f"MedicationRequest/{order_id}"
+        if owner is not None and not ws.renew(entry, owner, datetime.now(UTC)):
+            raise LeaseLost(entry.patient_ref)
         started = time.perf_counter()
         now = datetime.now(UTC)
         deadline = Deadline(seconds)
@@ -164,9 +171,14 @@ class Worker:
     # --- one entry ------------------------------------------------------------------------
 
     def run_entry(self, entry: Entry, owner: str) -> str:
-        """Re-check one claimed entry; returns ``done``, ``retry`` or ``failed``."""
+        """Re-check one claimed entry; returns ``done``, ``retry``, ``failed`` or ``lost``."""
         try:
-            result = recheck(entry, self.settings, self.client(), self.store, self.ws, self.kb)
+            result = recheck(entry, self.settings, self.client(), self.store, self.ws, self.kb,
+                             owner)
+        except LeaseLost:
+            log.warning("a re-check stopped: another worker took its entry", extra={
+                "event": "watch-lease-lost", "patient_ref": entry.patient_ref})
+            return "lost"
         except Exception as exc:  # noqa: BLE001 - any failure: retried later, never lost
             # only our own messages (they name calls, never clinical content) are kept
             message = str(exc) if isinstance(exc, FetchFailure | ServiceError) \
