@@ -183,8 +183,8 @@ def ours(client: FhirClient, deadline: Deadline) -> list[JSON]:
     query = "Subscription?_tag=" + quote(f"{TAG_SYSTEM}|{TAG_CODE}", safe="") + "&_count=100"
     return [s for s in client.search(query, deadline)
             if s.get("resourceType") == "Subscription"
-            and tag in ({k: as_dict(t).get(k) for k in tag}
-                        for t in as_dict(s.get("meta")).get("tag") or [])]
+            and tag in [{k: as_dict(t).get(k) for k in tag}
+                        for t in as_dict(s.get("meta")).get("tag") or []]]
 
 
 def _same(have: JSON, want: JSON) -> bool:

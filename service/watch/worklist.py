@@ -46,6 +46,8 @@ from sqlalchemy import (
     String,
     Table,
     UniqueConstraint,
+    and_,
+    case,
     func,
     insert,
     select,
@@ -213,24 +215,43 @@ def states(ws: WatchStore, finding_ids: Iterable[str] | None = None) -> dict[str
         task_of: dict[tuple[str, int], str] = {}
         medication: dict[str, Any] = {}
         for chunk in _chunks(ids):
-            for row in conn.execute(select(watch_findings).where(f.finding_id.in_(chunk))
-                                    .order_by(f.id)).all():
-                rows.setdefault(str(row.finding_id), []).append(_row(row))
             for row in conn.execute(select(worklist_resolutions).where(
                     res.finding_id.in_(chunk)).order_by(res.time, res.id)).all():
                 resolutions[str(row.finding_id)] = dict(row._mapping)
+            # the rows that decide: the first, the latest "new", the newest, and (for a
+            # resolved finding) every row after its resolution
+            ends = conn.execute(select(
+                f.finding_id, func.min(f.id), func.max(f.id),
+                func.max(case((f.change == "new", f.id), else_=None)))
+                .where(f.finding_id.in_(chunk)).group_by(f.finding_id)).all()
+            wanted = sorted({int(i) for e in ends for i in e[1:] if i is not None})
+            picked = [select(watch_findings).where(f.id.in_(part)) for part in _chunks(wanted)]
+            for fid, at in ((k, v["time"]) for k, v in resolutions.items() if k in chunk):
+                picked.append(select(watch_findings).where(f.finding_id == fid, f.time > at))
+            seen: set[int] = set()
+            for query in picked:
+                for row in conn.execute(query).all():
+                    if int(row.id) not in seen:
+                        seen.add(int(row.id))
+                        rows.setdefault(str(row.finding_id), []).append(_row(row))
             for row in conn.execute(select(tasks.finding_id, tasks.episode, tasks.task_id)
                                     .where(tasks.finding_id.in_(chunk))).all():
                 task_of[(str(row.finding_id), int(row.episode))] = str(row.task_id)
             for row in conn.execute(select(orders.finding_id, orders.medication)
                                     .where(orders.finding_id.in_(chunk))).all():
                 medication[str(row.finding_id)] = row.medication
+        for found in rows.values():
+            found.sort(key=lambda row: row.id)
         patients = sorted({rs[-1].patient_ref for rs in rows.values()})
         latest: dict[str, Any] = {}
         for chunk in _chunks(patients):
+            newest = select(r.patient_ref, func.max(r.time).label("time")).where(
+                r.patient_ref.in_(chunk), r.outcome == "done").group_by(r.patient_ref) \
+                .subquery()
             for row in conn.execute(select(r.id, r.patient_ref, r.time, r.order_refs, r.error)
-                                    .where(r.patient_ref.in_(chunk), r.outcome == "done")
-                                    .order_by(r.time, r.id)).all():
+                                    .join(newest, and_(newest.c.patient_ref == r.patient_ref,
+                                                       newest.c.time == r.time))
+                                    .where(r.outcome == "done").order_by(r.time, r.id)).all():
                 latest[str(row.patient_ref)] = row
         out = {fid: _state(rs, latest.get(rs[-1].patient_ref), resolutions.get(fid))
                for fid, rs in rows.items()}
