@@ -9,7 +9,8 @@ subscribe``, then post 1,000 new creatinine Observations as fast as the server t
 clients): five per patient, the last of the 100 patients on 45 to 60 mg/day a 1.5 mg/dL
 (CrCl 44.7 mL/min: the 40 mg/day cap of the moderate band), all others 0.75 or 0.8.
 
-- bench (``watch_section``): event-to-DetectedIssue latency per moving patient, from the
+- bench (``watch_section``): event-to-DetectedIssue latency per moving patient (and
+  event-to-worklist-entry, issue 20), from the
   1.5 mg/dL Observation's ``meta.lastUpdated`` to its ``renal.dose-band`` DetectedIssue's
   (both on the server's clock), p50/p95/p99; re-checks per second (from the first to the last
   re-check recorded); queue depth sampled every 0.5 s; the worker's memory (VmRSS sampled, and
@@ -449,7 +450,17 @@ def watch_section(workdir: Path, helpers: Any, log: Callable[[str], None],
         with engine.connect() as conn:
             span = conn.execute(text("SELECT MIN(time), MAX(time), COUNT(*) FROM "
                                      "watch_rechecks WHERE outcome = 'done'")).one()
+            # the worklist entry appears with the re-check's result (issue 20): the first
+            # "new" row of the patient's renal.dose-band finding (the worker's clock, the
+            # same host as the server's)
+            entered = dict(conn.execute(text(
+                "SELECT patient_ref, MIN(time) FROM watch_findings WHERE rule_id = "
+                "'renal.dose-band' AND change = 'new' GROUP BY patient_ref")).all())
         engine.dispose()
+        # (stored as naive UTC)
+        to_worklist = [(_stamp(entered[f"Patient/{pid}"]).replace(tzinfo=UTC) - at)
+                       .total_seconds() for pid, at in created.items()
+                       if f"Patient/{pid}" in entered]
         rechecks = int(span[2] or 0)
         seconds = (_stamp(span[1]) - _stamp(span[0])).total_seconds() if rechecks > 1 \
             else None
@@ -463,6 +474,10 @@ def watch_section(workdir: Path, helpers: Any, log: Callable[[str], None],
             "n": len(latencies), "p50": percentile(latencies, 50),
             "p95": percentile(latencies, 95), "p99": percentile(latencies, 99),
             "max": percentile(latencies, 100)},
+        "latency_event_to_worklist_entry_s": {
+            "n": len(to_worklist), "p50": percentile(to_worklist, 50),
+            "p95": percentile(to_worklist, 95), "p99": percentile(to_worklist, 99),
+            "max": percentile(to_worklist, 100)},
         "rechecks": rechecks,
         "rechecks_per_s": round(rechecks / seconds, 1) if seconds else None,
         "queue_depth_over_time": depth_samples[::max(1, len(depth_samples) // 60)],
