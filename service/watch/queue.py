@@ -73,6 +73,8 @@ BACKOFF_MAX_S = 300.0
 # choice: a re-check reads and writes within a few OUTBOUND_TIMEOUT_S deadlines; a lease this
 # long is never reached by a live worker, and a killed worker's entry is taken over after it
 LEASE_S = 120.0
+# choice: a worker not heard of for a day is forgotten (each process has an id of its own)
+HEARTBEAT_KEEP = timedelta(days=1)
 # choice: a notification's version is remembered for this long (catch-ups look back less)
 SEEN_KEEP = timedelta(days=2)
 
@@ -403,6 +405,14 @@ class WatchStore:
                 return True
         except IntegrityError:
             return False
+
+    def beat(self, owner: str, now: datetime) -> None:
+        """This worker ran now; heartbeats of workers gone for a day are removed."""
+        s = watch_state.c
+        self.put("worker:" + owner, None, now)
+        with self.store._writer(), self.engine.begin() as conn:
+            conn.execute(delete(watch_state).where(
+                s.key.like("worker:%"), s.updated < now - HEARTBEAT_KEEP))
 
     def heartbeats(self) -> list[tuple[str, datetime]]:
         s = watch_state.c

@@ -251,7 +251,7 @@ class Worker:
     def heartbeat(self, force: bool = False) -> None:
         if force or time.monotonic() - self._beat >= HEARTBEAT_EVERY_S:
             now = datetime.now(UTC)
-            self.ws.put("worker:" + self.owner, None, now)
+            self.ws.beat(self.owner, now)
             depth = self.ws.depth()
             for state, count in depth.items():
                 metrics.QUEUE_DEPTH.labels(state).set(count)
