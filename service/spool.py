@@ -190,6 +190,7 @@ class Spool:
                 "event": "spool-unavailable", "error_type": type(exc).__name__})
             return self
         _Reserve.make(self.dir)
+        self._remove_dead_reserves()
         return self
 
     @property

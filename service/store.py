@@ -89,7 +89,7 @@ STORE_THREADS = 8
 PROBE_TIMEOUT_S = 0.8
 # after a failure, calls fail at once except one trial a second until one succeeds
 RETRY_AFTER_FAILURE_S = 1.0
-# /readyz says 503 for this long after a failed store write
+# /readyz says 503 for this long after a failed store call, unless a check was recorded since
 RECENT_FAILURE_S = 10.0
 
 
@@ -575,7 +575,9 @@ class Store:
 
     def _record_check(self, record: CheckRecord) -> tuple[int, bool]:
         try:
-            return self._insert_check(record), True
+            check_id = self._insert_check(record)
+            self.guard.last_failure = None  # a check recorded: the store takes them again
+            return check_id, True
         except IntegrityError:
             with self._read() as conn:
                 found = conn.execute(select(record_ids.c.check_id)
@@ -601,6 +603,7 @@ class Store:
         except IntegrityError:  # one recorded meanwhile (or twice in the batch): one by one
             done = sum(self._record_check(r)[1] for r in fresh)
             return done, len(records) - done
+        self.guard.last_failure = None
         return len(fresh), len(known)
 
     def _insert_check(self, record: CheckRecord) -> int:
