@@ -16,7 +16,7 @@ CDS_CLIENT_STAMP := tests/cds-client/node_modules/.installed
 # tests/oauth-issuer).
 OAUTH_ISSUER_STAMP := tests/oauth-issuer/node_modules/.installed
 
-.PHONY: run test lint typecheck unit bench clean system-check soak audit faults-watch
+.PHONY: run test lint typecheck unit bench clean system-check soak audit faults-watch faults
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PY) -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11) and "Python 3.11 is required")'
@@ -90,6 +90,18 @@ clean:
 ## and each expected finding is on the server exactly once.
 faults-watch: $(STAMP) $(SEKMET_STAMP)
 	$(BIN)/python bench/watch_bench.py --faults
+
+## make faults: the fault test of the serving path and the store (scripts/faults.py; not part of
+## make test): PostgreSQL stopped and frozen, a full disk under SQLite, 64 slow clients served
+## directly and behind nginx (deploy/nginx.conf), 20 MB of blank NDJSON lines, the gunicorn
+## master killed; per fault: answered, errors, recorded, spooled, replayed, lost, p50/p99, time
+## to recover; exit 1 when a record was lost. nginx comes from Debian's packages (installed
+## here when running as root; without it that part is skipped), the full disk is a small tmpfs
+## (root only; skipped otherwise).
+faults: $(STAMP)
+	@command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || [ "$$(id -u)" != "0" ] || \
+	  apt-get install -y nginx-light || { apt-get update && apt-get install -y nginx-light; }
+	$(BIN)/python scripts/faults.py $(FAULTS_ARGS)
 
 ## make soak: 10 minutes of mixed native and CDS Hooks load on loopback against gunicorn, with
 ## a restart half-way; checks zero errors, bounded memory and that every answered call was
