@@ -250,6 +250,53 @@ def openapi(base: str, version: str) -> JSON:
     }
 
 
+def _worklist_paths() -> JSON:
+    """The watch's receiver (service/watch/receiver.py) and the pharmacist worklist
+    (service/web/worklist.py, issue 20)."""
+    outcome = {"description": "OperationOutcome", "content": {
+        "application/fhir+json": {"schema": {"type": "object"}}}}
+    query = [{"name": n, "in": "query", "required": False, "schema": {"type": t}}
+             for n, t in (("severity", "string"), ("rule", "string"),
+                          ("older_than_h", "number"), ("newer_than_h", "number"),
+                          ("page", "integer"), ("per_page", "integer"))]
+    notified = {"200": outcome, "400": outcome, "401": outcome, "404": outcome,
+                "413": outcome, "415": outcome, "503": outcome}
+    fhir_body = {"required": False, "content": {"application/fhir+json": {"schema": {
+        "type": "object"}}}}
+    return {
+        "/subscriptions/notify": {"post": {
+            "summary": "Watch receiver: a notification (resource, history Bundle or empty "
+                       "ping); WATCH_NOTIFY_TOKEN or X-Hub-Signature",
+            "requestBody": fhir_body, "responses": notified}},
+        "/subscriptions/notify/{type}/{id}": {m: {
+            "summary": "Watch receiver: the changed resource (R4 rest-hook payload form)",
+            "parameters": [{"name": n, "in": "path", "required": True,
+                            "schema": {"type": "string"}} for n in ("type", "id")],
+            "requestBody": fhir_body, "responses": notified} for m in ("put", "post")},
+        "/worklist": {"get": {"summary": "Web page: the pharmacist worklist", "responses": {
+            "200": {"description": "HTML page", "content": {"text/html": {}}}}}},
+        "/worklist.json": {"get": {
+            "summary": "The open findings of the watch's re-checks, ranked (JSON)",
+            "parameters": query,
+            "responses": {"200": {"description": "{entries, total, page, perPage}", "content": {
+                "application/json": {"schema": {"type": "object"}}}},
+                "400": outcome, "401": outcome, "404": outcome}}},
+        "/worklist/{finding}/resolve": {"post": {
+            "summary": "Resolve a worklist finding with an outcome (a :write credential)",
+            "parameters": [{"name": "finding", "in": "path", "required": True,
+                            "schema": {"type": "string"}}],
+            "requestBody": {"required": True, "content": {"application/json": {"schema": {
+                "type": "object", "properties": {
+                    "outcome": {"type": "string", "enum": ["dose-changed", "stopped",
+                                                           "monitoring", "not-relevant"]},
+                    "comment": {"type": "string"}}, "required": ["outcome"]}}}},
+            "responses": {"200": {"description": "the resolved entry", "content": {
+                "application/json": {"schema": {"type": "object"}}}},
+                "400": outcome, "401": outcome, "403": outcome, "404": outcome,
+                "409": outcome, "415": outcome}}},
+    }
+
+
 def _web_page_paths() -> JSON:
     """The web page (service/web/ui.py): HTML pages, the demo patients and the alert report."""
     html = {"200": {"description": "HTML page", "content": {"text/html": {}}}}
@@ -263,6 +310,7 @@ def _web_page_paths() -> JSON:
             "responses": {"200": {"description": "the report", "content": {
                 "application/json": {"schema": {"type": "object"}}}},
                 "401": {"description": "no or bad credentials"}}}},
+        **_worklist_paths(),
         "/demo/{name}": {"get": {
             "summary": "A bundled demo patient (FHIR Bundle, dates moved to today)",
             "parameters": [{"name": "name", "in": "path", "required": True,
