@@ -327,3 +327,18 @@ def test_the_same_input_gives_the_same_output(reviewed: Path, tmp_path: Path) ->
     _review(reviewed.parent / "export", again, "--jobs", "1")
     for name in ("DetectedIssue.ndjson", "OperationOutcome.ndjson", "orders-checked.txt"):
         assert (again / name).read_bytes() == (reviewed / name).read_bytes(), name
+
+
+def test_too_little_memory_stops_the_review_with_a_message(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A grouping that cannot finish stops the review (a review with part of the export left
+    out would look complete); a memory size DuckDB cannot read is refused."""
+    write_export(40, tmp_path / "export", SEED)
+    args = ["review", "--export-dir", str(tmp_path / "export"), "--out", str(tmp_path / "o"),
+            "--jobs", "1", "--memory-limit"]
+    assert main([*args, "2MB"]) == 2
+    assert "ran out of memory grouping the export (memory limit 2MB)" in \
+        capsys.readouterr().err
+    assert not (tmp_path / "o" / "summary.json").exists()
+    assert main([*args, "lots"]) == 2
+    assert "--memory-limit 'lots' is not a memory size" in capsys.readouterr().err

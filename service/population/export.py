@@ -40,6 +40,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..config import ConfigError
 from ..knowledge import Knowledge
 
 READ_TYPES = ("Patient", "MedicationRequest", "MedicationStatement", "MedicationDispense",
@@ -47,6 +48,11 @@ READ_TYPES = ("Patient", "MedicationRequest", "MedicationStatement", "Medication
 MEDICATION_USERS = ("MedicationRequest", "MedicationStatement", "MedicationDispense")
 _NAME_TYPE = re.compile(r"^([A-Z][A-Za-z]+)")
 PATIENTS_PER_CHUNK = 2000
+
+
+class GroupingError(ConfigError):
+    """DuckDB could not group the export within its memory limit (the review stops: a
+    review with part of the export left out would look complete)."""
 
 
 @dataclass(frozen=True)
@@ -180,7 +186,12 @@ class ExportReader:
                                                 dir=str(workdir) if workdir else None)
         db = os.path.join(self._tmp.name, "export.duckdb")
         self.con = duckdb.connect(db)
-        self.con.execute(f"SET memory_limit = {_sql_text(memory_limit)}")
+        try:
+            self.con.execute(f"SET memory_limit = {_sql_text(memory_limit)}")
+        except duckdb.Error as exc:
+            self.close()
+            raise GroupingError(f"--memory-limit {memory_limit!r} is not a memory size "
+                                "(e.g. 128MB, 2GB)") from exc
         self.con.execute(f"SET temp_directory = {_sql_text(self._tmp.name)}")
         # choice: one thread: with two, DuckDB could not keep the join of the checked
         # patients' texts within a small memory limit (100,000 patients at 128MB failed);
@@ -188,6 +199,7 @@ class ExportReader:
         # the export (bench part population)
         self.con.execute("SET threads = 1")
         self.con.execute("SET enable_progress_bar = false")
+        self.memory_limit = memory_limit
         self.stats = LoadStats()
         self.problems: list[Problem] = []
         self._names: list[str] = []
@@ -206,7 +218,19 @@ class ExportReader:
 
     # --- loading ----------------------------------------------------------------------------
 
+    def _out_of_memory(self, exc: Exception) -> GroupingError:
+        return GroupingError(f"DuckDB ran out of memory grouping the export (memory limit "
+                             f"{self.memory_limit}); run again with a larger --memory-limit")
+
     def load(self) -> None:
+        import duckdb
+
+        try:
+            self._load()
+        except duckdb.OutOfMemoryException as exc:
+            raise self._out_of_memory(exc) from exc
+
+    def _load(self) -> None:
         files, skipped = discover(self.directory)
         self.stats.skipped_files = skipped
         con = self.con
@@ -218,6 +242,8 @@ class ExportReader:
         self._select()
 
     def _load_file(self, fno: int, f: ExportFile) -> None:
+        import duckdb
+
         con = self.con
         before = self._scan_id()
         options = (
@@ -232,6 +258,8 @@ class ExportReader:
             sql = (f"INSERT INTO raw SELECT {fno}, ord, line FROM read_csv(?, {options}) "  # noqa: S608
                    "WITH ORDINALITY AS t(line, ord) WHERE line IS NOT NULL AND trim(line) <> ''")
             con.execute(sql, [str(f.path)])
+        except duckdb.OutOfMemoryException:
+            raise   # not the file's fault: the review stops (load)
         except Exception as exc:  # noqa: BLE001 - a file that cannot be read is reported
             self.problems.append(Problem(f.path.name, None, "the file cannot be read "
                                          f"({type(exc).__name__}); nothing of it was used",
@@ -420,14 +448,7 @@ class ExportReader:
         pids = [str(r[0]) for r in con.execute("SELECT pid FROM cand ORDER BY pid").fetchall()]
         for at in range(0, len(pids), per_chunk):
             low, high = pids[at], pids[min(at + per_chunk, len(pids)) - 1]
-            rows = con.execute("""
-                WITH chunk AS (SELECT * FROM mine WHERE pid BETWEEN ? AND ?),
-                used AS (SELECT DISTINCT pid, medref FROM chunk WHERE medref IS NOT NULL)
-                SELECT pid, rtype, fno, line, text, later FROM chunk
-                UNION ALL
-                SELECT u.pid, 'Medication', m.fno, m.line, m.text, true
-                FROM used u JOIN meds m ON m.rid = u.medref
-                ORDER BY pid, later, fno, line""", [low, high]).fetchall()
+            rows = self._chunk(low, high)
             current: Record | None = None
             for pid, rtype, fno, line, text, _later in rows:
                 if current is None or current.pid != pid:
@@ -438,3 +459,18 @@ class ExportReader:
                                              str(text)))
             if current is not None:
                 yield current
+
+    def _chunk(self, low: str, high: str) -> list[Any]:
+        import duckdb
+
+        try:
+            return self.con.execute("""
+                WITH chunk AS (SELECT * FROM mine WHERE pid BETWEEN ? AND ?),
+                used AS (SELECT DISTINCT pid, medref FROM chunk WHERE medref IS NOT NULL)
+                SELECT pid, rtype, fno, line, text, later FROM chunk
+                UNION ALL
+                SELECT u.pid, 'Medication', m.fno, m.line, m.text, true
+                FROM used u JOIN meds m ON m.rid = u.medref
+                ORDER BY pid, later, fno, line""", [low, high]).fetchall()
+        except duckdb.OutOfMemoryException as exc:
+            raise self._out_of_memory(exc) from exc
