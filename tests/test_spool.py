@@ -359,3 +359,16 @@ def test_spool_replay_by_hand(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                        "0 files held by running processes\n")
     assert Store(url).counts()["checks"] == 5
     assert main(["spool", "replay"]) == 0  # nothing left: nothing again
+
+
+def test_feedback_while_the_store_is_failing_is_a_503_to_retry(tmp_path: Path) -> None:
+    app = make_app(tmp_path)
+    store = get_store(app)
+    with store.engine.begin() as conn:
+        conn.exec_driver_sql("DROP TABLE feedback")
+    resp = app.test_client().post("/cds-services/baclofen-order-sign/feedback", json={
+        "feedback": [{"card": "card-1", "outcome": "accepted",
+                      "outcomeTimestamp": "2026-11-25T10:00:00Z"}]})
+    assert resp.status_code == 503
+    assert resp.headers["Retry-After"] == "5"
+    assert resp.get_json()["issue"][0]["code"] == "transient"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 
 from flask import Flask, Response, json, request
+from sqlalchemy.exc import SQLAlchemyError
 from werkzeug.exceptions import HTTPException
 
 from ..errors import Problem, ServiceError
@@ -51,6 +52,15 @@ def register(app: Flask) -> None:
             if allowed:
                 resp.headers["Allow"] = ", ".join(allowed)
         return resp
+
+    @app.errorhandler(SQLAlchemyError)
+    def _store_unavailable(err: SQLAlchemyError) -> Response:
+        # a call that needs the store (feedback, a JWT's jti, write-back) while it is down or
+        # not answering within DB_STATEMENT_TIMEOUT_S: a 503 to retry, not a 500
+        log.error("store unavailable", extra={"event": "store-unavailable",
+                                              "error_type": type(err).__name__})
+        return outcome_response(503, [Problem("the store is not available; try again",
+                                              "transient")], {"Retry-After": "5"})
 
     @app.errorhandler(Exception)
     def _unexpected(err: Exception) -> Response:
