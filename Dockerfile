@@ -11,7 +11,9 @@ COPY fixtures/demo-*.json ./fixtures/
 RUN pip install --no-cache-dir -c constraints.txt . && mkdir -p /app/var && chown app:app /app/var
 
 USER app
-# gthread workers: WORKERS processes (default two per core the container may run on, at most
+# threaded workers (service.serving.BufferingWorker: a thread per connection only once its
+# request has arrived, so slow clients hold none; put a buffering proxy such as
+# deploy/nginx.conf in front for TLS): WORKERS processes (default two per core the container may run on, at most
 # 16; set WORKERS when the container's CPU is limited by a quota rather than by cpuset) x THREADS
 # threads each (default 2); the metrics of every worker are added up by /metrics. Several
 # replicas share one PostgreSQL: set DATABASE_URL.
