@@ -27,12 +27,12 @@ SIZES = (10_000, 100_000)
 
 
 def _run(cli: str, export: Path, out: Path, tree_memory_kb: Callable[[int], Any],
-         limit_s: float) -> dict[str, Any]:
+         limit_s: float, extra: tuple[str, ...] = ()) -> dict[str, Any]:
     started = time.perf_counter()
     with open(out.parent / f"{out.name}-stderr.txt", "wb") as err:
         proc = subprocess.Popen([cli, "review", "--export-dir", str(export), "--out", str(out),
-                                 "--check-time", REFERENCE_TEXT], stdout=subprocess.DEVNULL,
-                                stderr=err)
+                                 "--check-time", REFERENCE_TEXT, *extra],
+                                stdout=subprocess.DEVNULL, stderr=err)
         peak_rss_kb = peak_hwm_kb = 0
         timed_out = False
         usage = None

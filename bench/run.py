@@ -17,7 +17,8 @@ Prints one JSON report (ratios and targets first) and writes it to bench/results
   child's memory (peak, and sampled while it runs to show whether it stays flat).
 - population: ``baclofen-check review`` over generated Bulk Data exports of 10,000 and
   100,000 patients (bench/population_bench.py): patients and orders per second, and the peak
-  memory of all its processes at each size.
+  memory of all its processes at each size; and 10,000 patients on ``--engine spark`` at
+  ``local[2]`` and ``local[1]`` against the embedded engine (bench/spark_bench.py).
 - watch: against sekmet with the Subscriptions registered, 200 patients on baclofen and a
   burst of 1,000 new creatinine results (bench/watch_bench.py): event-to-DetectedIssue
   latency p50/p95/p99, re-checks per second, queue depth over time, worker memory, and
@@ -808,8 +809,12 @@ def main(argv: list[str] | None = None) -> int:
 
         sizes = tuple(int(n) for n in (args.population_sizes or (
             "1000,5000" if args.quick else "10000,100000")).split(","))
-        section("population", lambda: population_section(workdir, _cli(), _tree_memory_kb,
-                                                         sizes, log=log))
+        from bench.spark_bench import spark_section
+
+        section("population", lambda: {
+            **population_section(workdir, _cli(), _tree_memory_kb, sizes, log=log),
+            # the same review on Spark local[2] and local[1], against the embedded engine
+            "spark": spark_section(workdir, _cli(), 1000 if args.quick else 10_000, log=log)})
         from bench import watch_bench
 
         section("watch", lambda: watch_bench.watch_section(workdir, sys.modules[__name__], log))

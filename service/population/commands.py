@@ -11,9 +11,10 @@ from pathlib import Path
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--export-dir", type=Path,
+    source.add_argument("--export-dir", metavar="DIR",
                         help="a finished Bulk Data export (NDJSON per type or patient blocks, "
-                             "plain or .gz)")
+                             "plain or .gz); with --engine spark any location Spark reads "
+                             "(hdfs://, s3a:// ...)")
     source.add_argument("--fhir-server", metavar="URL",
                         help="kick off $export on this FHIR server (its base URL), wait for "
                              "it and review what it exports")
@@ -23,8 +24,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "TIME (each such patient's whole record is then exported)")
     parser.add_argument("--out", type=Path, required=True, help="output directory")
     parser.add_argument("--check-time", default=None, help="FHIR dateTime (default: now)")
-    parser.add_argument("--engine", choices=["embedded", "spark"], default="embedded")
-    parser.add_argument("--spark-master", metavar="URL", default=None)
+    parser.add_argument("--engine", choices=["embedded", "spark"], default="embedded",
+                        help="embedded: DuckDB and one process per core on this machine; "
+                             "spark: an Apache Spark job (pip install 'baclofen-check[spark]', "
+                             "Java 17)")
+    parser.add_argument("--spark-master", metavar="URL", default=None,
+                        help="with --engine spark: the master (default local[*], or the one "
+                             "spark-submit was given)")
     parser.add_argument("--persist", action="store_true",
                         help="write the findings back to the FHIR server (FHIR_SERVER_URL, or "
                              "--fhir-server), in transaction batches")
@@ -46,8 +52,8 @@ def review_cmd(args: argparse.Namespace) -> int:
     from ..knowledge import load
     from .review import Options, progress_bar, review
 
-    if args.engine == "spark":
-        return _fail("the spark engine is not part of this version; use --engine embedded")
+    if args.spark_master and args.engine != "spark":
+        return _fail("--spark-master goes with --engine spark")
     if (args.group or args.since) and not args.fhir_server:
         return _fail("--group and --since go with --fhir-server")
     settings = load_settings()
@@ -66,7 +72,8 @@ def review_cmd(args: argparse.Namespace) -> int:
     kb = load()
     out: Path = args.out
     source = None
-    export_dir = args.export_dir
+    location = args.export_dir
+    export_dir = Path(location) if location else None
     if args.fhir_server:
         from .bulk import BulkError, export_to
 
@@ -76,12 +83,24 @@ def review_cmd(args: argparse.Namespace) -> int:
         except BulkError as exc:
             return _fail(str(exc))
         source = args.fhir_server.rstrip("/") + (f"/Group/{args.group}" if args.group else "")
-    elif not export_dir.is_dir():
-        return _fail(f"{export_dir} is not a directory")
+    elif args.engine == "spark" and "://" in location:
+        source = location   # a location Spark reads (it says so if it cannot)
+    elif export_dir is None or not export_dir.is_dir():
+        return _fail(f"{location} is not a directory")
+    assert export_dir is not None
     options = Options(export_dir, out, check_time, args.profile or settings.profile,
                       max(1, args.jobs), settings.max_request_bytes, args.memory_limit,
                       progress_bar(), source)
-    summary = review(options, kb)
+    if args.engine == "spark":
+        from .spark import SparkReviewError, spark_review
+
+        try:
+            summary = spark_review(options, kb, location if source == location
+                                   else str(export_dir), args.spark_master)
+        except SparkReviewError as exc:
+            return _fail(str(exc))
+    else:
+        summary = review(options, kb)
     if args.persist:
         from .persist import PersistError, persist_findings
 

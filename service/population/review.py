@@ -27,6 +27,7 @@ import resource
 import sys
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -226,28 +227,7 @@ def review(options: Options, kb: Knowledge) -> dict[str, Any]:
             reader.load()
             grouped = time.perf_counter()
             total = reader.stats.candidates
-            with open(out / "DetectedIssue.ndjson", "w", encoding="utf-8") as issues, \
-                    open(out / "OperationOutcome.ndjson", "w", encoding="utf-8") as outcomes, \
-                    open(out / "orders-checked.txt", "w", encoding="utf-8") as orders:
-                for p in reader.problems:
-                    outcomes.write(_problem_line(p) + "\n")
-                    tally.outcome_lines += 1
-                done = 0
-
-                def emit(r: PatientResult) -> None:
-                    nonlocal done
-                    done += 1
-                    for text in r.issues:
-                        issues.write(text + "\n")
-                    for text in r.outcomes:
-                        outcomes.write(text + "\n")
-                        tally.outcome_lines += 1
-                    for ref in r.order_refs:
-                        orders.write(f"Patient/{r.pid} {ref}\n")
-                    tally.add(r)
-                    if options.progress and (done % 200 == 0 or done == total):
-                        options.progress("checking", done, total)
-
+            with write_outputs(out, reader.problems, tally, options, total) as emit:
                 check_all(reader.records(), options.check_time, options.profile, kb, jobs,
                           emit, pool)
             stats = reader.stats
@@ -255,8 +235,45 @@ def review(options: Options, kb: Knowledge) -> dict[str, Any]:
     finally:
         if pool is not None:
             pool.shutdown(wait=True)
+    return finish(options, kb, tally, stats, problems, started, grouped)
+
+
+@contextmanager
+def write_outputs(out: Path, problems: list[Problem], tally: Tally, options: Options,
+                  total: int) -> Iterator[Callable[[PatientResult], None]]:
+    """The output files of a review (either engine): the export's problems first, then each
+    patient's results, in patient id order, through the function yielded."""
+    with open(out / "DetectedIssue.ndjson", "w", encoding="utf-8") as issues, \
+            open(out / "OperationOutcome.ndjson", "w", encoding="utf-8") as outcomes, \
+            open(out / "orders-checked.txt", "w", encoding="utf-8") as orders:
+        for p in problems:
+            outcomes.write(_problem_line(p) + "\n")
+            tally.outcome_lines += 1
+        done = 0
+
+        def emit(r: PatientResult) -> None:
+            nonlocal done
+            done += 1
+            for text in r.issues:
+                issues.write(text + "\n")
+            for text in r.outcomes:
+                outcomes.write(text + "\n")
+                tally.outcome_lines += 1
+            for ref in r.order_refs:
+                orders.write(f"Patient/{r.pid} {ref}\n")
+            tally.add(r)
+            if options.progress and (done % 200 == 0 or done == total):
+                options.progress("checking", done, total)
+
+        yield emit
+
+
+def finish(options: Options, kb: Knowledge, tally: Tally, stats: Any, problems: list[Problem],
+           started: float, grouped: float) -> dict[str, Any]:
+    """summary.json and report.html (either engine); returns the summary."""
     finished = time.perf_counter()
     summary = _summary(options, kb, tally, stats, problems, started, grouped, finished)
+    out = options.out_dir
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
     from .report import write_report
 
