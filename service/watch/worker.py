@@ -198,7 +198,7 @@ class Worker:
         now = datetime.now(UTC)
         self.ws.record_result(entry, owner, now, result.order_refs, result.changes,
                               error="; ".join(result.not_checkable)[:500] or None)
-        self.worklist(entry.patient_ref)
+        self.worklist(entry.patient_ref, result.changes)
         metrics.RECHECKS.labels("done").inc()
         metrics.LATENCY.observe(max(0.0, (now - entry.created).total_seconds()))
         log.info("re-checked", extra={
@@ -234,14 +234,16 @@ class Worker:
             log.warning("the id-only focus resources could not be read; tried again later",
                         extra={"event": "watch-focus-failed", "error_type": type(exc).__name__})
 
-    def worklist(self, patient_ref: str | None = None) -> None:
+    def worklist(self, patient_ref: str | None = None,
+                 changes: list[FindingChange] | None = None) -> None:
         """The worklist's part (issue 20, service/watch/worklist.py): the orders of new entries
         read, Tasks and pending mitigations written. What fails is tried again after the next
         re-check or period; it never fails the re-check."""
         from .worklist import sync
 
         try:
-            sync(self.ws, self.settings, self.client(), self.kb, datetime.now(UTC), patient_ref)
+            sync(self.ws, self.settings, self.client(), self.kb, datetime.now(UTC), patient_ref,
+                 changes)
         except (FetchFailure, ServiceError, SQLAlchemyError) as exc:
             log.warning("the worklist sync failed; tried again later", extra={
                 "event": "worklist-sync-failed", "error_type": type(exc).__name__})

@@ -562,13 +562,37 @@ class SyncResult:
     errors: list[str] = field(default_factory=list)
 
 
+def _quiet(ws: WatchStore, finding_ids: Sequence[str]) -> bool:
+    """Nothing for the worklist to do after a re-check that changed nothing: no resolution
+    (a finding may come back with new numbers), no Task waiting to be written, every order
+    already read."""
+    if not finding_ids:
+        return True
+    ids = sorted(set(finding_ids))
+    res, t, o = worklist_resolutions.c, worklist_tasks.c, worklist_orders.c
+    with ws.engine.connect() as conn:
+        if conn.execute(select(res.id).where(res.finding_id.in_(ids)).limit(1)).first():
+            return False
+        if conn.execute(select(t.task_id).where(
+                t.finding_id.in_(ids), (t.written.is_(None)) | (t.written != t.wanted))
+                .limit(1)).first():
+            return False
+        read = conn.execute(select(func.count()).where(o.finding_id.in_(ids))).scalar()
+    return int(read or 0) == len(ids)
+
+
 def sync(ws: WatchStore, settings: Any, client: FhirClient, kb: Any, now: datetime,
-         patient_ref: str | None = None) -> SyncResult:
+         patient_ref: str | None = None, changes: Sequence[Any] | None = None) -> SyncResult:
     """Bring the server in line with the worklist (run by the worker after each re-check and
-    every WATCH_CHECK_S): the orders of new entries read; with WATCH_TASK_OWNER, a Task for
+    every WATCH_CHECK_S; after a re-check that changed nothing, not when ``_quiet`` finds
+    nothing to do): the orders of new entries read; with WATCH_TASK_OWNER, a Task for
     each open high or moderate finding episode, completed once resolved, cancelled once the
     finding is; the mitigations not yet written. Idempotent; what fails is tried next time."""
     result = SyncResult()
+    if patient_ref is not None and changes is not None and all(
+            c.change == "unchanged" for c in changes) and _quiet(
+            ws, [c.finding_id for c in changes]):
+        return result
     deadline = Deadline(max(settings.outbound_timeout_s * 5, 10.0))
     t, f = worklist_tasks.c, watch_findings.c
     ids: set[str] = set()
@@ -600,32 +624,34 @@ def sync(ws: WatchStore, settings: Any, client: FhirClient, kb: Any, now: dateti
 
 def _plan_tasks(ws: WatchStore, found: dict[str, State],
                 pending: list[tuple[str, int, str]], now: datetime) -> None:
+    """A Task row for each open high/moderate episode without one; the requested Tasks of
+    findings that were cancelled (or moved to a new episode without a resolution) to be
+    cancelled. Writes only when there is something to write."""
     t = worklist_tasks.c
+    new = [(s.finding_id, s.episode) for s in found.values()
+           if s.status == "open" and s.last.severity in TASK_PRIORITY and s.task is None]
+    cancel = []
+    for fid, episode, _ in pending:
+        state = found.get(fid)
+        if state is not None and (state.status == "cancelled" or (
+                state.episode != episode and state.status == "open"
+                and state.reopened_after is None)):
+            cancel.append((fid, episode))
+    if not new and not cancel:
+        return
     with ws.store._writer(), ws.engine.begin() as conn:
-        have = {(str(r.finding_id), int(r.episode)) for r in conn.execute(
-            select(t.finding_id, t.episode).where(t.finding_id.in_(list(found) or [""]))).all()}
-        for state in found.values():
-            key = (state.finding_id, state.episode)
-            if state.status == "open" and state.last.severity in TASK_PRIORITY \
-                    and key not in have:
-                try:
-                    with conn.begin_nested():
-                        conn.execute(insert(worklist_tasks).values(
-                            finding_id=key[0], episode=key[1], task_id=task_id(*key),
-                            wanted="requested", written=None, created=now, updated=now))
-                except IntegrityError:
-                    pass   # another worker planned it
-        for fid, episode, _ in pending:
-            known = found.get(fid)
-            if known is None:
-                continue
-            state = known
-            if state.status == "cancelled" or (state.episode != episode and
-                                               state.status == "open" and
-                                               state.reopened_after is None):
-                conn.execute(update(worklist_tasks).where(
-                    t.finding_id == fid, t.episode == episode, t.wanted == "requested")
-                    .values(wanted="cancelled", updated=now))
+        for fid, episode in new:
+            try:
+                with conn.begin_nested():
+                    conn.execute(insert(worklist_tasks).values(
+                        finding_id=fid, episode=episode, task_id=task_id(fid, episode),
+                        wanted="requested", written=None, created=now, updated=now))
+            except IntegrityError:
+                pass   # another worker planned it
+        for fid, episode in cancel:
+            conn.execute(update(worklist_tasks).where(
+                t.finding_id == fid, t.episode == episode, t.wanted == "requested")
+                .values(wanted="cancelled", updated=now))
 
 
 def _write_tasks(ws: WatchStore, settings: Any, client: FhirClient, deadline: Deadline,
