@@ -124,8 +124,9 @@ class _Reading:
     """One request arriving: its bytes and where it ends (head, then body by Content-Length
     or chunked framing). What arrives after its end belongs to the next request."""
 
-    def __init__(self, deadline: float, max_body: int) -> None:
+    def __init__(self, deadline: float, max_body: int, kept_alive: bool = False) -> None:
         self.deadline = deadline
+        self.kept_alive = kept_alive    # the deadline is the idle one until the first byte
         self.max_body = max_body
         self.started = False
         self.head = bytearray()
@@ -267,11 +268,13 @@ class BufferingWorker(ThreadWorker):
         conn = TConn(self.cfg, client, addr, listener.getsockname())  # non-blocking
         self._read_next(conn, b"", time.monotonic() + self.read_timeout)
 
-    def _read_next(self, conn: Any, carry: bytes, deadline: float) -> None:
-        reading = _Reading(deadline, self.max_body)
+    def _read_next(self, conn: Any, carry: bytes, deadline: float,
+                   kept_alive: bool = False) -> None:
+        reading = _Reading(deadline, self.max_body, kept_alive)
         self.reading[conn] = reading
         self.poller.register(conn.sock, selectors.EVENT_READ, partial(self._readable, conn))
-        if carry:
+        if carry:  # the start of the next request came with the last one
+            reading.deadline = time.monotonic() + self.read_timeout
             self._take(conn, reading, carry)
 
     def _readable(self, conn: Any, _sock: Any) -> None:
@@ -288,7 +291,7 @@ class BufferingWorker(ThreadWorker):
             if not data:  # gone before its request was whole
                 self._close(conn)
                 return
-            if not reading.started:  # kept alive: from the first byte, the read timeout
+            if reading.kept_alive and not reading.started:  # from its first byte
                 reading.deadline = time.monotonic() + self.read_timeout
             if self._take(conn, reading, data):
                 return
@@ -395,7 +398,7 @@ class BufferingWorker(ThreadWorker):
         try:
             conn.sock.setblocking(False)
             self._read_next(conn, reading.surplus,
-                            time.monotonic() + (self.cfg.keepalive or self.read_timeout))
+                            time.monotonic() + (self.cfg.keepalive or self.read_timeout), True)
         except OSError:
             self._close(conn)
 
