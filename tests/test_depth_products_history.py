@@ -230,6 +230,16 @@ def test_stops(client: FlaskClient, case: Any) -> None:
     assert (stop_findings[0]["severity"] if stop_findings else None) == severity, got
 
 
+def test_stop_and_new_order_in_one_call_give_one_withdrawal_finding(
+        client: FlaskClient) -> None:
+    orders = [stopped(20, 3), draft(b.dosage(5, "mg", 2), id="new-1")]
+    _got, result = native(client, orders, adult(), [])
+    found = [di for di in b.issues(result)
+             if di["identifier"][0]["value"] == "withdrawal.abrupt"]
+    assert len(found) == 1 and found[0]["severity"] == "high"
+    assert "from 60 mg/day to 10 mg/day" in found[0]["detail"]
+
+
 def test_stop_as_cut_detail_names_before_after_and_the_as_needed_order(
         client: FlaskClient) -> None:
     orders = [stopped(20, 3)]

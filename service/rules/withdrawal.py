@@ -224,6 +224,11 @@ def cut_rules(ctx: RuleContext, order: OrderFacts) -> list[Finding]:
     first = order.first_step
     if current is None or first is None or first.daily_mg is None:
         return []
+    if order.route == "oral" and any(o.ref == current.ref and o.status == "stopped"
+                                     for o in ctx.orders):
+        # the stop of this call is judged as a cut against everything that remains or is
+        # new (section 7): that one finding covers this order too
+        return []
     level = level_at(current, order.start)
     before = level.daily_mg
     if before is None or before <= 0:
