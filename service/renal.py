@@ -447,31 +447,22 @@ def _computed(creatinines: list[_Creatinine], patient: PatientFacts, check_time:
                         notes, unusable)
     weight, weight_text, refs = _weight_for_cg(patient, female, kb)
     older = frac(kb.data["patient_context"]["older_age"])
-    out = []
-    for cr in creatinines:
-        try:
-            value = cockcroft_gault(age_years, weight, cr.mg_dl, female, kb)
-        except RenalInputError as exc:
-            notes.append(f"Cockcroft-Gault not computed: {exc}")
-            unusable.append(cr.ref)
-            continue
-        rounded = round_renal(value, kb)
-        text = (f"CrCl {fmt(rounded)} mL/min on {_date(cr.at)} (Cockcroft-Gault, {weight_text}, "
-                f"creatinine {cr.written}, {age_text}, {sex_text}")
-        if age_years >= older:
-            text += "; at 65 or older a low creatinine can overestimate clearance"
-        text += ")"
-        out.append(RenalCandidate(
-            "cockcroft-gault", value, rounded, band_of(rounded, kb), cr.at,
-            elapsed_days(cr.at, check_time) > stale_days, (cr.ref, *refs), text))
-    return out
+    caution = ("; at 65 or older a low creatinine can overestimate clearance"
+               if age_years >= older else "")
+
+    def estimate(cr: _Creatinine) -> tuple[Fraction, str]:
+        return cockcroft_gault(age_years, weight, cr.mg_dl, female, kb), (
+            f"{weight_text}, creatinine {cr.written}, {age_text}, {sex_text}{caution}")
+
+    return _estimated(creatinines, "cockcroft-gault", "Cockcroft-Gault", estimate, refs,
+                      check_time, stale_days, kb, notes, unusable)
 
 
 def _estimated(creatinines: list[_Creatinine], source: RenalSource, label: str,
                estimate: Callable[[_Creatinine], tuple[Fraction, str]],
                extra_refs: tuple[str, ...], check_time: datetime, stale_days: Fraction,
                kb: Knowledge, notes: list[str], unusable: list[str]) -> list[RenalCandidate]:
-    """An eGFR estimated here from each creatinine: ``estimate`` gives (value, how)."""
+    """A value computed here from each creatinine: ``estimate`` gives (value, how)."""
     out = []
     for cr in creatinines:
         try:
@@ -481,8 +472,12 @@ def _estimated(creatinines: list[_Creatinine], source: RenalSource, label: str,
             unusable.append(cr.ref)
             continue
         rounded = round_renal(value, kb)
-        text = (f"eGFR {fmt(rounded)} mL/min/1.73 m2 on {_date(cr.at)} (estimated here with "
-                f"the {label} equation, {how}; used as a stand-in for creatinine clearance)")
+        if source == "cockcroft-gault":
+            text = f"CrCl {fmt(rounded)} mL/min on {_date(cr.at)} (Cockcroft-Gault, {how})"
+        else:
+            text = (f"eGFR {fmt(rounded)} mL/min/1.73 m2 on {_date(cr.at)} (estimated here "
+                    f"with the {label} equation, {how}; used as a stand-in for creatinine "
+                    f"clearance)")
         out.append(RenalCandidate(
             source, value, rounded, band_of(rounded, kb), cr.at,
             elapsed_days(cr.at, check_time) > stale_days, (cr.ref, *extra_refs), text))
