@@ -28,16 +28,9 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     if not settings.api_require_auth:
         logging.getLogger("baclofen_check").warning(
             "API_REQUIRE_AUTH is off: every call to the FHIR endpoints is allowed")
-    from .spool import Spool
-    from .store import open_store
+    from .spool import open_spooled_store
 
-    store = open_store(settings.database_url, settings.audit_retention_days,
-                       settings.db_connect_timeout_s, settings.db_statement_timeout_s)
-    store.spool = Spool(settings.spool_dir, settings.spool_max_bytes,
-                        settings.database_url).open()
-    if store.spool.files():  # records left by processes that died: into the store
-        store.spool.replay_soon(store)
-    app.extensions["store"] = store
+    app.extensions["store"] = open_spooled_store(settings)
     from .metrics import install as install_metrics
 
     install_metrics(app)

@@ -40,7 +40,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _open(settings: Settings) -> tuple[Any, Any]:
-    from ..store import open_store
+    from ..spool import open_spooled_store
     from . import worklist
     from .queue import WatchStore
 
@@ -49,8 +49,7 @@ def _open(settings: Settings) -> tuple[Any, Any]:
     if not settings.watch_notify_token and not settings.watch_notify_hmac_secret:
         raise SystemExit("baclofen-check: the watch needs WATCH_NOTIFY_TOKEN (or "
                          "WATCH_NOTIFY_HMAC_SECRET for servers that sign their notifications)")
-    store = open_store(settings.database_url, settings.audit_retention_days,
-                       settings.db_connect_timeout_s, settings.db_statement_timeout_s)
+    store = open_spooled_store(settings)  # a re-check's record waits there when it must
     return store, worklist.create(WatchStore(store))
 
 
