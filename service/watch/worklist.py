@@ -170,7 +170,7 @@ class State:
 
 
 def _row(r: Any) -> Row:
-    issue = as_dict(r.detected_issue)
+    issue = as_dict(getattr(r, "detected_issue", None))
     return Row(int(r.id), str(r.recheck_id), r.time, str(r.patient_ref), str(r.order_ref),
                str(r.finding_id), str(r.rule_id), str(r.severity), str(r.change),
                r.server_id, as_str(issue.get("detail")),
@@ -204,9 +204,14 @@ def _trigger(triggers: Any) -> dict[str, Any] | None:
             "received": first.get("received")}
 
 
-def states(ws: WatchStore, finding_ids: Iterable[str] | None = None) -> dict[str, State]:
-    """The state of every finding that may be open (or of the findings named)."""
+def states(ws: WatchStore, finding_ids: Iterable[str] | None = None,
+           details: bool = True) -> dict[str, State]:
+    """The state of every finding that may be open (or of the findings named). Without
+    ``details`` the rows carry no detail or title except where a resolution needs them
+    (``with_details`` adds them to the states shown)."""
     f, r = watch_findings.c, watch_rechecks.c
+    columns = select(watch_findings) if details else select(
+        *[c for c in watch_findings.c if c.name != "detected_issue"])
     res, tasks, orders = worklist_resolutions.c, worklist_tasks.c, worklist_orders.c
     with ws.engine.connect() as conn:
         ids = sorted(set(finding_ids) if finding_ids is not None else _open_candidates(conn))
@@ -225,9 +230,11 @@ def states(ws: WatchStore, finding_ids: Iterable[str] | None = None) -> dict[str
                 func.max(case((f.change == "new", f.id), else_=None)))
                 .where(f.finding_id.in_(chunk)).group_by(f.finding_id)).all()
             wanted = sorted({int(i) for e in ends for i in e[1:] if i is not None})
-            picked = [select(watch_findings).where(f.id.in_(part)) for part in _chunks(wanted)]
-            for fid, at in ((k, v["time"]) for k, v in resolutions.items() if k in chunk):
-                picked.append(select(watch_findings).where(f.finding_id == fid, f.time > at))
+            # (the rows after a resolution first: they need their detail)
+            picked = [select(watch_findings).where(f.finding_id == fid, f.time > at)
+                      for fid, at in ((k, v["time"]) for k, v in resolutions.items()
+                                      if k in chunk)]
+            picked += [columns.where(f.id.in_(part)) for part in _chunks(wanted)]
             seen: set[int] = set()
             for query in picked:
                 for row in conn.execute(query).all():
@@ -360,10 +367,29 @@ def _resolution_json(res: dict[str, Any]) -> dict[str, Any]:
             "serverError": res["server_error"]}
 
 
+def with_details(ws: WatchStore, shown: list[State]) -> list[State]:
+    """The detail and title of the rows the entries show (read for these only)."""
+    ids = sorted({row.id for s in shown for row in (s.opening, s.last) if row.detail is None})
+    found: dict[int, Any] = {}
+    f = watch_findings.c
+    with ws.engine.connect() as conn:
+        for chunk in _chunks(ids):
+            found.update((int(r.id), r) for r in conn.execute(
+                select(watch_findings).where(f.id.in_(chunk))).all())
+    for state in shown:
+        if state.opening.id in found:
+            state.opening = _row(found[state.opening.id])
+        if state.last.id in found:
+            state.last = _row(found[state.last.id])
+    return shown
+
+
 def worklist(ws: WatchStore, q: Query, now: datetime) -> dict[str, Any]:
-    chosen = ranked(s for s in states(ws).values() if s.status == "open" and _matches(s, q, now))
+    chosen = ranked(s for s in states(ws, details=False).values()
+                    if s.status == "open" and _matches(s, q, now))
     first = (q.page - 1) * q.per_page
-    return {"entries": [entry(s) for s in chosen[first:first + q.per_page]],
+    shown = with_details(ws, chosen[first:first + q.per_page])
+    return {"entries": [entry(s) for s in shown],
             "total": len(chosen), "page": q.page, "perPage": q.per_page}
 
 
