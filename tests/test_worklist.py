@@ -220,3 +220,23 @@ def test_off_without_the_watch(tmp_path: Path) -> None:
     assert resp.status_code == 404 and resp.get_json()["resourceType"] == "OperationOutcome"
     page = client.get("/worklist")
     assert page.status_code == 200 and b'id="watch-off"' in page.data
+
+
+def test_the_page_has_the_look_and_headers_of_the_others(app: Flask, client: FlaskClient
+                                                         ) -> None:
+    import re
+
+    resp = client.get("/worklist")
+    assert resp.status_code == 200 and resp.mimetype == "text/html"
+    body = resp.get_data(as_text=True)
+    assert "<h1>Pharmacist worklist</h1>" in body
+    assert '<a href="/worklist" aria-current="page">Worklist</a>' in body
+    assert "script-src 'self'" in resp.headers["Content-Security-Policy"]
+    refs = re.findall(r'<(?:script|link)[^>]+(?:src|href)="([^"]+)"', body)
+    assert "/static/worklist.js" in refs and "/static/style.css" in refs
+    assert all(ref.startswith(("/", "data:")) for ref in refs), refs
+    for option in ("dose-changed", "stopped", "monitoring", "not-relevant"):
+        assert f'<option value="{option}">' in body
+    script = client.get("/static/worklist.js")
+    assert script.status_code == 200 and b"/worklist.json" in script.data
+    script.close()
