@@ -269,11 +269,17 @@ class Worker:
         asked = catch_up_due(self.ws, now)
         if not turn and not asked:
             return
-        client = self.client()
         try:
+            client = self.client()
             if turn:
-                check(client, self.settings, self.kb,
-                      Deadline(max(self.settings.outbound_timeout_s, MIN_RECHECK_DEADLINE_S)))
+                try:   # a failed check (e.g. a token without Subscription scopes) does not
+                    check(client, self.settings, self.kb,  # hold up the catch-up
+                          Deadline(max(self.settings.outbound_timeout_s,
+                                       MIN_RECHECK_DEADLINE_S)))
+                except (FetchFailure, ServiceError) as exc:
+                    log.warning("the Subscription check failed; tried again next period",
+                                extra={"event": "watch-check-failed",
+                                       "error_type": type(exc).__name__})
             found = catch_up(client, self.settings, self.kb, self.ws, now)
             if turn:
                 self.worklist()
@@ -281,9 +287,10 @@ class Worker:
             if found.queued:
                 log.info("catch-up queued patients", extra={
                     "event": "watch-catch-up", "queued": len(found.queued)})
-        except (FetchFailure, ServiceError, SQLAlchemyError) as exc:
-            log.warning("the Subscription check or catch-up failed; tried again next period",
-                        extra={"event": "watch-check-failed", "error_type": type(exc).__name__})
+        except Exception as exc:  # noqa: BLE001 - tried again next period, whatever it was
+            log.warning("the catch-up failed; tried again next period",
+                        extra={"event": "watch-catch-up-failed",
+                               "error_type": type(exc).__name__})
 
     def run(self, threads: int = 1, once: bool = False,
             stop: threading.Event | None = None) -> int:
