@@ -143,6 +143,7 @@ def call_service(service_id: str) -> Response:
     req = build_request(call, data, now, cfg.profile)
     if service.review:
         req.mode = "review"
+    _count_left_out(req)
     outcome = run_check(req, kb)
     status = "preliminary" if service.hook == "order-select" else "final"
     rendered = render_cards(req, outcome, kb, status, style=client_style())
@@ -171,6 +172,21 @@ def _returned(service: CdsService, req: CheckRequest, ids: Collection[str],
         log.error("repeat check failed", extra={"event": "repeat-check-failed",
                                                 "error_type": type(exc).__name__})
         return set()
+
+
+def _count_left_out(req: CheckRequest) -> None:
+    """Invalid elements the normaliser left out: a CDS answer has no OperationOutcome to name
+    them, so they are logged (element paths only, never values) and counted."""
+    left_out = [p.expression for p in req.warnings
+                if p.code == "informational" and p.expression and " left out" in p.message]
+    if not left_out:
+        return
+    from ..metrics import INPUT_LEFT_OUT
+
+    for expression in left_out:
+        INPUT_LEFT_OUT.labels(resource=expression.split(".", 1)[0]).inc()
+    log.info("invalid elements left out: " + ", ".join(left_out[:20]),
+             extra={"event": "input-left-out"})
 
 
 def _record(service: CdsService, hook_instance: str, caller: str, req: CheckRequest,
