@@ -181,13 +181,19 @@ def _line_offsets(raw: Any, names: list[str]) -> dict[tuple[str, int], tuple[int
 
     rows = raw.groupBy("name", "block").agg(F.min("mono").alias("first"),
                                             F.count("*").alias("n")).collect()
-    fno = {name: n for n, name in enumerate(names)}
+    from urllib.parse import unquote
+
+    number = {name: n for n, name in enumerate(names)}
+
+    def fno(name: str) -> int:   # (a name as Spark gives it: URL-encoded in some versions)
+        return number[name] if name in number else number[unquote(name)]
+
     offsets: dict[tuple[str, int], tuple[int, int]] = {}
     before: dict[str, int] = {}
-    for row in sorted(rows, key=lambda r: (fno[r["name"]], r["block"])):
+    for row in sorted(rows, key=lambda r: (fno(r["name"]), r["block"])):
         name = row["name"]
         done = before.get(name, 0)
-        offsets[(name, int(row["block"]))] = (fno[name], done - int(row["first"]) + 1)
+        offsets[(name, int(row["block"]))] = (fno(name), done - int(row["first"]) + 1)
         before[name] = done + int(row["n"])
     return offsets
 
@@ -329,7 +335,8 @@ class _Grouped:
         limit = self.max_line_bytes
         lines_rdd = raw.rdd.mapPartitions(
             lambda rows: _read_partition(rows, offsets, limit, terms))
-        lines = spark.createDataFrame(lines_rdd, _LINE_SCHEMA).persist(
+        # (the rows are made to the schema by read_line: not verified again row by row)
+        lines = spark.createDataFrame(lines_rdd, _LINE_SCHEMA, verifySchema=False).persist(
             StorageLevel.MEMORY_AND_DISK)
         self._cached.append(lines)
         self._line_problems(lines)
