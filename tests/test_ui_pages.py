@@ -227,7 +227,10 @@ def test_report_counts_checks_and_feedback(client):
     }
     cards = client.post("/cds-services/baclofen-order-sign", json=call).get_json()["cards"]
     card = next(c for c in cards if c["source"]["topic"]["code"] == "renal.dialysis")
-    second = client.post("/cds-services/baclofen-order-sign", json=call).get_json()["cards"][0]
+    # a second call (another hookInstance): its cards are cards of their own
+    call2 = {**call, "hookInstance": "5c0e1f3a-7d2b-4f6e-8a91-0b3c4d5e6f70"}
+    second = client.post("/cds-services/baclofen-order-sign", json=call2).get_json()["cards"][0]
+    assert second["uuid"] != card["uuid"]
     when = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     feedback = {"feedback": [
         {"card": card["uuid"], "outcome": "accepted", "outcomeTimestamp": when,
@@ -243,6 +246,16 @@ def test_report_counts_checks_and_feedback(client):
     assert row["title"] == load().rule("renal.dialysis").title
     # one finding from $check, two distinct cards from the CDS calls
     assert (row["fired"], row["accepted"], row["overridden"]) == (3, 1, 1)
+    # the first call retried (same hookInstance and body): recorded once, same card uuids
+    again = client.post("/cds-services/baclofen-order-sign", json=call).get_json()["cards"]
+    assert [c["uuid"] for c in again] == [c["uuid"] for c in cards]
+    retry_feedback = {"feedback": [{"card": again[0]["uuid"], "outcome": "accepted",
+                                    "outcomeTimestamp": when}]}
+    assert client.post("/cds-services/baclofen-order-sign/feedback",
+                       json=retry_feedback).get_json() == {"received": 1, "joined": 1}
+    report = client.get("/report", headers=AUTH).get_json()
+    row = next(r for r in report["rules"] if r["rule"] == "renal.dialysis")
+    assert row["fired"] == 3
     assert row["overrideReasons"] == [{
         "code": "renal-reviewed", "display": "Kidney function reviewed; dose appropriate",
         "count": 1}]

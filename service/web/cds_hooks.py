@@ -6,10 +6,12 @@ service/output/cards.py. Stateless between calls; every call is recorded in the 
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import time
-from collections.abc import Collection
+import uuid
+from collections.abc import Callable, Collection
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -146,7 +148,8 @@ def call_service(service_id: str) -> Response:
     _count_left_out(req)
     outcome = run_check(req, kb)
     status = "preliminary" if service.hook == "order-select" else "final"
-    rendered = render_cards(req, outcome, kb, status, style=client_style())
+    rendered = render_cards(req, outcome, kb, status, new_uuid=_card_uuids(call.hook_instance),
+                            style=client_style())
     if service.review:
         rendered = alerts_not_repeated(rendered, lambda ids: _returned(
             service, req, ids, now - timedelta(hours=cfg.cds_repeat_after_h),
@@ -172,6 +175,18 @@ def _returned(service: CdsService, req: CheckRequest, ids: Collection[str],
         log.error("repeat check failed", extra={"event": "repeat-check-failed",
                                                 "error_type": type(exc).__name__})
         return set()
+
+
+_CARD_UUIDS = uuid.UUID("2d0f5a8e-3c1b-4e7a-9f62-7b1c0d4e8a35")
+
+
+def _card_uuids(hook_instance: str) -> Callable[[], str]:
+    """Card and suggestion uuids made from the call itself (its hookInstance and body): a
+    retried call, recorded once (issue 17), answers with the same uuids, so the feedback on
+    whichever answer the EHR showed joins the recorded cards."""
+    seed = f"{hook_instance}:{g.get('body_digest', '')}"
+    counter = itertools.count()
+    return lambda: str(uuid.uuid5(_CARD_UUIDS, f"{seed}:{next(counter)}"))
 
 
 def _count_left_out(req: CheckRequest) -> None:
