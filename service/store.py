@@ -198,7 +198,7 @@ ready_probe = Table(
     Column("time", UTCDateTime, nullable=False),
 )
 Index("ix_findings_rule_card", findings.c.rule_id, findings.c.card_uuid)
-# built once: a statement made per call costs more than the insert (bench/profile.py)
+# built once: a statement made per call costs more than the insert (bench/step_profile.py)
 _INSERT_CHECK = insert(checks)
 _INSERT_FINDING = insert(findings)
 _INSERT_RECORD_ID = insert(record_ids)

@@ -1,6 +1,6 @@
 """Profile the typical order-sign call and the engine with pyinstrument (dev extra).
 
-    .venv/bin/python bench/profile.py [--calls 300] [--what sign,one,review,phases]
+    .venv/bin/python bench/step_profile.py [--calls 300] [--what sign,one,review,phases]
 
 Writes a text call tree per payload to bench/results/profile-<time>-<payload>.txt and prints
 the top of each. The order-sign call goes through the Flask test client (CDS_REQUIRE_JWT
