@@ -156,22 +156,19 @@ def _fetch_jwks(url: str, deadline: Budget) -> Any:
         session.close()
 
 
-def verify(
-    token: str,
-    audience: str,
-    cache: JwksCache,
-    use_jti: Callable[[str, str, datetime], bool],
-    deadline: Budget,
-    now: datetime | None = None,
-) -> Verified:
-    """Check one token; raises TokenRejected for any failure."""
+def trusted_key(token: str, cache: JwksCache, deadline: Budget) -> tuple[str, str, Key]:
+    """(alg, issuer, key) of a token whose header and issuer pass the checks every JWT we
+    accept must pass (CDS Hooks calls and OAuth access tokens alike): an asymmetric ``alg``, a
+    ``kid``, a trusted ``iss``, no ``jku``/``x5u`` but the issuer's own ``jwks_url``, and a key
+    of that issuer with that ``kid`` (and ``alg``, when the key names one). The signature and
+    the claims are checked by the caller with the key."""
     try:
         header = jwt.get_unverified_header(token)
         claims = jwt.decode(token, options={"verify_signature": False})
     except jwt.PyJWTError as exc:
         raise TokenRejected("not a JWT") from exc
     alg = header.get("alg")
-    if alg not in ALGORITHMS:
+    if not isinstance(alg, str) or alg not in ALGORITHMS:
         raise TokenRejected("algorithm not allowed")
     kid = header.get("kid")
     if not isinstance(kid, str) or not kid:
@@ -186,6 +183,20 @@ def verify(
     key = cache.key(issuer, kid, deadline)
     if key.alg is not None and key.alg != alg:
         raise TokenRejected("the token's alg differs from the key's")
+    return alg, issuer, key
+
+
+def verify(
+    token: str,
+    audience: str,
+    cache: JwksCache,
+    use_jti: Callable[[str, str, datetime], bool],
+    deadline: Budget,
+    now: datetime | None = None,
+) -> Verified:
+    """Check one token; raises TokenRejected for any failure."""
+    alg, issuer, key = trusted_key(token, cache, deadline)
+    source = cache.issuers[issuer]
     current = now or datetime.now(UTC)
     try:
         verified = jwt.decode(

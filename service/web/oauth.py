@@ -29,7 +29,7 @@ from typing import Any
 
 import jwt
 
-from ..cds.tokens import ALGORITHMS, LEEWAY_S, Budget, JwksCache, TokenRejected
+from ..cds.tokens import LEEWAY_S, Budget, JwksCache, TokenRejected, trusted_key
 from ..config import Settings, TrustedIssuer
 
 log = logging.getLogger("baclofen_check.oauth")
@@ -167,27 +167,10 @@ def verify_access_token(token: str, settings: Settings, cache: JwksCache, deadli
         known = verified.get(token)
         if known is not None:
             return known
-    try:
-        header = jwt.get_unverified_header(token)
-        unverified = jwt.decode(token, options={"verify_signature": False})
-    except jwt.PyJWTError as exc:
-        raise TokenRejected("not a JWT") from exc
-    alg = header.get("alg")
-    if alg not in ALGORITHMS:
-        raise TokenRejected("algorithm not allowed")
-    kid = header.get("kid")
-    if not isinstance(kid, str) or not kid:
-        raise TokenRejected("kid missing")
-    issuer = unverified.get("iss")
-    if not isinstance(issuer, str) or issuer not in settings.oauth_issuers:
+    alg, issuer, key = trusted_key(token, cache, deadline)
+    if issuer not in settings.oauth_issuers:
         raise TokenRejected("issuer not trusted")
     entry = settings.oauth_issuers[issuer]
-    for name in ("jku", "x5u"):
-        if name in header and (entry.jwks_url is None or header[name] != entry.jwks_url):
-            raise TokenRejected(f"{name} differs from the configured JWKS URL")
-    key = cache.key(issuer, kid, deadline)
-    if key.alg is not None and key.alg != alg:
-        raise TokenRejected("the token's alg differs from the key's")
     audience = entry.audience or settings.public_base_url
     try:
         claims = jwt.decode(token, key=key.jwk.key, algorithms=[alg], audience=audience,
