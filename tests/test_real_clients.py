@@ -283,3 +283,20 @@ def test_a_medication_held_in_the_prefetch_is_not_fetched(client: FlaskClient) -
                    for di in ([card["extension"][EXT]] if isinstance(card["extension"][EXT], dict)
                               else card["extension"][EXT]))
     assert found == by_cds(client, fx, "twin")
+
+
+@pytest.mark.parametrize("code", ["202109", "197391", "666857"])
+def test_an_order_coded_only_by_an_rxnorm_baclofen_product_is_baclofen(
+        client: FlaskClient, code: str) -> None:
+    """RxNorm product codes from a public source (the sandbox's RxNorm list): an order with
+    the code and no name is checked like the named one (90 mg/day is above 80 mg/day)."""
+    fx = load("epic-typed-dose-agree")
+    twin = copy.deepcopy(fx["twin"]["orders"][0])
+    twin["dosageInstruction"][0]["doseAndRate"][0]["doseQuantity"]["value"] = 30
+    coded = copy.deepcopy(twin)
+    coded["medicationCodeableConcept"] = {"coding": [
+        {"system": "http://www.nlm.nih.gov/research/umls/rxnorm", "code": code}]}
+    named, _ = native(client, {**fx, "shape": {"orders": [twin]}}, "shape")
+    by_code, _ = native(client, {**fx, "shape": {"orders": [coded]}}, "shape")
+    assert ("oral.max-daily", "moderate") in named
+    assert by_code == named
