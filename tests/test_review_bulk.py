@@ -131,3 +131,17 @@ def test_a_failed_kick_off_names_the_server_s_reason(stub: StubServer) -> None:
         status=404)
     with pytest.raises(BulkError, match="answered HTTP 404: Group/nope not found"):
         _client(stub, []).kick_off("nope", None, load())
+
+
+def test_fhir_server_named_on_the_command_line_only(tmp_path, monkeypatch, capsys) -> None:
+    """review --fhir-server with no FHIR_SERVER_URL in the environment: the server named is
+    this run's server (its failure is said as such, not a configuration error)."""
+    from service.cli import main
+
+    monkeypatch.delenv("FHIR_SERVER_URL", raising=False)
+    code = main(["review", "--fhir-server", "http://127.0.0.1:9/fhir",
+                 "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert code != 0
+    assert "http://127.0.0.1:9/fhir/$export could not be reached" in err
+    assert "unknown setting" not in err

@@ -60,7 +60,7 @@ def review_cmd(args: argparse.Namespace) -> int:
     if args.fhir_server and settings.fhir_server_url is None:
         # the server named here is the FHIR server of this run (its authentication and
         # allow-list come from the same settings as FHIR_SERVER_URL's)
-        settings = load_settings({**os.environ, "FHIR_SERVER_URL": args.fhir_server})
+        settings = load_settings({"FHIR_SERVER_URL": args.fhir_server})
     check_time = datetime.now(UTC)
     if args.check_time:
         parsed = parse_instant(args.check_time)
