@@ -32,7 +32,7 @@ from .fhirjson import (
     parse_instant,
 )
 from .knowledge import Knowledge
-from .numbers import fmt
+from .wording import fmt
 
 Resolve = Callable[[Any, JSON], JSON | None]
 """Resolve a Reference (dict) seen inside a resource to the resource it names, or None."""

@@ -53,7 +53,7 @@ from .fhirjson import (
     parse_instant,
 )
 from .knowledge import Knowledge, frac
-from .numbers import fmt
+from .wording import fmt
 
 ReadOrder = Callable[[dict[str, Any], str], OrderFacts]
 

@@ -49,8 +49,8 @@ from .fhirjson import (
     parse_instant,
 )
 from .knowledge import Knowledge, frac
-from .numbers import fmt
 from .patient import Resource, condition_counts, has_loinc, observation_time, usable_result
+from .wording import fmt
 
 
 class RenalInputError(ValueError):

@@ -27,7 +27,7 @@ from ..fhir_input.request import CheckRequest
 from ..fhirjson import JSON, as_dict, copy_json, dicts
 from ..findings import Correction, Finding
 from ..knowledge import Knowledge
-from ..numbers import fmt, mg, mg_day, micrograms
+from ..wording import fmt, mg, mg_day, micrograms
 from .fhir import RULE_SYSTEM, detected_issue, finding_id
 
 SOURCE_LABEL = "baclofen-check"

@@ -14,7 +14,7 @@ from ..facts import MedicationHistory, OrderFacts, PatientFacts, RenalFacts
 from ..findings import Correction, Finding
 from ..knowledge import Knowledge, Profile
 from ..medications import MedicationUse
-from ..numbers import floor_to_step, fmt, mg, mg_day, times_per_day
+from ..wording import floor_to_step, fmt, mg, mg_day, times_per_day
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from fractions import Fraction
 
 from ..facts import AgeFacts, DoseLine, OrderFacts, Step
-from ..numbers import fmt, fmt_beside, mg, mg_day, times_per_day
+from ..wording import fmt, fmt_beside, mg, mg_day, times_per_day
 
 
 def age_text(age: AgeFacts | None, end: str) -> str:

@@ -6,7 +6,7 @@ from fractions import Fraction
 
 from ..facts import DoseLine, OrderFacts
 from ..findings import Correction, Finding
-from ..numbers import fmt, micrograms
+from ..wording import fmt, micrograms
 from . import RuleContext
 
 UG_PER_MG = 1000

@@ -6,7 +6,7 @@ from fractions import Fraction
 
 from ..facts import OrderFacts
 from ..findings import Finding
-from ..numbers import fmt, mg
+from ..wording import fmt, mg
 from . import RuleContext
 
 

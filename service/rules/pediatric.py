@@ -6,7 +6,7 @@ from fractions import Fraction
 
 from ..facts import OrderFacts
 from ..findings import Finding
-from ..numbers import fmt, mg_day
+from ..wording import fmt, mg_day
 from . import RuleContext, suggest_oral
 from .describe import age_text, describe_step, step_daily, step_label, worst_daily_step
 

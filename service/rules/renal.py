@@ -13,8 +13,8 @@ from ..facts import EGFR_SOURCES, OrderFacts, RenalFacts
 from ..fhirjson import elapsed_days
 from ..findings import Finding, worse
 from ..knowledge import frac
-from ..numbers import fmt, mg_day
 from ..renal import renal_cap
+from ..wording import fmt, mg_day
 from . import RuleContext, suggest_oral
 from .describe import age_text, describe_step, step_daily, step_label, worst_daily_step
 from .pediatric import age_cap, is_child

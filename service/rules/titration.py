@@ -16,7 +16,7 @@ from ..facts import MedicationHistory, OrderFacts, RenalFacts
 from ..fhirjson import elapsed_days
 from ..findings import SEVERITY_RANK, Finding
 from ..history import level_at, same_dose_since
-from ..numbers import fmt, mg_day
+from ..wording import fmt, mg_day
 from . import RuleContext
 from .describe import describe_step, step_daily
 from .pediatric import is_child

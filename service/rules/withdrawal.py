@@ -9,7 +9,7 @@ from ..facts import MedicationHistory, OrderFacts, Regimen
 from ..fhirjson import elapsed_days
 from ..findings import Finding
 from ..history import level_at, time_on_therapy
-from ..numbers import fmt, mg_day, micrograms
+from ..wording import fmt, mg_day, micrograms
 from . import RuleContext
 from .intrathecal import maintenance_ug_day
 

@@ -724,7 +724,7 @@ def medication_summary(order: FhirJSON, medication: FhirJSON | None, kb: Any,
                        now: datetime) -> dict[str, Any]:
     """Product, dose as written with its frequency, daily mg (None when it cannot be read)."""
     from ..dosing import read_order
-    from ..numbers import fmt, times_per_day
+    from ..wording import fmt, times_per_day
 
     ref = f"MedicationRequest/{order.get('id')}"
 
