@@ -31,6 +31,7 @@ from .fhirjson import (
     parse_datetime_range,
     parse_instant,
 )
+from .fhirref import local, relative
 from .knowledge import Knowledge
 from .wording import fmt
 
@@ -434,10 +435,9 @@ def _reference_keys(reference: JSON, within: JSON, resolve: Resolve) -> set[str]
     if ref is None:
         return set()
     keys = {ref}
-    if not ref.startswith(("#", "urn:")):
-        parts = ref.split("/_history/")[0].rstrip("/").split("/")
-        if len(parts) >= 2:
-            keys.add(f"{parts[-2]}/{parts[-1]}")
+    tail = None if local(ref) else relative(ref)
+    if tail is not None:
+        keys.add(tail)
     if ref.startswith("#"):
         return keys  # a contained resource's id is local to its container
     target = resolve(reference, within)

@@ -52,6 +52,7 @@ from .fhirjson import (
     parse_datetime_range,
     parse_instant,
 )
+from .fhirref import local, relative
 from .knowledge import Knowledge, frac
 from .wording import fmt
 
@@ -145,10 +146,9 @@ class _HistoryContext:
         """(the order's reference key, the order) of an authorizingPrescription."""
         text = as_str(reference.get("reference"))
         keys = [text] if text else []
-        if text and not text.startswith(("#", "urn:")):
-            parts = text.split("/_history/")[0].rstrip("/").split("/")
-            if len(parts) >= 2:
-                keys.append(f"{parts[-2]}/{parts[-1]}")
+        tail = relative(text) if text and not local(text) else None
+        if tail is not None:
+            keys.append(tail)
         for key in keys:
             if key in self.requests:
                 return key, self.requests[key]

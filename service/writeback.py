@@ -28,6 +28,7 @@ from typing import Any
 from .errors import Problem, ServiceError
 from .fhir_input.fetch import Deadline, FetchFailure, FhirClient, fetch_all
 from .fhirjson import JSON
+from .fhirref import parse_reference
 from .output.fhir import FINDING_SYSTEM
 from .store import PersistedIssue, Store
 
@@ -50,9 +51,9 @@ def _finding_id(issue: JSON) -> str:
 
 def _server_id(entry: JSON, fallback: str) -> str:
     location = str((entry.get("response") or {}).get("location") or "")
-    parts = location.split("/_history/")[0].rstrip("/").split("/")
-    if len(parts) >= 2 and parts[-2] == "DetectedIssue" and parts[-1]:
-        return parts[-1]
+    target = parse_reference(location)
+    if target is not None and target.type == "DetectedIssue":
+        return target.id
     resource = entry.get("resource")
     if isinstance(resource, dict) and isinstance(resource.get("id"), str):
         return str(resource["id"])

@@ -25,6 +25,7 @@ from ..fhir_input.request import (
     validate_model,
 )
 from ..fhirjson import JSON, as_dict, as_str, dicts
+from ..fhirref import parse_reference
 from .discovery import CdsService
 
 ORDER_SELECT = "order-select"
@@ -95,11 +96,11 @@ def _selected(resources: list[JSON], selections: Any) -> tuple[list[JSON], list[
     chosen: list[JSON] = []
     missing = []
     for ref in selections:
-        parts = ref.split("/_history/")[0].rstrip("/").split("/")
+        target = parse_reference(ref)
         match = None
-        if len(parts) >= 2:
+        if target is not None:
             for res in resources:
-                if res.get("resourceType") == parts[-2] and res.get("id") == parts[-1]:
+                if res.get("resourceType") == target.type and res.get("id") == target.id:
                     match = res
                     break
         if match is None:
@@ -195,10 +196,10 @@ def medication_reads(call: HookCall) -> dict[str, str]:
         ref = as_str(as_dict(order.get("medicationReference")).get("reference"))
         if ref is None or ref.startswith("#"):
             continue
-        parts = ref.split("/_history/")[0].rstrip("/").split("/")
-        if len(parts) < 2 or parts[-2] != "Medication":
+        target = parse_reference(ref)
+        if target is None or target.type != "Medication":
             continue
-        key = f"Medication/{parts[-1]}"
+        key = target.relative
         if key not in held:
             out[key] = key
     return out

@@ -17,6 +17,7 @@ from ..errors import ServiceError
 from ..fhir_input.normalise import normalised_copy
 from ..fhir_input.request import ResourceIndex, validate_model
 from ..fhirjson import JSON, as_dict, as_str
+from ..fhirref import parse_reference
 from ..knowledge import Knowledge
 from ..output.cards import Rendered
 from ..output.fhir import FINDING_SYSTEM
@@ -31,8 +32,8 @@ def _for_patient(resource: JSON, patient_id: str) -> bool:
     ref = as_str(as_dict(resource.get("subject")).get("reference"))
     if ref is None:
         return True
-    parts = ref.split("/_history/")[0].rstrip("/").split("/")
-    return len(parts) >= 2 and parts[-2] == "Patient" and parts[-1] == patient_id
+    target = parse_reference(ref)
+    return target is not None and target.type == "Patient" and target.id == patient_id
 
 
 def review_orders(data: Mapping[str, KeyData], patient_id: str, kb: Knowledge) -> list[JSON]:

@@ -18,6 +18,7 @@ from pydantic import ValidationError
 
 from ..errors import Problem, ServiceError, bad_request, unprocessable
 from ..fhirjson import JSON, as_dict, as_str, dicts, parse_datetime_range
+from ..fhirref import parse_reference, relative
 from .normalise import normalise_resource, offset_text
 
 CONTEXT_TYPES = frozenset({
@@ -97,10 +98,8 @@ class ResourceIndex:
             return None
         if ref in self._by_key:
             return self._by_key[ref]
-        parts = ref.split("/_history/")[0].rstrip("/").split("/")
-        if len(parts) >= 2:
-            return self._by_key.get(f"{parts[-2]}/{parts[-1]}")
-        return None
+        tail = relative(ref)
+        return self._by_key.get(tail) if tail is not None else None
 
 
 def item_for(resource: JSON, full_url: str | None = None) -> Item:
@@ -622,7 +621,7 @@ def _other_patient(req: CheckRequest, resource: JSON) -> str | None:
             return ref
         return None
     pid = req.patient.resource.get("id")
-    parts = ref.split("/_history/")[0].rstrip("/").split("/")
-    if len(parts) >= 2 and parts[-2] == "Patient" and pid and parts[-1] != pid:
+    named = parse_reference(ref)
+    if named is not None and named.type == "Patient" and pid and named.id != pid:
         return ref
     return None

@@ -16,6 +16,7 @@ from urllib.parse import quote
 
 from ..errors import Problem, ServiceError, unprocessable
 from ..fhirjson import JSON, as_dict, as_str
+from ..fhirref import parse_reference, unversioned
 from ..knowledge import Knowledge
 from .fetch import Deadline, FetchFailure, FhirClient, fetch_all
 from .request import CONTEXT_TYPES, CheckRequest, parse_parameters
@@ -38,11 +39,11 @@ def _patient_id(order: JSON, base_url: str) -> str:
                             "MedicationRequest.subject", "required")
     if ref.startswith(base_url + "/"):
         ref = ref[len(base_url) + 1:]
-    parts = ref.split("/_history/")[0].split("/")
-    if len(parts) != 2 or parts[0] != "Patient" or not parts[1]:
+    target = parse_reference(ref)
+    if target is None or target.type != "Patient" or target.relative != unversioned(ref):
         raise unprocessable(f"the order's subject {ref!r} is not a Patient on the FHIR server",
                             "MedicationRequest.subject")
-    return parts[1]
+    return target.id
 
 
 def context_queries(kb: Knowledge, patient_id: str) -> dict[str, str]:

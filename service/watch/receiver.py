@@ -25,6 +25,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from ..config import Settings
 from ..errors import Problem, ServiceError, bad_request, unauthorized
 from ..fhirjson import JSON, as_dict, as_str
+from ..fhirref import parse_reference, versioned
 from ..web.body import JSON_TYPES, check_size, media_type, parse_json_text
 from . import metrics
 from .queue import Trigger, WatchStore
@@ -90,9 +91,9 @@ def patient_of(resource: JSON) -> str | None:
         ref = as_str(as_dict(resource.get(element)).get("reference"))
         if not ref:
             continue
-        parts = ref.split("/_history/")[0].rstrip("/").split("/")
-        if len(parts) >= 2 and parts[-2] == "Patient" and _ID.match(parts[-1]):
-            return f"Patient/{parts[-1]}"
+        target = parse_reference(ref)
+        if target is not None and target.type == "Patient" and _ID.match(target.id):
+            return target.relative
     return None
 
 
@@ -106,7 +107,7 @@ def _reference(resource: JSON) -> tuple[str | None, tuple[str, str] | None, str 
         return None, None, updated
     ref = f"{rtype}/{rid}"
     stamp = version or updated
-    return (f"{ref}/_history/{version}" if version else ref,
+    return (versioned(ref, version),
             (ref, stamp) if stamp else None, updated)
 
 

@@ -30,6 +30,7 @@ from urllib.parse import parse_qsl, quote
 from ..config import Settings
 from ..fhir_input.fetch import Deadline, FetchFailure, FhirClient
 from ..fhirjson import JSON, as_dict, as_str
+from ..fhirref import versioned
 from ..knowledge import Knowledge
 from . import metrics
 from .queue import Trigger, WatchStore
@@ -248,8 +249,8 @@ def catch_up(client: FhirClient, settings: Settings, kb: Knowledge, ws: WatchSto
             if patient is None:
                 continue
             meta = as_dict(res.get("meta"))
-            trigger = Trigger("catch-up", f"{pair[0]}/_history/{pair[1]}"
-                              if meta.get("versionId") else pair[0], now,
+            trigger = Trigger("catch-up", versioned(pair[0], pair[1] if meta.get("versionId")
+                                                    else None), now,
                               as_str(meta.get("lastUpdated")))
             ws.enqueue(patient, trigger, now, settings.watch_coalesce_s)
             metrics.CATCH_UP_QUEUED.inc()

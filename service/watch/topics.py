@@ -36,6 +36,7 @@ from sqlalchemy import delete, select
 from ..config import Settings
 from ..fhir_input.fetch import Deadline, FetchFailure, FhirClient
 from ..fhirjson import JSON, as_dict, as_str
+from ..fhirref import parse_reference, versioned
 from ..knowledge import Knowledge
 from .queue import Trigger, WatchStore, watch_state
 
@@ -238,10 +239,10 @@ def subscribe(client: FhirClient, settings: Settings, kb: Knowledge, ws: WatchSt
 def _relative(ref: str | None) -> str | None:
     if not ref:
         return None
-    parts = ref.split("/_history/")[0].rstrip("/").split("/")
-    if len(parts) < 2 or not parts[-2][:1].isupper():
+    target = parse_reference(ref)
+    if target is None or not target.type[:1].isupper():
         return None
-    return f"{parts[-2]}/{parts[-1]}"
+    return target.relative
 
 
 def focus_refs(status: JSON) -> list[str]:
@@ -311,8 +312,7 @@ def read_focus(ws: WatchStore, client: FhirClient, settings: Settings, now: date
             meta = as_dict(res.get("meta"))
             version = as_str(meta.get("versionId"))
             if patient is not None:
-                ws.enqueue(patient, Trigger("notification", f"{ref}/_history/{version}"
-                                            if version else ref, received,
+                ws.enqueue(patient, Trigger("notification", versioned(ref, version), received,
                                             as_str(meta.get("lastUpdated"))),
                            now, settings.watch_coalesce_s,
                            (ref, version or as_str(meta.get("lastUpdated")) or "")

@@ -59,6 +59,7 @@ from sqlalchemy.exc import IntegrityError
 from ..fhir_input.fetch import Deadline, FetchFailure, FhirClient
 from ..fhirjson import JSON as FhirJSON
 from ..fhirjson import as_dict, as_str
+from ..fhirref import split_version, unversioned
 from ..findings import SEVERITY_RANK
 from ..store import _ID, UTCDateTime
 from .queue import WatchStore, metadata, watch_findings, watch_rechecks
@@ -198,7 +199,7 @@ def _trigger(triggers: Any) -> dict[str, Any] | None:
     if not first:
         return None
     ref = as_str(first.get("resource"))
-    resource, _, version = (ref or "").partition("/_history/")
+    resource, version = split_version(ref or "")
     return {"kind": first.get("kind"), "resource": resource or None,
             "version": version or None, "at": first.get("lastUpdated") or first.get("received"),
             "received": first.get("received")}
@@ -731,7 +732,7 @@ def medication_summary(order: FhirJSON, medication: FhirJSON | None, kb: Any,
     def resolve(reference: Any, within: FhirJSON | None = None) -> FhirJSON | None:
         wanted = as_str(as_dict(reference).get("reference")) if isinstance(reference, dict) \
             else as_str(reference)
-        if medication is not None and wanted and wanted.split("/_history/")[0].endswith(
+        if medication is not None and wanted and unversioned(wanted).endswith(
                 f"Medication/{medication.get('id')}"):
             return medication
         return None
