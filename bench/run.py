@@ -423,7 +423,7 @@ def http_section(server: Server, workdir: Path, seconds: float, warmup: float
 @contextmanager
 def sekmet_server() -> Iterator[Any]:
     """The sekmet FHIR server, started by the test suite's own fixture code."""
-    from tests import services
+    from tests.support import services
 
     class _TempFactory:
         def mktemp(self, name: str) -> Path:
@@ -847,7 +847,7 @@ def _fhir_side(wanted: bool, workdir: Path
     if not wanted:
         yield None, None, "not requested"
         return
-    from tests import services
+    from tests.support import services
 
     if not services.SEKMET.exists():
         yield None, None, "sekmet is not installed (make .venv-sekmet/.installed)"

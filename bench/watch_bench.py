@@ -239,7 +239,7 @@ def kill(proc: subprocess.Popen[bytes] | None, sig: int = signal.SIGTERM) -> Non
 
 @contextmanager
 def stack(workdir: Path, helpers: Any, check_s: float) -> Iterator[Stack]:
-    from tests import services
+    from tests.support import services
 
     home = Path(tempfile.mkdtemp(prefix="bench-watch-sekmet-"))
     port = services.free_port()
@@ -399,7 +399,7 @@ def watch_section(workdir: Path, helpers: Any, log: Callable[[str], None],
                   limit_s: float = 600) -> dict[str, Any]:
     from sqlalchemy import create_engine, text
 
-    from tests import services
+    from tests.support import services
 
     if not services.SEKMET.exists():
         return {"available": False, "reason": "sekmet is not installed"}

@@ -31,7 +31,7 @@ import requests
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tests.builders import (  # noqa: E402 - the tests' builders make realistic payloads
+from tests.support.builders import (  # noqa: E402 - the tests' builders make realistic payloads
     bundle,
     dosage,
     order,

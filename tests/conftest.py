@@ -3,7 +3,6 @@ from __future__ import annotations
 import os
 import tempfile
 from collections.abc import Iterator
-from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -12,10 +11,8 @@ from flask.testing import FlaskClient
 from hypothesis import settings as hypothesis_settings
 
 from service import create_app
-from service.checker import check_body
-
-from .fhir_validate import validate
-from .services import postgres, sekmet  # noqa: F401 - session fixtures (real services)
+from tests.support.checks import TOKEN, WRITE_TOKEN
+from tests.support.services import postgres, sekmet  # noqa: F401 - session fixtures (real services)
 
 # In CI the property tests are derandomized: the same examples every run, so a landing cannot
 # fail on a draw that a developer never saw. Locally they draw new examples each run (set
@@ -26,9 +23,6 @@ if os.environ.get("CI"):
 
 # every app the tests make spools (service/spool.py) here, not under the working directory
 os.environ.setdefault("SPOOL_DIR", tempfile.mkdtemp(prefix="baclofen-check-test-spool-"))
-
-TOKEN = "test-token"
-WRITE_TOKEN = "writer-token"
 
 
 @pytest.fixture
@@ -46,18 +40,3 @@ def app(tmp_path: Any) -> Iterator[Flask]:
 @pytest.fixture
 def client(app: Flask) -> FlaskClient:
     return app.test_client()
-
-
-AUTH = {"Authorization": f"Bearer {TOKEN}"}
-
-
-def post_check(client: FlaskClient, body: Any, **kw: Any) -> Any:
-    headers = {"Content-Type": "application/fhir+json", **AUTH, **kw.pop("headers", {})}
-    return client.post("/MedicationRequest/$check", json=body, headers=headers, **kw)
-
-
-def run(body: dict[str, Any], profile: str = "us") -> dict[str, Any]:
-    """Check in-process and validate everything emitted."""
-    result, _req, _out = check_body(body, datetime(2026, 11, 25, 10, tzinfo=UTC), profile)
-    validate(result)
-    return result

@@ -10,7 +10,7 @@ Normalises in place on a private copy:
   section 1).
 
 A valid R4 resource comes out unchanged, and normalising twice equals normalising once
-(tests/test_real_clients.py holds both as properties).
+(tests/api/test_real_clients.py holds both as properties).
 """
 
 from __future__ import annotations
