@@ -59,7 +59,7 @@ def mg_unit_rule(ctx: RuleContext, order: OrderFacts) -> Finding | None:
         for ln in mg_lines
     )
     written = ", ".join(ln.written for ln in mg_lines)
-    if total_mg > spec.num("high_above_mg_day"):
+    if spec.grade(daily_mg=total_mg) == "high":
         return ctx.finding(
             "intrathecal.mg-unit", "high", order,
             summary=f"Intrathecal baclofen written as {written}: probable 1000-fold error",
@@ -108,10 +108,10 @@ def bolus_rule(ctx: RuleContext, order: OrderFacts) -> list[Finding]:
 def max_daily_rule(ctx: RuleContext, order: OrderFacts) -> list[Finding]:
     spec = ctx.kb.rule("intrathecal.max-daily")
     daily = maintenance_ug_day(order)
-    cap, high = spec.num("max_ug_day"), spec.num("high_ug_day")
+    cap = spec.num("max_ug_day")
     if daily is None or daily <= cap:
         return []
-    severity = "high" if daily > high else "moderate"
+    severity = spec.grade(daily_ug=daily)
     return [ctx.finding(
         "intrathecal.max-daily", severity, order,
         summary=f"Intrathecal baclofen {micrograms(daily)}/day exceeds {micrograms(cap)}/day",

@@ -29,8 +29,7 @@ def max_daily(ctx: RuleContext, order: OrderFacts) -> Finding | None:
     daily, daily_text = step_daily(step, beside=cap)
     if daily <= cap:
         return None
-    high = ctx.profile.num("high_daily_mg")
-    severity = "high" if daily > high else "moderate"
+    severity = ctx.kb.rule("oral.max-daily").grade(ctx.profile, daily_mg=daily)
     correction = suggest_oral(ctx, cap, step.scheduled_per_day)
     todo = f" Reduce to at most {mg_day(cap)}"
     todo += f", for example {correction.label}." if correction else "."

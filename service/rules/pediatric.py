@@ -53,7 +53,7 @@ def rules(ctx: RuleContext, order: OrderFacts) -> list[Finding]:
         cap, why = cap_info
         if daily > cap:
             spec = ctx.kb.rule("pediatric.age-cap")
-            severity = "high" if daily - cap > spec.num("high_margin_mg") else "moderate"
+            severity = spec.grade(over_cap_mg_day=daily - cap)
             correction = suggest_oral(ctx, cap, step.scheduled_per_day)
             example = f", for example {correction.label}" if correction else ""
             out.append(ctx.finding(
@@ -82,7 +82,7 @@ def rules(ctx: RuleContext, order: OrderFacts) -> list[Finding]:
         per_kg = daily / weight
         cap_kg = spec.num("cap_mg_kg")
         if per_kg > cap_kg:
-            severity = "high" if per_kg > spec.num("high_mg_kg") else "moderate"
+            severity = spec.grade(mg_kg_day=per_kg)
             cap = cap_kg * weight
             correction = suggest_oral(ctx, cap, step.scheduled_per_day)
             example = f", for example {correction.label}" if correction else ""

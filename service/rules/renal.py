@@ -78,8 +78,7 @@ def dose_band(ctx: RuleContext, order: OrderFacts, renal: RenalFacts) -> Finding
     if cap is None or daily <= cap.cap_mg_day:
         return None
     spec = ctx.kb.rule("renal.dose-band")
-    severity = ("high" if band == "severe" and daily >= spec.num("severe_high_mg_day")
-                else "moderate")
+    severity = spec.grade(severe_band_daily_mg=daily if band == "severe" else None)
     correction = suggest_oral(ctx, cap.cap_mg_day, step.scheduled_per_day)
     example = f", for example {correction.label}" if correction else ""
     label = step_label(order, step)
@@ -118,7 +117,7 @@ def dialysis(ctx: RuleContext, order: OrderFacts, renal: RenalFacts) -> Finding 
         severity, ordered = "moderate", "The daily dose cannot be read."
     else:
         daily, daily_text = step_daily(step)
-        severity = "high" if daily > limit else "moderate"
+        severity = spec.grade(daily_mg=daily)
         ordered = f"Ordered {daily_text} ({describe_step(step)}){step_label(order, step)}."
         if daily > limit:
             correction = suggest_oral(ctx, limit, step.scheduled_per_day)
@@ -144,11 +143,10 @@ def geriatric(ctx: RuleContext, order: OrderFacts, renal: RenalFacts) -> Finding
         return None
     step = worst_daily_step(order)
     daily = step_daily(step)[0] if step else None
-    high = (daily is not None and daily >= spec.num("high_mg_day")) or (
-        value.rounded_ml_min < spec.num("high_value_below"))
+    severity = spec.grade(daily_mg=daily, renal_ml_min=value.rounded_ml_min)
     dose = f" Ordered {step_daily(step)[1]}." if step else ""
     return ctx.finding(
-        "geriatric.renal", "high" if high else "moderate", order,
+        "geriatric.renal", severity, order,
         summary=f"Baclofen at {age_text(ctx.patient.age, 'old')} with kidney function below "
                 f"{fmt(spec.num('value_below'))} mL/min: avoid (Beers 2023)",
         detail=f"{age_text(ctx.patient.age, 'old').capitalize()} and {value.text}, below "

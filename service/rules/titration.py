@@ -96,6 +96,7 @@ def start_dose(ctx: RuleContext, order: OrderFacts) -> Finding | None:
     daily, daily_text = step_daily(step)
     weight = ctx.patient.weight_kg
     evidence: tuple[str, ...] = ()
+    per_kg: Fraction | None = None
     if is_child(ctx) and weight is not None and weight > 0:
         per_kg = daily / weight
         limit, moderate_from = spec.num("child_mg_kg_day"), spec.num("child_moderate_mg_kg_day")
@@ -119,7 +120,8 @@ def start_dose(ctx: RuleContext, order: OrderFacts) -> Finding | None:
     reasons = ([big] if moderate else []) + why
     if renal_below(ctx, spec.num("renal_below")):
         evidence += _renal_refs(ctx)
-    severity = "moderate" if reasons else "low"
+    severity = spec.grade(daily_mg=daily if per_kg is None else None, mg_kg_day=per_kg,
+                          vulnerable=bool(why))
     plan = " in step 1 of the plan" if order.is_plan else ""
     return ctx.finding(
         "oral.start-dose", severity, order,
@@ -211,10 +213,8 @@ def interval_rule(ctx: RuleContext, order: OrderFacts, increases: list[Increase]
     for inc in increases:
         if inc.interval_days is None:
             continue
-        if inc.interval_days < min_days:
-            hits.append(("moderate", inc))
-        elif why and inc.interval_days < vulnerable_days:
-            hits.append(("low", inc))
+        if inc.interval_days < min_days or (why and inc.interval_days < vulnerable_days):
+            hits.append((spec.grade(interval_days=inc.interval_days), inc))
     worst = _worst(hits)
     if worst is None:
         return None
@@ -237,14 +237,12 @@ def interval_rule(ctx: RuleContext, order: OrderFacts, increases: list[Increase]
 def step_rule(ctx: RuleContext, order: OrderFacts, increases: list[Increase]
               ) -> Finding | None:
     spec = ctx.kb.rule("oral.titration-step")
-    step_max, moderate_from = spec.num("step_mg_day"), spec.num("moderate_step_mg_day")
+    step_max = spec.num("step_mg_day")
     hits: list[tuple[str, Increase]] = []
     for inc in increases:
         rise = inc.to_mg_day - inc.from_mg_day
-        if rise > moderate_from:
-            hits.append(("moderate", inc))
-        elif rise > step_max:
-            hits.append(("low", inc))
+        if rise > step_max:
+            hits.append((spec.grade(rise_mg_day=rise), inc))
     worst = _worst(hits)
     if worst is None:
         return None

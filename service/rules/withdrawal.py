@@ -40,12 +40,9 @@ def short_taper(ctx: RuleContext, order: OrderFacts) -> list[Finding]:
     if length is None:
         return []
     spec = ctx.kb.rule("withdrawal.short-taper")
-    if length < spec.num("moderate_below_days"):
-        severity = "moderate"
-    elif length < spec.num("low_below_days"):
-        severity = "low"
-    else:
+    if length >= spec.num("low_below_days"):
         return []
+    severity = spec.grade(taper_days=length)
     steps = " -> ".join(
         f"{mg_day(s.daily_mg or 0)} for {fmt(s.duration_days or 0)} days" for s in order.steps
     )
@@ -132,7 +129,8 @@ def stop_rules(ctx: RuleContext, order: OrderFacts) -> list[Finding]:
         daily_ug = maintenance_ug_day(order)
         amount = f" ({micrograms(daily_ug)} a day)" if daily_ug else ""
         return [ctx.finding(
-            "intrathecal.abrupt-stop", "high", order,
+            "intrathecal.abrupt-stop", ctx.kb.rule("intrathecal.abrupt-stop").grade(
+                stopped=True), order,
             summary="Intrathecal baclofen stopped abruptly: risk of life-threatening withdrawal",
             detail=f"This stops intrathecal baclofen{amount}. Abrupt discontinuation can cause "
                    f"high fever, altered mental state, rebound spasticity and muscle rigidity, "
@@ -148,7 +146,7 @@ def stop_rules(ctx: RuleContext, order: OrderFacts) -> list[Finding]:
     daily = order.first_step.daily_mg if order.first_step else None
     if daily is None and hist is not None and hist.current is not None:
         daily = hist.current.daily_mg
-    severity = "high" if daily is not None and daily >= spec.num("high_mg_day") else "moderate"
+    severity = spec.grade(regimen_daily_mg=daily)
     dose = f" of {mg_day(daily)}" if daily is not None else " (dose unknown)"
     exposure = (f"{fmt(days)} days on therapy ({how})" if days is not None
                 else f"time on therapy unknown ({how})")
@@ -210,7 +208,7 @@ def _sharp_cut(ctx: RuleContext, order: OrderFacts, hist: MedicationHistory | No
     days, how = _exposure(ctx, order, hist, until, include_order)
     if days is not None and days < spec.num("min_days_on_therapy"):
         return None
-    severity = "high" if before >= spec.num("high_mg_day") else "moderate"
+    severity = spec.grade(regimen_daily_mg=before)
     return severity, (f"{fmt(days)} days on therapy ({how})" if days is not None
                       else f"time on therapy unknown ({how})")
 
@@ -240,7 +238,7 @@ def cut_rules(ctx: RuleContext, order: OrderFacts) -> list[Finding]:
         if cut <= spec.num("max_cut_fraction"):
             return []
         return [ctx.finding(
-            "intrathecal.abrupt-stop", "moderate", order,
+            "intrathecal.abrupt-stop", spec.grade(stopped=False), order,
             summary=f"Intrathecal baclofen cut by {fmt(cut * 100)}% in one step",
             detail=f"This lowers intrathecal baclofen from {micrograms(before * 1000)} to "
                    f"{micrograms(after * 1000)} a day ({current.ref}), a cut of "
