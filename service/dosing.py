@@ -15,8 +15,7 @@ from fractions import Fraction
 from functools import lru_cache
 from typing import Any
 
-from . import products
-from .facts import DoseLine, OrderFacts, Route, Step
+from .facts import DoseLine, OrderFacts, Route, Step, products
 from .fhirjson import (
     JSON,
     as_dict,

@@ -296,3 +296,22 @@ class MedicationHistory:
     def new_therapy(self) -> bool:
         """No current oral regimen."""
         return self.current is None
+
+
+# --- other medicines in use (clinical-rules section 8) --------------------------------------
+
+@dataclass(frozen=True)
+class MedicationUse:
+    """A medicine in use at the check time (clinical-rules section 8), read from an order,
+    a MedicationRequest or a MedicationStatement of the context."""
+
+    ref: str
+    resource_type: str
+    name: str                  # as written, for details
+    names: tuple[str, ...]     # lower-case texts to match ingredients in (brands read as
+                               # their ingredients, full ATC codes as their ingredient)
+    baclofen: bool
+    route: Route
+    checked: bool              # an order of this call
+    atc: tuple[str, ...] = ()  # WHO ATC codes of the medicine and its ingredients
+    brands: tuple[str, ...] = ()   # "Percocet (oxycodone, acetaminophen)", for details

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from ..facts import OrderFacts
+from ..clinical.ingredients import atc_matches, matches
+from ..facts import MedicationUse, OrderFacts
 from ..findings import Finding
-from ..medications import MedicationUse, atc_matches, matches
 from . import RuleContext
 from .describe import age_text
 

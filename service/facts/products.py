@@ -11,8 +11,8 @@ import re
 from collections.abc import Iterable
 from functools import lru_cache
 
-from .fhirjson import JSON, as_dict, as_str, codings, concept_texts, dicts, has_code
-from .knowledge import Knowledge
+from ..fhirjson import JSON, as_dict, as_str, codings, concept_texts, dicts, has_code
+from ..knowledge import Knowledge
 
 
 def concepts_of(concept: JSON, med: JSON | None) -> list[JSON]:
@@ -51,9 +51,11 @@ def atc_codes(concepts: Iterable[JSON], kb: Knowledge) -> list[str]:
             if as_str(c.get("system")) == system and as_str(c.get("code"))]
 
 
-def is_baclofen(concept: JSON, med: JSON | None, kb: Knowledge) -> bool:
+def is_baclofen(concept: JSON, med: JSON | None, kb: Knowledge,
+                names: Iterable[str] | None = None) -> bool:
     """RxNorm ingredient 1292 or a listed baclofen product code, WHO ATC M03BX01, or a name:
-    the word baclofen or a baclofen brand at the start of a word."""
+    the word baclofen or a baclofen brand at the start of a word. ``names``: the medicine's
+    names when already read (``names_of``)."""
     rec = kb.recognition
     concepts = concepts_of(concept, med)
     rxnorm = list(rec["baclofen_rxnorm"]) + list(rec.get("baclofen_product_rxnorm") or [])
@@ -62,7 +64,8 @@ def is_baclofen(concept: JSON, med: JSON | None, kb: Knowledge) -> bool:
     if set(atc_codes(concepts, kb)) & {str(c).upper() for c in rec.get("baclofen_atc", [])}:
         return True
     pattern = word_start(baclofen_words(kb))
-    return any(pattern.search(name) for name in names_of(concept, med))
+    return any(pattern.search(name)
+               for name in (names if names is not None else names_of(concept, med)))
 
 
 def names_intrathecal_brand(texts: Iterable[str], kb: Knowledge) -> bool:
@@ -104,10 +107,5 @@ def atc_ingredient_names(codes: Iterable[str], kb: Knowledge) -> list[str]:
     return [table[c] for c in codes if c in table]
 
 
-def is_baclofen_atc(code: str, kb: Knowledge) -> bool:
-    return code in {str(c).upper() for c in kb.recognition.get("baclofen_atc", [])}
-
-
 __all__ = ["atc_codes", "atc_ingredient_names", "brand_ingredients", "concepts_of",
-           "is_baclofen", "is_baclofen_atc", "names_intrathecal_brand", "names_of",
-           "word_start"]
+           "is_baclofen", "names_intrathecal_brand", "names_of", "word_start"]
