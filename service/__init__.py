@@ -2,57 +2,55 @@
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Mapping
 from typing import Any
 
 from flask import Flask
 
-from .config import load_settings
+from .clock import CLOCK_KEY, Clock, wall_clock
+from .config import load_settings, settings_from
 
 
-def create_app(config: Mapping[str, Any] | None = None) -> Flask:
-    """Application factory: settings, knowledge, blueprints. Nothing else."""
+def create_app(config: Mapping[str, Any] | None = None, clock: Clock | None = None) -> Flask:
+    """Application factory: settings, clock, knowledge, store, blueprints. Nothing else.
+
+    ``config``: the settings (interfaces.md section 1); when given, the environment is not
+    read at all; without it, the environment. ``clock``: what "now" is for every request
+    (default: the wall clock). The start-up steps are service/startup.py's, in order."""
+    # imported here, not at the top: every ``import service.<module>`` (the CLI's offline
+    # check, the rules) runs this file first, and must not load the web layer with it
+    from . import startup, watch
     from .knowledge import load
-    from .logs import configure_logging, install_request_logging
-    from .web import errors, fhir_api, ops
+    from .logs import install_request_logging
+    from .metrics import install as install_metrics
+    from .web import cds_hooks, cors, errors, fhir_api, ops, ui, wellknown
 
-    settings = load_settings(config)
+    settings = load_settings() if config is None else settings_from(config)
+    clock = clock or wall_clock
     app = Flask(__name__)
     app.config["SETTINGS"] = settings
     app.config["MAX_CONTENT_LENGTH"] = settings.max_request_bytes
+    app.extensions[CLOCK_KEY] = clock
     app.json.sort_keys = False  # type: ignore[attr-defined]
-    load()  # fail at start, not on the first request, if the knowledge file is broken
-    configure_logging()
+    # read and checked once, at start: a broken file fails here, naming the bad key
+    app.extensions["knowledge"] = load()
+    startup.configure_logging(settings)
+    startup.check_clock(clock)
     install_request_logging(app)
-    if not settings.api_require_auth:
-        logging.getLogger("baclofen_check").warning(
-            "API_REQUIRE_AUTH is off: every call to the FHIR endpoints is allowed")
-    from .spool import open_spooled_store
-
-    app.extensions["store"] = open_spooled_store(settings)
-    from .metrics import install as install_metrics
-
+    store = startup.open_store(settings)
+    startup.migrate(store)
+    startup.purge_expired(store, clock)
+    startup.attach_spool(store, settings)
+    app.extensions["store"] = store
     install_metrics(app)
     errors.register(app)
     app.register_blueprint(fhir_api.bp)
     app.register_blueprint(ops.bp)
-    from .web import wellknown
-
     wellknown.register(app)
-    from .web import cds_hooks, cors
-
     cds_hooks.register(app)
     cors.register(app)
-    from .web import ui
-
     app.register_blueprint(ui.bp)
-    from . import watch
-
     watch.register(app)
-    if not settings.cds_require_jwt:
-        logging.getLogger("baclofen_check").warning(
-            "CDS_REQUIRE_JWT is off: every CDS Hooks call is allowed")
     return app
 
 

@@ -24,12 +24,14 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import IO, Any
 
-from .checker import check_body
+from .assemble import CheckRequest
+from .engine import run_check
 from .errors import Problem, ServiceError
-from .fhir_input.request import CheckRequest
+from .fhir_input.request import parse_body
 from .fhirjson import JSON
+from .jsonbody import parse_json_text
 from .knowledge import Knowledge
-from .output.fhir import operation_outcome
+from .output.fhir import IssueEntry, operation_outcome, render_result
 
 log = logging.getLogger("baclofen_check.batch")
 CHUNK = 64 * 1024
@@ -81,6 +83,14 @@ class LineResult:
     request: CheckRequest | None   # None when the line could not be checked
     seen: int = 0                  # lines read so far, blank ones too
     digest: str = ""               # of the line's text (what identifies a retried line)
+    issues: list[IssueEntry] = field(default_factory=list)   # each finding, its DetectedIssue
+
+
+def from_line(raw: bytes, now: datetime, profile: str, kb: Knowledge) -> CheckRequest:
+    """The NDJSON line's adapter: the line's JSON is a native body (a Parameters or a Bundle),
+    at the ``ndjson`` door of the status table."""
+    body: Any = parse_json_text(raw)
+    return parse_body(body, now, profile, kb, door="ndjson")
 
 
 def check_lines(
@@ -94,8 +104,6 @@ def check_lines(
 ) -> Iterator[LineResult]:
     """Check each line in order and yield its result (a Bundle or an OperationOutcome).
     ``start`` is the number of lines before these (a window of a larger file)."""
-    from .web.body import parse_json_text
-
     tally = summary if summary is not None else Summary()
     number = start
     seen = 0
@@ -117,8 +125,8 @@ def check_lines(
                 "checked", "too-costly")]), None, seen)
             continue
         try:
-            body: Any = parse_json_text(raw)
-            result, req, _outcome = check_body(body, now(), profile, kb)
+            req = from_line(raw, now(), profile, kb)
+            checked = render_result(req, run_check(req, kb), kb)
         except ServiceError as exc:
             tally.errors += 1
             yield LineResult(number, operation_outcome([
@@ -133,11 +141,11 @@ def check_lines(
                 None, seen)
             continue
         tally.checked += 1
-        for entry in result["entry"]:
-            res = entry["resource"]
-            if res.get("resourceType") == "DetectedIssue":
-                tally.findings[res["severity"]] = tally.findings.get(res["severity"], 0) + 1
-        yield LineResult(number, result, req, seen, hashlib.sha256(raw).hexdigest()[:32])
+        for issue in checked.issues:
+            severity = issue.finding.severity
+            tally.findings[severity] = tally.findings.get(severity, 0) + 1
+        yield LineResult(number, checked.bundle, req, seen, hashlib.sha256(raw).hexdigest()[:32],
+                         checked.issues)
 
 
 # --- the command line on every core -------------------------------------------------------

@@ -12,6 +12,7 @@ from typing import Any, TextIO
 
 from .config import ConfigError, load_settings
 from .errors import Problem, ServiceError
+from .jsonbody import parse_json_text
 from .output.fhir import operation_outcome
 
 
@@ -119,8 +120,6 @@ def serve_cmd(args: argparse.Namespace) -> int:
 
 
 def _inputs(files: Sequence[str]) -> Iterator[tuple[str, Any]]:
-    from .web.body import parse_json_text
-
     for name in files:
         try:
             if name == "-":

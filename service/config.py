@@ -1,4 +1,6 @@
-"""One Settings object: environment variables, overridden by the mapping given to create_app."""
+"""One Settings object. ``settings_from(mapping)`` reads the mapping alone (what
+``create_app(mapping)`` uses: the environment is not read at all); ``load_settings()`` reads
+the environment, then any overrides (``create_app()`` without a mapping, the CLI)."""
 
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ from .outbound.settings import OAuthIssuer, api_auth, oauth_issuers, server_auth
 from .watch.settings import watch_settings
 
 DEFAULT_DATABASE_URL = "sqlite:///var/baclofen-check.sqlite3"
+DEFAULT_SPOOL_DIR = "var/spool"
 
 
 class ConfigError(ValueError):
@@ -253,15 +256,28 @@ NAMES = (
 def load_settings(
     overrides: Mapping[str, Any] | None = None, environ: Mapping[str, str] | None = None
 ) -> Settings:
-    """Read the settings: the environment first, then the mapping, which wins."""
+    """Read the settings: the environment (``environ``, else os.environ) first, then the
+    overrides, which win."""
     env = os.environ if environ is None else environ
     raw: dict[str, Any] = {name: env[name] for name in NAMES if name in env}
-    if overrides:
-        unknown = [k for k in overrides if k not in NAMES]
-        if unknown:
-            raise ConfigError(f"unknown setting(s): {', '.join(sorted(unknown))}")
-        raw.update({k: v for k, v in overrides.items() if v is not None})
+    raw.update(_given(overrides or {}))
+    return _settings(raw)
 
+
+def settings_from(mapping: Mapping[str, Any]) -> Settings:
+    """The settings of ``mapping`` alone, the names of NAMES (values as strings or native
+    values; None: not given); nothing is read from the environment."""
+    return _settings(_given(mapping))
+
+
+def _given(mapping: Mapping[str, Any]) -> dict[str, Any]:
+    unknown = [k for k in mapping if k not in NAMES]
+    if unknown:
+        raise ConfigError(f"unknown setting(s): {', '.join(sorted(unknown))}")
+    return {k: v for k, v in mapping.items() if v is not None}
+
+
+def _settings(raw: Mapping[str, Any]) -> Settings:
     profile = str(raw.get("BACLOFEN_PROFILE", "us")).strip().lower()
     if profile not in {"us", "uk"}:
         raise ConfigError("BACLOFEN_PROFILE must be us or uk")
@@ -299,7 +315,7 @@ def load_settings(
         db_connect_timeout_s=_float("DB_CONNECT_TIMEOUT_S", raw.get("DB_CONNECT_TIMEOUT_S", 3)),
         db_statement_timeout_s=_float("DB_STATEMENT_TIMEOUT_S",
                                       raw.get("DB_STATEMENT_TIMEOUT_S", 5)),
-        spool_dir=str(raw.get("SPOOL_DIR") or "var/spool"),
+        spool_dir=str(raw.get("SPOOL_DIR") or DEFAULT_SPOOL_DIR),
         spool_max_bytes=_size("SPOOL_MAX_BYTES", raw.get("SPOOL_MAX_BYTES", 100_000_000)),
         **watch_settings(raw),
         testing=_bool("TESTING", raw.get("TESTING", False)),

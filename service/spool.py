@@ -425,18 +425,3 @@ def replay_cmd(settings: Any, out: Any) -> int:
         out.write("the store did not take every record: run this again when it does\n")
         return 1
     return 0
-
-
-def open_spooled_store(settings: Any) -> Store:
-    """The store at DATABASE_URL (migrated, purged, with its timeouts) and its spool; records
-    left by processes that died go into the store on a thread. What every process that
-    answers checks opens (create_app, the watch worker)."""
-    from .store import open_store
-
-    store = open_store(settings.database_url, settings.audit_retention_days,
-                       settings.db_connect_timeout_s, settings.db_statement_timeout_s)
-    store.spool = Spool(settings.spool_dir, settings.spool_max_bytes,
-                        settings.database_url).open()
-    if store.spool.files():
-        store.spool.replay_soon(store)
-    return store

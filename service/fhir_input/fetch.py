@@ -49,6 +49,7 @@ from urllib3.exceptions import ProtocolError
 
 from .. import metrics
 from ..errors import ServiceError
+from ..jsonbody import parse_json_text
 
 FHIR_JSON = "application/fhir+json"
 MAX_PAGES = 50
@@ -465,8 +466,6 @@ class FhirClient:
         return b"".join(chunks)
 
     def _fhir(self, raw: bytes, url: str, operation: str) -> dict[str, Any]:
-        from ..web.body import parse_json_text
-
         try:
             value = parse_json_text(raw)
         except ServiceError as exc:

@@ -41,6 +41,7 @@ import jwt
 from .. import metrics
 from ..errors import ServiceError
 from ..fhir_input.fetch import Deadline, FetchFailure, FhirClient, allowed
+from ..jsonbody import parse_json_text
 
 log = logging.getLogger("baclofen_check.smart")
 
@@ -208,8 +209,6 @@ class SmartBackendClient:
 
     def _json_call(self, method: str, url: str, deadline: Deadline, what: str,
                    operation: str, form: dict[str, str] | None = None) -> dict[str, Any]:
-        from ..web.body import parse_json_text
-
         try:
             status, raw = self._http().exchange(
                 method, url, deadline, {"Accept": "application/json"}, operation, form=form,

@@ -40,7 +40,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _open(settings: Settings) -> tuple[Any, Any]:
-    from ..spool import open_spooled_store
+    from ..clock import wall_clock
+    from ..startup import open_audit_store
     from . import worklist
     from .queue import WatchStore
 
@@ -49,7 +50,8 @@ def _open(settings: Settings) -> tuple[Any, Any]:
     if not settings.watch_notify_token and not settings.watch_notify_hmac_secret:
         raise SystemExit("baclofen-check: the watch needs WATCH_NOTIFY_TOKEN (or "
                          "WATCH_NOTIFY_HMAC_SECRET for servers that sign their notifications)")
-    store = open_spooled_store(settings)  # a re-check's record waits there when it must
+    # a re-check's record waits in the spool when it must
+    store = open_audit_store(settings, wall_clock)
     return store, worklist.create(WatchStore(store))
 
 

@@ -10,26 +10,35 @@ With API_REQUIRE_AUTH on, API_AUTH says which bearer credentials are accepted:
 - ``both``: either.
 
 In every mode a JWT from a CDS_TRUSTED_ISSUERS issuer is accepted read-only (as on the CDS
-endpoints). No or an unreadable credential is ``401`` (``WWW-Authenticate: Bearer
-error="invalid_token"`` for a token that was sent and refused); a credential that does not
-allow the call is ``403`` with an OperationOutcome naming the scope or token it needs.
+endpoints, whose JWT check, ``authenticate_cds``, is here too). No or an unreadable credential
+is ``401`` (``WWW-Authenticate: Bearer error="invalid_token"`` for a token that was sent and
+refused); a credential that does not allow the call is ``403`` with an OperationOutcome naming
+the scope or token it needs.
 """
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import logging
 from dataclasses import dataclass
+from datetime import datetime
 
-from flask import Request, current_app, g
+import jwt
+from flask import Flask, Request, current_app, g, request
+from sqlalchemy.exc import SQLAlchemyError
 
+from ..cds.tokens import JwksCache, TokenRejected, verify
 from ..config import Settings
-from ..errors import Problem, ServiceError, forbidden
-from .oauth import AccessToken, Need
+from ..errors import Problem, ServiceError, forbidden, unauthorized
+from . import context
+from .oauth import AccessToken, Need, Verified, key_cache, verify_access_token
 
 log = logging.getLogger("baclofen_check.auth")
+cds_log = logging.getLogger("baclofen_check.cds")
 REALM = 'Bearer realm="baclofen-check"'
 OAUTH_KEYS = "baclofen_check.oauth_jwks"
+JWKS_KEY = "baclofen_check.jwks"
 
 CHECK = Need("MedicationRequest", "r")
 WRITE = Need("DetectedIssue", "cu")
@@ -155,8 +164,6 @@ def _scoped(access: AccessToken, write: bool, report: bool) -> Grant:
 def _issuer_of(token: str) -> str | None:
     if token.count(".") != 2:
         return None
-    import jwt
-
     try:
         iss = jwt.decode(token, options={"verify_signature": False}).get("iss")
     except jwt.PyJWTError:
@@ -164,30 +171,22 @@ def _issuer_of(token: str) -> str | None:
     return iss if isinstance(iss, str) else None
 
 
-def _access_token(token: str, settings: Settings) -> AccessToken:
-    from ..cds.tokens import TokenRejected
-    from ..fhir_input.fetch import Deadline
-    from .oauth import Verified, key_cache, verify_access_token
-
+def _access_token(token: str, cfg: Settings) -> AccessToken:
     caches = current_app.extensions.get(OAUTH_KEYS)
     if caches is None:
-        caches = current_app.extensions.setdefault(OAUTH_KEYS, (key_cache(settings),
-                                                                Verified()))
+        caches = current_app.extensions.setdefault(OAUTH_KEYS, (key_cache(cfg), Verified()))
     try:
-        return verify_access_token(token, settings, caches[0],
-                                   Deadline(settings.outbound_timeout_s), verified=caches[1])
+        return verify_access_token(token, cfg, caches[0], context.outbound_deadline(),
+                                   verified=caches[1])
     except TokenRejected as exc:
         log.info(f"access token refused: {exc}", extra={"event": "oauth-refused"})
         raise _invalid() from exc
 
 
-def _trusted_jwt(token: str, settings: Settings) -> str | None:
+def _trusted_jwt(token: str, cfg: Settings) -> str | None:
     """A JWT from a trusted CDS issuer is accepted too (same checks as the CDS endpoints)."""
-    if not settings.cds_trusted_issuers or token.count(".") != 2:
+    if not cfg.cds_trusted_issuers or token.count(".") != 2:
         return None
-    from ..cds.tokens import TokenRejected
-    from .cds_hooks import verify_jwt
-
     try:
         return verify_jwt(token)
     except TokenRejected:
@@ -195,6 +194,56 @@ def _trusted_jwt(token: str, settings: Settings) -> str | None:
 
 
 def _fingerprint(token: str) -> str:
-    import hashlib
-
     return hashlib.sha256(token.encode()).hexdigest()[:12]
+
+
+# --- CDS Hooks JWTs (CDS_REQUIRE_JWT, CDS_TRUSTED_ISSUERS; checks in service/cds/tokens.py) ----
+
+def install_jwks(app: Flask, cfg: Settings) -> None:
+    """The app's cache of the trusted CDS issuers' keys."""
+    app.extensions[JWKS_KEY] = JwksCache(cfg.cds_trusted_issuers)
+
+
+def jwks_cache(app: Flask) -> JwksCache:
+    cache: JwksCache = app.extensions[JWKS_KEY]
+    return cache
+
+
+def verify_jwt(token: str) -> str:
+    """The caller (``jwt:<issuer>``) for a valid token; raises TokenRejected otherwise. The
+    issuer's card style is kept on ``flask.g`` (``cds_issuer_style``)."""
+    cfg = context.settings()
+    audit = context.store()
+
+    def use_jti(issuer: str, jti: str, expires: datetime) -> bool:
+        if audit is None:
+            return False
+        try:
+            return bool(audit.use_jti(issuer, jti, expires))
+        except SQLAlchemyError as exc:
+            # choice: fail closed. Without the store a replay cannot be ruled out.
+            cds_log.error("jti check failed", extra={"event": "jti-store-failed",
+                                                     "error_type": type(exc).__name__})
+            return False
+
+    audience = cfg.public_base_url + request.path
+    verified = verify(token, audience, jwks_cache(current_app), use_jti,
+                      context.outbound_deadline())
+    g.cds_issuer_style = verified.style
+    return f"jwt:{verified.issuer}"
+
+
+def authenticate_cds() -> str:
+    """The caller of a CDS Hooks call; raises 401 when CDS_REQUIRE_JWT is on and the call
+    has no acceptable JWT."""
+    cfg = context.settings()
+    if not cfg.cds_require_jwt:
+        return "anonymous"
+    token = bearer(request)
+    if token is None:
+        raise unauthorized()
+    try:
+        return verify_jwt(token)
+    except TokenRejected as exc:
+        cds_log.info(f"CDS JWT refused: {exc}", extra={"event": "jwt-refused"})
+        raise unauthorized() from exc

@@ -1,29 +1,19 @@
-"""Reading a request body as JSON: media type, size, strict JSON (no NaN), nesting depth."""
+"""Reading a request body as JSON in Flask: media type, size, the body's digest; the strict
+parsing itself (no NaN, nesting depth) is service/jsonbody.py, shared with the CLI and the
+batch."""
 
 from __future__ import annotations
 
 import hashlib
-import json
-import math
 from typing import Any
 
 from flask import Request, g
 
 from ..errors import Problem, ServiceError, bad_request
+from ..jsonbody import JSON_TYPES, MAX_DEPTH, parse_json_text
 
-JSON_TYPES = ("application/fhir+json", "application/json")
-MAX_DEPTH = 100
-
-
-def _reject_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not valid JSON")
-
-
-def _finite_float(text: str) -> float:
-    value = float(text)
-    if math.isinf(value):
-        raise ValueError(f"the number {text[:30]} is out of range")
-    return value
+__all__ = ["JSON_TYPES", "MAX_DEPTH", "check_size", "media_type", "parse_json_text",
+           "read_json", "require_json_type"]
 
 
 def media_type(req: Request) -> str:
@@ -44,40 +34,6 @@ def check_size(req: Request, limit: int) -> None:
         raise ServiceError(413, [Problem(
             f"the request body is {req.content_length} bytes; the limit is {limit}",
             "too-costly")])
-
-
-def parse_json_text(text: str | bytes) -> Any:
-    try:
-        value = json.loads(text, parse_constant=_reject_constant, parse_float=_finite_float)
-    except RecursionError as exc:
-        raise bad_request("the JSON is nested too deeply") from exc
-    except UnicodeDecodeError as exc:
-        raise bad_request("the body is not UTF-8 text") from exc
-    except ValueError as exc:
-        raise bad_request(f"malformed JSON: {exc}") from exc
-    _check_depth(value)
-    return value
-
-
-def _check_depth(value: Any) -> None:
-    """Refuse a value holding anything deeper than MAX_DEPTH levels. Only containers are
-    walked: a container at ``depth`` with any member holds something at ``depth + 1``."""
-    if isinstance(value, dict | list) and _too_deep(value, 0):
-        raise bad_request(f"the JSON is nested more than {MAX_DEPTH} levels deep")
-
-
-def _too_deep(container: Any, depth: int) -> bool:
-    """Recursion no deeper than MAX_DEPTH; a value from json.loads holds only plain dicts and
-    lists (exact type tests are several times faster than a walk with a stack)."""
-    for member in container.values() if type(container) is dict else container:
-        kind = type(member)
-        if kind is dict or kind is list:
-            if depth + 1 >= MAX_DEPTH:
-                if member:
-                    return True
-            elif _too_deep(member, depth + 1):
-                return True
-    return False
 
 
 def read_json(req: Request, limit: int) -> Any:

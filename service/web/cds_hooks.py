@@ -12,98 +12,36 @@ import logging
 import time
 import uuid
 from collections.abc import Callable, Collection
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
-from flask import Blueprint, Flask, Response, current_app, g, request
+from flask import Blueprint, Flask, Response, g, request
 from sqlalchemy.exc import SQLAlchemyError
 
 from ..cds.discovery import SERVICES, CdsService, discovery, prefetch_templates
 from ..cds.feedback import parse_feedback
 from ..cds.fetching import fetch_keys
 from ..cds.prefetch import gather
-from ..cds.request import build_request, medication_reads, parse_call
-from ..cds.review import alerts_not_repeated, review_orders
-from ..cds.tokens import JwksCache, TokenRejected, verify
+from ..cds.request import from_hook, medication_reads, parse_call
+from ..cds.review import alerts_not_repeated, from_patient_view
 from ..config import Settings
 from ..engine import run_check
-from ..errors import Problem, ServiceError, unauthorized
-from ..fhir_input.fetch import Deadline
+from ..errors import Problem, ServiceError
 from ..fhir_input.request import CheckRequest
 from ..knowledge import load
 from ..output.cards import Rendered, render_cards
-from ..store import CheckRecord, FindingRecord, Store, record_answered, record_key
-from .auth import bearer
+from ..store import record, record_key
+from .auth import authenticate_cds, install_jwks
 from .body import read_json
+from .context import now, outbound_deadline, settings
+from .context import store as _store
 
 bp = Blueprint("cds_hooks", __name__)
 log = logging.getLogger("baclofen_check.cds")
-JWKS_KEY = "baclofen_check.jwks"
-
-
-def settings() -> Settings:
-    s: Settings = current_app.config["SETTINGS"]
-    return s
-
-
-def outbound_deadline() -> Deadline:
-    """One deadline for every outbound call made while answering this request."""
-    if "outbound_deadline" not in g:
-        g.outbound_deadline = Deadline(settings().outbound_timeout_s)
-    deadline: Deadline = g.outbound_deadline
-    return deadline
-
-
-def jwks_cache(app: Flask) -> JwksCache:
-    cache: JwksCache = app.extensions[JWKS_KEY]
-    return cache
-
-
-def _store() -> Store | None:
-    store: Store | None = current_app.extensions.get("store")
-    return store
-
-
-def verify_jwt(token: str) -> str:
-    """The caller (``jwt:<issuer>``) for a valid token; raises TokenRejected otherwise."""
-    cfg = settings()
-    store = _store()
-
-    def use_jti(issuer: str, jti: str, expires: datetime) -> bool:
-        if store is None:
-            return False
-        try:
-            return bool(store.use_jti(issuer, jti, expires))
-        except SQLAlchemyError as exc:
-            # choice: fail closed. Without the store a replay cannot be ruled out.
-            log.error("jti check failed", extra={"event": "jti-store-failed",
-                                                 "error_type": type(exc).__name__})
-            return False
-
-    audience = cfg.public_base_url + request.path
-    verified = verify(token, audience, jwks_cache(current_app), use_jti, outbound_deadline())
-    g.cds_issuer_style = verified.style
-    return f"jwt:{verified.issuer}"
-
-
 def client_style() -> str:
     """The card style for this call: the JWT issuer's ``style``, else CDS_CLIENT_STYLE."""
     style = g.get("cds_issuer_style")
     return style if isinstance(style, str) else settings().cds_client_style
-
-
-def authenticate_cds() -> str:
-    cfg = settings()
-    if not cfg.cds_require_jwt:
-        return "anonymous"
-    token = bearer(request)
-    if token is None:
-        raise unauthorized()
-    try:
-        return verify_jwt(token)
-    except TokenRejected as exc:
-        log.info(f"CDS JWT refused: {exc}", extra={"event": "jwt-refused"})
-        raise unauthorized() from exc
 
 
 def _json(data: Any, status: int = 200) -> Response:
@@ -128,7 +66,7 @@ def list_services() -> Response:
 
 @bp.post("/cds-services/<service_id>")
 def call_service(service_id: str) -> Response:
-    started = time.perf_counter()
+    started = time.perf_counter()   # the one latency start of this call (store.record)
     caller = authenticate_cds()
     service = _service(service_id)
     g.hook = service.hook
@@ -139,12 +77,9 @@ def call_service(service_id: str) -> Response:
     templates = {**prefetch_templates(kb), **medication_reads(call)}
     data = gather(call, templates, lambda c, urls: fetch_keys(
         c, urls, cfg, outbound_deadline()))
-    now = datetime.now(UTC)
-    if service.review:
-        call.orders_json = review_orders(data, call.patient_id, kb)
-    req = build_request(call, data, now, cfg.profile)
-    if service.review:
-        req.mode = "review"
+    checked = now()
+    req = (from_patient_view(call, data, checked, cfg.profile, kb) if service.review
+           else from_hook(call, data, checked, cfg.profile))
     _count_left_out(req)
     outcome = run_check(req, kb)
     status = "preliminary" if service.hook == "order-select" else "final"
@@ -152,10 +87,9 @@ def call_service(service_id: str) -> Response:
                             style=client_style())
     if service.review:
         rendered = alerts_not_repeated(rendered, lambda ids: _returned(
-            service, req, ids, now - timedelta(hours=cfg.cds_repeat_after_h),
+            service, req, ids, checked - timedelta(hours=cfg.cds_repeat_after_h),
             call.hook_instance))
-    _record(service, call.hook_instance, caller, req, rendered,
-            (time.perf_counter() - started) * 1000, now)
+    _record(service, call.hook_instance, caller, req, rendered, started, checked)
     return _json({"cards": rendered.cards})
 
 
@@ -205,33 +139,19 @@ def _count_left_out(req: CheckRequest) -> None:
 
 
 def _record(service: CdsService, hook_instance: str, caller: str, req: CheckRequest,
-            rendered: Rendered, latency_ms: float, now: datetime) -> None:
-    store = _store()
-    if store is None:
-        return
-    from ..output.fhir import FINDING_SYSTEM
-
-    findings = []
-    for card in rendered.records:
-        for f, di in card.findings:
-            fid = next((i["value"] for i in di["identifier"] if i["system"] == FINDING_SYSTEM),
-                       "")
-            findings.append(FindingRecord(f.rule_id, f.severity, fid, card.card_uuid, di))
-    record = CheckRecord(
-        time=now,
-        caller=caller,
-        endpoint=f"cds-services/{service.id}",
-        hook=service.hook,
-        hook_instance=hook_instance,
+            rendered: Rendered, started: float, checked: datetime) -> None:
+    """The call in the audit trail (store.record): each finding of each card, read from the
+    card's records (the Finding), never from the card's JSON."""
+    record(
+        _store(), started=started, time=checked, caller=caller,
+        endpoint=f"cds-services/{service.id}", hook=service.hook, hook_instance=hook_instance,
         patient_ref=req.patient.ref if req.patient else None,
-        order_refs=[it.ref for it in req.orders],
-        knowledge_version=load().version,
-        latency_ms=latency_ms,
-        findings=findings,
+        order_refs=[it.ref for it in req.orders], knowledge_version=load().version,
+        issues=[(f, di, card.card_uuid) for card in rendered.records
+                for f, di in card.findings],
         # a retried call (the same hookInstance and body) is recorded once
         record_id=record_key(request.path, hook_instance, g.get("body_digest", "")),
     )
-    record_answered(store, record)
 
 
 @bp.post("/cds-services/<service_id>/feedback")
@@ -253,5 +173,5 @@ def feedback(service_id: str) -> Response:
 
 def register(app: Flask) -> None:
     cfg: Settings = app.config["SETTINGS"]
-    app.extensions[JWKS_KEY] = JwksCache(cfg.cds_trusted_issuers)
+    install_jwks(app, cfg)
     app.register_blueprint(bp)

@@ -31,9 +31,10 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from ..config import Settings
 from ..errors import Problem, ServiceError, bad_request
+from ..jsonbody import JSON_TYPES, parse_json_text
 from ..watch import worklist as wl
 from .auth import authenticate
-from .body import JSON_TYPES, media_type, parse_json_text
+from .body import media_type
 
 bp = Blueprint("worklist", __name__)
 log = logging.getLogger("baclofen_check.watch")
