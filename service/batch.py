@@ -24,14 +24,13 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import IO, Any
 
-from .assemble import CheckRequest
-from .engine import run_check
+from .checker import check_body
 from .errors import Problem, ServiceError
-from .fhir_input.request import parse_body
+from .fhir_input.request import CheckRequest
 from .fhirjson import JSON
 from .jsonbody import parse_json_text
 from .knowledge import Knowledge
-from .output.fhir import IssueEntry, operation_outcome, render_result
+from .output.fhir import operation_outcome
 
 log = logging.getLogger("baclofen_check.batch")
 CHUNK = 64 * 1024
@@ -83,14 +82,6 @@ class LineResult:
     request: CheckRequest | None   # None when the line could not be checked
     seen: int = 0                  # lines read so far, blank ones too
     digest: str = ""               # of the line's text (what identifies a retried line)
-    issues: list[IssueEntry] = field(default_factory=list)   # each finding, its DetectedIssue
-
-
-def from_line(raw: bytes, now: datetime, profile: str, kb: Knowledge) -> CheckRequest:
-    """The NDJSON line's adapter: the line's JSON is a native body (a Parameters or a Bundle),
-    at the ``ndjson`` door of the status table."""
-    body: Any = parse_json_text(raw)
-    return parse_body(body, now, profile, kb, door="ndjson")
 
 
 def check_lines(
@@ -125,8 +116,8 @@ def check_lines(
                 "checked", "too-costly")]), None, seen)
             continue
         try:
-            req = from_line(raw, now(), profile, kb)
-            checked = render_result(req, run_check(req, kb), kb)
+            body: Any = parse_json_text(raw)
+            result, req, _outcome = check_body(body, now(), profile, kb)
         except ServiceError as exc:
             tally.errors += 1
             yield LineResult(number, operation_outcome([
@@ -141,11 +132,11 @@ def check_lines(
                 None, seen)
             continue
         tally.checked += 1
-        for issue in checked.issues:
-            severity = issue.finding.severity
-            tally.findings[severity] = tally.findings.get(severity, 0) + 1
-        yield LineResult(number, checked.bundle, req, seen, hashlib.sha256(raw).hexdigest()[:32],
-                         checked.issues)
+        for entry in result["entry"]:
+            res = entry["resource"]
+            if res.get("resourceType") == "DetectedIssue":
+                tally.findings[res["severity"]] = tally.findings.get(res["severity"], 0) + 1
+        yield LineResult(number, result, req, seen, hashlib.sha256(raw).hexdigest()[:32])
 
 
 # --- the command line on every core -------------------------------------------------------

@@ -1,12 +1,11 @@
 """One patient's record -> the native Bundle path, in review mode (no DuckDB, no files).
 
 This is the half another engine reuses: it takes the record's resource lines (JSON text with
-the file and line each came from) and returns plain data. ``from_export`` is the Bulk Data
-door's adapter: the record's resources go to the assembler as a whole record, exactly as the
-entries of a Bundle to ``POST /MedicationRequest/$check``: the same reading (every active
-baclofen MedicationRequest is an order, review mode), engine and renderer. Draft
-MedicationRequests are left out (they are not orders yet, and a draft would turn the review
-into an order-time check), with an information note.
+the file and line each came from) and returns plain data. The record becomes a ``collection``
+Bundle and goes through ``checker.check_body``, exactly as ``POST /MedicationRequest/$check``
+with a Bundle: the same parsing (every active baclofen MedicationRequest is an order, review
+mode), engine and renderer. Draft MedicationRequests are left out (they are not orders yet,
+and a draft would turn the Bundle into an order-time check), with an information note.
 """
 
 from __future__ import annotations
@@ -17,13 +16,11 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from ..assemble import CheckRequest, Pieces, Source, assemble
-from ..engine import run_check
+from ..checker import check_body
 from ..errors import Problem, ServiceError
 from ..fhirjson import JSON
 from ..jsonbody import parse_json_text
 from ..knowledge import Knowledge, frac
-from ..output.fhir import render_result
 from .export import Record
 
 SEVERITIES = ("high", "moderate", "low")
@@ -66,14 +63,11 @@ def _outcome(pid: str, problems: list[Problem], where: dict[str, str],
     return json.dumps({"resourceType": "OperationOutcome", "issue": issues})
 
 
-def from_export(record: Record, check_time: datetime, profile: str, kb: Knowledge,
-                notes: list[Problem] | None = None, where: dict[str, str] | None = None
-                ) -> CheckRequest:
-    """The Bulk Data patient's adapter: the record's resources are a whole record (as a
-    Bundle's entries), reviewed; drafts and unreadable lines are left out, each named in
-    ``notes``; ``where`` gets the file and line of each resource."""
-    sources: list[Source] = []
-    skipped: list[Problem] = []
+def record_bundle(record: Record, notes: list[Problem] | None = None,
+                  where: dict[str, str] | None = None) -> JSON:
+    """The record as a ``collection`` Bundle (drafts and unreadable lines left out, each
+    named in ``notes``)."""
+    entries: list[JSON] = []
     for item in record.lines:
         place = f"{item.file} line {item.line}"
         try:
@@ -85,24 +79,17 @@ def from_export(record: Record, check_time: datetime, profile: str, kb: Knowledg
             continue
         if not isinstance(resource, dict):
             continue
-        if not isinstance(resource.get("resourceType"), str):
-            entry = f"Bundle.entry[{len(sources) + len(skipped)}]"
-            skipped.append(Problem(f"{entry} skipped: it holds no resource", "structure", entry,
-                                   "warning"))
-            continue
         ref = f"{resource.get('resourceType')}/{resource.get('id')}"
         if where is not None:
             where.setdefault(ref, place)
         if resource.get("resourceType") == "MedicationRequest" and \
                 resource.get("status") == "draft":
-            # a draft is not an order yet, and would turn the review into an order-time check
             if notes is not None:
                 notes.append(Problem(f"{ref} is a draft order: not reviewed", "informational",
                                      None, "information"))
             continue
-        sources.append(Source(resource, f"Bundle.entry[{len(sources) + len(skipped)}].resource"))
-    return assemble(Pieces("bulk", "bundle", check_time, profile, record=sources, kb=kb,
-                           notes=skipped))
+        entries.append({"resource": resource})
+    return {"resourceType": "Bundle", "type": "collection", "entry": entries}
 
 
 def check_record(record: Record, check_time: datetime, profile: str, kb: Knowledge
@@ -111,10 +98,9 @@ def check_record(record: Record, check_time: datetime, profile: str, kb: Knowled
     result = PatientResult(record.pid)
     notes: list[Problem] = []
     where: dict[str, str] = {}
+    bundle = record_bundle(record, notes, where)
     try:
-        req = from_export(record, check_time, profile, kb, notes, where)
-        outcome = run_check(req, kb)
-        rendered = render_result(req, outcome, kb)
+        rendered, req, outcome = check_body(bundle, check_time, profile, kb)
     except ServiceError as exc:
         nothing = exc.status == 422 and any(p.code == "not-found" and
                                             p.message.startswith("nothing to check")
@@ -128,13 +114,18 @@ def check_record(record: Record, check_time: datetime, profile: str, kb: Knowled
     result.checked = True
     result.orders = len(req.orders)
     result.order_refs = [it.ref for it in req.orders]
-    # the findings and the engine's notes themselves; the rendered DetectedIssues are only
-    # written out
-    for issue in rendered.issues:
-        f = issue.finding
-        result.issues.append(json.dumps(issue.resource))
-        result.findings.append((f.rule_id, f.severity, f.detail[:300]))
-    notes += outcome.notes
+    for entry in rendered["entry"]:
+        res = entry["resource"]
+        if res.get("resourceType") == "DetectedIssue":
+            result.issues.append(json.dumps(res))
+            rule = next((i["value"] for i in res.get("identifier", [])
+                         if i.get("system") == "urn:baclofen-check:rule"), "?")
+            result.findings.append((rule, res["severity"], str(res.get("detail", ""))[:300]))
+        elif res.get("resourceType") == "OperationOutcome":
+            notes += [Problem(str(i.get("diagnostics", "")), str(i.get("code", "informational")),
+                              (i.get("expression") or [None])[0],
+                              str(i.get("severity", "information")))
+                      for i in res.get("issue", [])]
     if notes:
         result.outcomes.append(_outcome(record.pid, notes, where))
     _figures(result, req, outcome, kb)

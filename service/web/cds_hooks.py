@@ -22,15 +22,15 @@ from ..cds.discovery import SERVICES, CdsService, discovery, prefetch_templates
 from ..cds.feedback import parse_feedback
 from ..cds.fetching import fetch_keys
 from ..cds.prefetch import gather
-from ..cds.request import from_hook, medication_reads, parse_call
-from ..cds.review import alerts_not_repeated, from_patient_view
+from ..cds.request import build_request, medication_reads, parse_call
+from ..cds.review import alerts_not_repeated, review_orders
 from ..config import Settings
 from ..engine import run_check
 from ..errors import Problem, ServiceError
 from ..fhir_input.request import CheckRequest
 from ..knowledge import load
 from ..output.cards import Rendered, render_cards
-from ..store import record, record_key
+from ..store import CheckRecord, FindingRecord, record_answered, record_key
 from .auth import authenticate_cds, install_jwks
 from .body import read_json
 from .context import now, outbound_deadline, settings
@@ -66,7 +66,7 @@ def list_services() -> Response:
 
 @bp.post("/cds-services/<service_id>")
 def call_service(service_id: str) -> Response:
-    started = time.perf_counter()   # the one latency start of this call (store.record)
+    started = time.perf_counter()
     caller = authenticate_cds()
     service = _service(service_id)
     g.hook = service.hook
@@ -78,8 +78,11 @@ def call_service(service_id: str) -> Response:
     data = gather(call, templates, lambda c, urls: fetch_keys(
         c, urls, cfg, outbound_deadline()))
     checked = now()
-    req = (from_patient_view(call, data, checked, cfg.profile, kb) if service.review
-           else from_hook(call, data, checked, cfg.profile))
+    if service.review:
+        call.orders_json = review_orders(data, call.patient_id, kb)
+    req = build_request(call, data, checked, cfg.profile)
+    if service.review:
+        req.mode = "review"
     _count_left_out(req)
     outcome = run_check(req, kb)
     status = "preliminary" if service.hook == "order-select" else "final"
@@ -89,7 +92,8 @@ def call_service(service_id: str) -> Response:
         rendered = alerts_not_repeated(rendered, lambda ids: _returned(
             service, req, ids, checked - timedelta(hours=cfg.cds_repeat_after_h),
             call.hook_instance))
-    _record(service, call.hook_instance, caller, req, rendered, started, checked)
+    _record(service, call.hook_instance, caller, req, rendered,
+            (time.perf_counter() - started) * 1000, checked)
     return _json({"cards": rendered.cards})
 
 
@@ -139,19 +143,33 @@ def _count_left_out(req: CheckRequest) -> None:
 
 
 def _record(service: CdsService, hook_instance: str, caller: str, req: CheckRequest,
-            rendered: Rendered, started: float, checked: datetime) -> None:
-    """The call in the audit trail (store.record): each finding of each card, read from the
-    card's records (the Finding), never from the card's JSON."""
-    record(
-        _store(), started=started, time=checked, caller=caller,
-        endpoint=f"cds-services/{service.id}", hook=service.hook, hook_instance=hook_instance,
+            rendered: Rendered, latency_ms: float, now: datetime) -> None:
+    store = _store()
+    if store is None:
+        return
+    from ..output.fhir import FINDING_SYSTEM
+
+    findings = []
+    for card in rendered.records:
+        for f, di in card.findings:
+            fid = next((i["value"] for i in di["identifier"] if i["system"] == FINDING_SYSTEM),
+                       "")
+            findings.append(FindingRecord(f.rule_id, f.severity, fid, card.card_uuid, di))
+    record = CheckRecord(
+        time=now,
+        caller=caller,
+        endpoint=f"cds-services/{service.id}",
+        hook=service.hook,
+        hook_instance=hook_instance,
         patient_ref=req.patient.ref if req.patient else None,
-        order_refs=[it.ref for it in req.orders], knowledge_version=load().version,
-        issues=[(f, di, card.card_uuid) for card in rendered.records
-                for f, di in card.findings],
+        order_refs=[it.ref for it in req.orders],
+        knowledge_version=load().version,
+        latency_ms=latency_ms,
+        findings=findings,
         # a retried call (the same hookInstance and body) is recorded once
         record_id=record_key(request.path, hook_instance, g.get("body_digest", "")),
     )
+    record_answered(store, record)
 
 
 @bp.post("/cds-services/<service_id>/feedback")
