@@ -15,7 +15,7 @@ from fractions import Fraction
 from functools import lru_cache
 from typing import Any
 
-from .facts import DoseLine, OrderFacts, Route, Step, products
+from .facts import products
 from .fhirjson import (
     JSON,
     as_dict,
@@ -32,6 +32,7 @@ from .fhirjson import (
 )
 from .fhirref import local, relative
 from .knowledge import Knowledge
+from .model import DoseLine, OrderFacts, Route, Step
 from .wording import fmt
 
 Resolve = Callable[[Any, JSON], JSON | None]

@@ -7,7 +7,6 @@ from datetime import date, datetime, timedelta, tzinfo
 from fractions import Fraction
 from typing import Any
 
-from .facts import AgeFacts, PatientFacts
 from .fhirjson import (
     JSON,
     as_dict,
@@ -21,6 +20,7 @@ from .fhirjson import (
     parse_instant,
 )
 from .knowledge import Knowledge, frac, load
+from .model import AgeFacts, PatientFacts
 
 
 def completed_years(born: date, on: date) -> int:

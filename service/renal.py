@@ -28,15 +28,6 @@ from datetime import datetime, timedelta
 from fractions import Fraction
 from typing import Any
 
-from .facts import (
-    BAND_ORDER,
-    ConditionEvidence,
-    PatientFacts,
-    RenalBand,
-    RenalCandidate,
-    RenalFacts,
-    RenalSource,
-)
 from .fhirjson import (
     JSON,
     as_dict,
@@ -49,6 +40,15 @@ from .fhirjson import (
     parse_instant,
 )
 from .knowledge import Knowledge, frac
+from .model import (
+    BAND_ORDER,
+    ConditionEvidence,
+    PatientFacts,
+    RenalBand,
+    RenalCandidate,
+    RenalFacts,
+    RenalSource,
+)
 from .patient import Resource, condition_counts, has_loinc, observation_time, usable_result
 from .wording import fmt
 

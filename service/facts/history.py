@@ -44,8 +44,7 @@ from ..fhirjson import (
 )
 from ..fhirref import local, relative
 from ..knowledge import Knowledge, frac
-from ..wording import fmt
-from . import (
+from ..model import (
     DoseLine,
     MedicationHistory,
     OrderFacts,
@@ -55,6 +54,7 @@ from . import (
     Step,
     TherapyTime,
 )
+from ..wording import fmt
 
 ReadOrder = Callable[[dict[str, Any], str], OrderFacts]
 

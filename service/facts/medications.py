@@ -13,7 +13,8 @@ from ..dosing import drug_names, is_baclofen, medication_of, route_of
 from ..fhir_input.request import CheckRequest, Item
 from ..fhirjson import JSON, as_dict, parse_datetime_range
 from ..knowledge import Knowledge
-from . import MedicationUse, Route, products
+from ..model import MedicationUse, Route
+from . import products
 
 ACTIVE_REQUEST = frozenset({"active", "on-hold"})
 ORDER_STATUSES = frozenset({"draft", "active", "on-hold"})

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from ..facts import OrderFacts
 from ..findings import Finding
+from ..model import OrderFacts
 from . import RuleContext
 
 RULE_ID = "context.unavailable"

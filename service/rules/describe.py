@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fractions import Fraction
 
-from ..facts import AgeFacts, DoseLine, OrderFacts, Step
+from ..model import AgeFacts, DoseLine, OrderFacts, Step
 from ..wording import fmt, fmt_beside, mg, mg_day, times_per_day
 
 

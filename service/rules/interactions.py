@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from ..clinical.ingredients import atc_matches, matches
-from ..facts import MedicationUse, OrderFacts
 from ..findings import Finding
+from ..model import MedicationUse, OrderFacts
 from . import RuleContext
 from .describe import age_text
 

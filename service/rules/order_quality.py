@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from fractions import Fraction
 
-from ..facts import OrderFacts
 from ..findings import Finding
+from ..model import OrderFacts
 from ..wording import fmt, mg
 from . import RuleContext
 
