@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from fractions import Fraction
 
-from ..facts import DoseLine, OrderFacts
 from ..findings import Correction, Finding
+from ..model import DoseLine, OrderFacts
 from ..wording import fmt, micrograms
 from . import RuleContext
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from fractions import Fraction
 
-from ..facts import OrderFacts
 from ..findings import Finding
+from ..model import OrderFacts
 from ..wording import fmt, fmt_beside, mg, mg_day, times_per_day
 from . import RuleContext, suggest_oral
 from .describe import describe_step, step_daily, step_label, worst_daily_step, worst_single

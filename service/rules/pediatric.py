@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from fractions import Fraction
 
-from ..facts import OrderFacts
 from ..findings import Finding
+from ..model import OrderFacts
 from ..wording import fmt, mg_day
 from . import RuleContext, suggest_oral
 from .describe import age_text, describe_step, step_daily, step_label, worst_daily_step

@@ -9,10 +9,10 @@ from __future__ import annotations
 from dataclasses import replace
 from fractions import Fraction
 
-from ..facts import EGFR_SOURCES, OrderFacts, RenalFacts
 from ..fhirjson import elapsed_days
 from ..findings import Finding, worse
 from ..knowledge import frac
+from ..model import EGFR_SOURCES, OrderFacts, RenalFacts
 from ..renal import renal_cap
 from ..wording import fmt, mg_day
 from . import RuleContext, suggest_oral

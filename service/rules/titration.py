@@ -12,10 +12,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from fractions import Fraction
 
-from ..facts import MedicationHistory, OrderFacts, RenalFacts
 from ..fhirjson import elapsed_days
 from ..findings import SEVERITY_RANK, Finding
 from ..history import level_at, same_dose_since
+from ..model import MedicationHistory, OrderFacts, RenalFacts
 from ..wording import fmt, mg_day
 from . import RuleContext
 from .describe import describe_step, step_daily

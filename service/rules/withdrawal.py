@@ -5,10 +5,10 @@ from __future__ import annotations
 from datetime import datetime
 from fractions import Fraction
 
-from ..facts import MedicationHistory, OrderFacts, Regimen
 from ..fhirjson import elapsed_days
 from ..findings import Finding
 from ..history import level_at, time_on_therapy
+from ..model import MedicationHistory, OrderFacts, Regimen
 from ..wording import fmt, mg_day, micrograms
 from . import RuleContext
 from .intrathecal import maintenance_ug_day
