@@ -3,6 +3,7 @@ from __future__ import annotations
 import os
 import tempfile
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -12,7 +13,11 @@ from hypothesis import settings as hypothesis_settings
 
 from service import create_app
 from tests.support.checks import TOKEN, WRITE_TOKEN
-from tests.support.services import postgres, sekmet  # noqa: F401 - session fixtures (real services)
+from tests.support.services import (  # noqa: F401 - session fixtures (real services)
+    Postgres,
+    postgres,
+    sekmet,
+)
 
 # In CI the property tests are derandomized: the same examples every run, so a landing cannot
 # fail on a draw that a developer never saw. Locally they draw new examples each run (set
@@ -40,3 +45,13 @@ def app(tmp_path: Any) -> Iterator[Flask]:
 @pytest.fixture
 def client(app: Flask) -> FlaskClient:
     return app.test_client()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A new database on each backend: SQLite (in a folder that does not exist yet) and
+    PostgreSQL."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path}/nested/dir/audit.sqlite3"
+    pg: Postgres = request.getfixturevalue("postgres")
+    return pg.new_database()

@@ -17,25 +17,10 @@ from service.cds.discovery import prefetch_templates
 from service.knowledge import load
 from tests.support import builders as b
 from tests.support.cdsclient import cards, hook_call, post, rules_in, searchset, topic
+from tests.support.context_builders import creatinine, weight
 from tests.support.httpstub import StubServer, stub_server
 
 TOKEN = "ehr-access-token-123"
-
-
-def creatinine(id: str, value: float, date: str) -> dict[str, Any]:
-    return {"resourceType": "Observation", "id": id, "status": "final",
-            "code": {"coding": [{"system": "http://loinc.org", "code": "2160-0"}]},
-            "subject": {"reference": "Patient/pat-1"}, "effectiveDateTime": date,
-            "valueQuantity": {"value": value, "unit": "mg/dL",
-                              "system": "http://unitsofmeasure.org", "code": "mg/dL"}}
-
-
-def weight(kg: float) -> dict[str, Any]:
-    return {"resourceType": "Observation", "id": "wt-1", "status": "final",
-            "code": {"coding": [{"system": "http://loinc.org", "code": "29463-7"}]},
-            "subject": {"reference": "Patient/pat-1"}, "effectiveDateTime": "2026-11-20",
-            "valueQuantity": {"value": kg, "unit": "kg", "system": "http://unitsofmeasure.org",
-                              "code": "kg"}}
 
 
 @pytest.fixture
@@ -44,11 +29,11 @@ def ehr() -> Iterator[StubServer]:
     with stub_server() as stub:
         base = f"{stub.base}/fhir"
         stub.json("/fhir/Patient/pat-1", b.patient(birth_date="1940-03-01", gender="female"))
-        page1 = searchset(weight(60))
+        page1 = searchset(weight(60, "2026-11-20", id="wt-1"))
         page1["link"] = [{"relation": "next", "url": f"{base}/Observation-page2?cursor=2"}]
         stub.json("/fhir/Observation", page1)
         stub.json("/fhir/Observation-page2",
-                  searchset(creatinine("cr-1", 2.5, "2026-11-20T08:00:00Z")))
+                  searchset(creatinine(2.5, when="2026-11-20T08:00:00Z", id="cr-1")))
         for rtype in ("Condition", "Procedure", "MedicationRequest", "MedicationStatement",
                       "MedicationDispense"):
             stub.json(f"/fhir/{rtype}", searchset())
@@ -150,8 +135,8 @@ def test_prefetch_and_self_fetch_give_the_same_cards(tmp_path: Path, ehr: StubSe
     fetched = cards(post(make_app(tmp_path, f"{ehr.base}/fhir").test_client(), call(ehr)))
     prefetch = {
         "patient": b.patient(birth_date="1940-03-01", gender="female"),
-        "creatinine": searchset(creatinine("cr-1", 2.5, "2026-11-20T08:00:00Z")),
-        "weight": searchset(weight(60)),
+        "creatinine": searchset(creatinine(2.5, when="2026-11-20T08:00:00Z", id="cr-1")),
+        "weight": searchset(weight(60, "2026-11-20", id="wt-1")),
     }
     given = cards(post(client, hook_call(b.order(b.dosage(20, frequency=3)),
                                          prefetch=prefetch)))
@@ -206,7 +191,7 @@ def test_medication_reference_with_a_name_is_checked_by_name(client: FlaskClient
 # --- a prefetched search cut to its first page ---------------------------------------------
 
 def _first_page(stub: StubServer) -> dict[str, Any]:
-    page = searchset(weight(60))
+    page = searchset(weight(60, "2026-11-20", id="wt-1"))
     page["link"] = [{"relation": "next", "url": f"{stub.base}/fhir/Observation-page2?p=2"}]
     return page
 

@@ -29,23 +29,13 @@ from tests.support.cdsclient import (
     topic,
     topics,
 )
+from tests.support.context_builders import obs
 
 FIXTURES = Path(__file__).resolve().parents[2] / "fixtures"
 OLD = "1940-03-01"  # 86 at the check time
 # CDS Hooks calls are checked at the time of the call, so results are dated relative to now
 # (a fixed date would turn stale after 90 days and change the cards).
 RECENT = (datetime.now(UTC) - timedelta(days=5)).strftime("%Y-%m-%dT08:00:00Z")
-
-
-def obs(code: str, value: float, unit: str, date: str = RECENT,
-        id: str | None = None) -> dict[str, Any]:
-    return {
-        "resourceType": "Observation", "id": id or f"obs-{code}-{value}", "status": "final",
-        "code": {"coding": [{"system": "http://loinc.org", "code": code}]},
-        "subject": {"reference": "Patient/pat-1"}, "effectiveDateTime": date,
-        "valueQuantity": {"value": value, "unit": unit, "system": "http://unitsofmeasure.org",
-                          "code": unit},
-    }
 
 
 # --- discovery ----------------------------------------------------------------------------
@@ -182,8 +172,8 @@ def test_no_card_for_a_usual_dose(client: FlaskClient) -> None:
 
 
 def test_renal_card_uses_prefetched_results(client: FlaskClient) -> None:
-    creat = obs("2160-0", 2.5, "mg/dL")
-    weight = obs("29463-7", 60, "kg")
+    creat = obs("2160-0", 2.5, "mg/dL", RECENT)
+    weight = obs("29463-7", 60, "kg", RECENT)
     body = hook_call(b.order(b.dosage(20, frequency=3)),
                      patient=b.patient(birth_date=OLD, gender="female"),
                      prefetch={"creatinine": searchset(creat), "weight": searchset(weight)})

@@ -16,7 +16,7 @@ from flask.testing import FlaskClient
 from service.knowledge import load
 from service.renal import RenalInputError, bedside_schwartz, ckd_epi_2021, round_renal
 from tests.support import builders as b
-from tests.support.context_builders import ICD10, LOINC
+from tests.support.context_builders import ICD10, obs
 from tests.support.doors import ago, assert_both, born, detail, native
 
 KB = load()
@@ -72,10 +72,7 @@ def test_ckd_epi_2021_not_below_18() -> None:
 
 def lab(code: str, value: float, unit: str, days: float = 3, id: str | None = None
         ) -> dict[str, Any]:
-    return {"resourceType": "Observation", "id": id or f"obs-{code}-{value}", "status": "final",
-            "code": {"coding": [{"system": LOINC, "code": code}]},
-            "subject": {"reference": "Patient/pat-1"}, "effectiveDateTime": ago(days),
-            "valueQuantity": {"value": value, "unit": unit, "system": b.UCUM, "code": unit}}
+    return obs(code, value, unit, ago(days), id=id or f"obs-{code}-{value}")
 
 
 def creat(value: float, **kw: Any) -> dict[str, Any]:

@@ -16,16 +16,8 @@ from fhir.resources.R4B.operationdefinition import OperationDefinition
 from service.knowledge import load
 from service.wording import fmt, mg, mg_day, micrograms, times_per_day
 from tests.support.builders import bundle, by_rule, dosage, issues, order, parameters, patient
-from tests.support.checks import AUTH, FOUNDATION_RULES, post_check, run
+from tests.support.checks import AUTH, FOUNDATION_RULES, http_run, run
 from tests.support.fhir_validate import validate
-
-
-def check(client: Any, body: dict[str, Any]) -> dict[str, Any]:
-    resp = post_check(client, body)
-    assert resp.status_code == 200, resp.get_data(as_text=True)
-    result: dict[str, Any] = resp.get_json()
-    validate(result)
-    return result
 
 
 def finding_id(di: dict[str, Any]) -> str:
@@ -35,7 +27,7 @@ def finding_id(di: dict[str, Any]) -> str:
 
 def test_detected_issue_has_every_element_of_section_3(client):
     kb = load()
-    result = check(client, parameters(order(dosage(30, "mg", 4))))
+    result = http_run(client, parameters(order(dosage(30, "mg", 4))))
     di = by_rule(result, "oral.max-daily")
     assert di["identifier"][0] == {"system": "urn:baclofen-check:rule",
                                    "value": "oral.max-daily"}
@@ -80,24 +72,24 @@ def test_act_code_and_reference_per_rule(rule_id, lines, code, display):
 
 
 def test_identified_date_time_keeps_the_check_time_offset(client):
-    result = check(client, parameters(order(dosage(30, "mg", 4)),
+    result = http_run(client, parameters(order(dosage(30, "mg", 4)),
                                       check_time="2026-11-25T11:30:00+01:00"))
     for di in issues(result):
         assert di["identifiedDateTime"] == "2026-11-25T11:30:00+01:00"
 
 
 def test_check_time_without_offset_is_written_as_utc(client):
-    result = check(client, parameters(order(dosage(30, "mg", 4)),
+    result = http_run(client, parameters(order(dosage(30, "mg", 4)),
                                       check_time="2026-11-25T11:30:00"))
     assert issues(result)[0]["identifiedDateTime"] == "2026-11-25T11:30:00Z"
 
 
 def test_finding_identifier_is_stable_and_depends_on_the_dose(client):
-    first = check(client, parameters(order(dosage(30, "mg", 4))))
-    again = check(client, parameters(order(dosage(30, "mg", 4)),
+    first = http_run(client, parameters(order(dosage(30, "mg", 4))))
+    again = http_run(client, parameters(order(dosage(30, "mg", 4)),
                                       check_time="2026-11-26T08:00:00Z"))
-    other = check(client, parameters(order(dosage(35, "mg", 4))))
-    other_order = check(client, parameters(order(dosage(30, "mg", 4), id="ord-2")))
+    other = http_run(client, parameters(order(dosage(35, "mg", 4))))
+    other_order = http_run(client, parameters(order(dosage(30, "mg", 4), id="ord-2")))
     ids = {di["identifier"][0]["value"]: finding_id(di) for di in issues(first)}
     assert ids == {di["identifier"][0]["value"]: finding_id(di) for di in issues(again)}
     assert [e["resource"]["id"] for e in first["entry"]] == [
@@ -114,7 +106,7 @@ def test_id_less_inputs_get_urn_uuid_and_travel_in_the_result(client):
     del o["id"]
     pat = patient()
     del pat["id"]
-    result = check(client, parameters(o, pat=pat))
+    result = http_run(client, parameters(o, pat=pat))
     by_url = {e["fullUrl"]: e["resource"] for e in result["entry"]}
     for di in issues(result):
         order_ref = di["implicated"][0]["reference"]
@@ -123,14 +115,14 @@ def test_id_less_inputs_get_urn_uuid_and_travel_in_the_result(client):
         assert di["patient"]["reference"].startswith("urn:uuid:")
         assert by_url[di["patient"]["reference"]]["resourceType"] == "Patient"
     # the same body gives the same urn:uuid references
-    again = check(client, parameters(o, pat=pat))
+    again = http_run(client, parameters(o, pat=pat))
     assert sorted(e["fullUrl"] for e in again["entry"]) == sorted(by_url)
 
 
 def test_transaction_bundle_references_resolve_inside_the_result(client):
     from tests.support.fixtures import fixture
 
-    result = check(client, fixture("bundle-transaction-urn.json"))
+    result = http_run(client, fixture("bundle-transaction-urn.json"))
     urls = {e["fullUrl"] for e in result["entry"]}
     for e in result["entry"]:
         for ref in re.findall(r'"reference": "(urn:uuid:[^"]+)"', str(e["resource"])
@@ -139,13 +131,13 @@ def test_transaction_bundle_references_resolve_inside_the_result(client):
 
 
 def test_inputs_with_ids_are_not_copied_into_the_result(client):
-    result = check(client, parameters(order(dosage(30, "mg", 4))))
+    result = http_run(client, parameters(order(dosage(30, "mg", 4))))
     assert {e["resource"]["resourceType"] for e in result["entry"]} == {"DetectedIssue"}
 
 
 def test_duplicate_evidence_and_implicated(client):
     other = order(dosage(10, "mg", 3), id="old", status="active")
-    result = check(client, parameters(order(dosage(10, "mg", 3)), context=[other]))
+    result = http_run(client, parameters(order(dosage(10, "mg", 3)), context=[other]))
     di = by_rule(result, "oral.duplicate")
     assert [r["reference"] for r in di["implicated"]] == ["MedicationRequest/ord-1",
                                                           "MedicationRequest/old"]
@@ -153,7 +145,7 @@ def test_duplicate_evidence_and_implicated(client):
 
 
 def test_checked_nothing_found_is_an_empty_collection(client):
-    result = check(client, parameters(order(dosage(5, "mg", 3))))
+    result = http_run(client, parameters(order(dosage(5, "mg", 3))))
     assert result["type"] == "collection"
     assert [di for di in issues(result)
             if di["identifier"][0]["value"] in FOUNDATION_RULES] == []
@@ -295,5 +287,5 @@ def test_resources_referenced_in_passing_travel_only_when_valid(client, practiti
     del o["id"]
     body = bundle(patient(), o)
     body["entry"].append({"fullUrl": doctor, "resource": practitioner})
-    result = check(client, body)
+    result = http_run(client, body)
     assert (doctor in {e["fullUrl"] for e in result["entry"]}) is included

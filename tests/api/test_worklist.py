@@ -22,22 +22,16 @@ from service import create_app
 from service.store import get_store
 from service.watch.queue import Entry, FindingChange, WatchStore
 from service.watch.worklist import worklist_resolutions
-from tests.support.services import Postgres
 
 READ = {"Authorization": "Bearer reader"}
 WRITE = {"Authorization": "Bearer pharmacist"}
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def app(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Flask]:
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path}/audit.sqlite3"
-    else:
-        pg: Postgres = request.getfixturevalue("postgres")
-        url = pg.new_database()
+@pytest.fixture
+def app(db_url: str) -> Iterator[Flask]:
     app = create_app({
         "API_REQUIRE_AUTH": True, "API_TOKENS": "reader,pharmacist:write",
-        "CDS_REQUIRE_JWT": False, "DATABASE_URL": url,
+        "CDS_REQUIRE_JWT": False, "DATABASE_URL": db_url,
         "WATCH_NOTIFY_TOKEN": "notify-token-0123456789abcdef", "TESTING": True,
     })
     yield app

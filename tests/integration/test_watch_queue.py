@@ -6,7 +6,6 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import pytest
 
@@ -19,19 +18,13 @@ from service.watch.queue import (
     WatchStore,
     backoff_s,
 )
-from tests.support.services import Postgres
 
 T0 = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def ws(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[WatchStore]:
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path}/watch.sqlite3"
-    else:
-        pg: Postgres = request.getfixturevalue("postgres")
-        url = pg.new_database()
-    store: Store = open_store(url)
+@pytest.fixture
+def ws(db_url: str) -> Iterator[WatchStore]:
+    store: Store = open_store(db_url)
     try:
         yield WatchStore(store).create().create()  # a second create finds the tables
     finally:

@@ -13,7 +13,6 @@ from typing import Any
 
 from tests.support.builders import (
     SNOMED,
-    UCUM,
     dosage,
     it_dose,
     it_order,
@@ -23,19 +22,11 @@ from tests.support.builders import (
     rule_ids,
 )
 from tests.support.checks import run
+from tests.support.context_builders import obs
 
-LOINC = "http://loinc.org"
 RANK = {"low": 1, "moderate": 2, "high": 3}
 CEILINGS = ("oral.max-daily", "oral.probable-error", "renal.dose-band", "renal.dialysis",
             "intrathecal.mg-unit", "intrathecal.max-daily", "geriatric.renal")
-
-
-def obs(id: str, code: str, value: float, unit: str, date: str) -> dict[str, Any]:
-    return {"resourceType": "Observation", "id": id, "status": "final",
-            "subject": {"reference": "Patient/pat-1"},
-            "code": {"coding": [{"system": LOINC, "code": code}]},
-            "effectiveDateTime": date,
-            "valueQuantity": {"value": value, "unit": unit, "system": UCUM, "code": unit}}
 
 
 @dataclass
@@ -55,8 +46,8 @@ def expected_crcl(p: Person) -> float:
 
 def build(p: Person, rng: random.Random) -> tuple[dict[str, Any], str, str]:
     """(request body, the rule the hazard must raise, its least severity)."""
-    context = [obs("wt", "29463-7", p.weight_kg, "kg", "2026-11-20"),
-               obs("scr", "2160-0", p.creatinine_mg_dl, "mg/dL", "2026-11-21")]
+    context = [obs("29463-7", p.weight_kg, "kg", "2026-11-20", id="wt"),
+               obs("2160-0", p.creatinine_mg_dl, "mg/dL", "2026-11-21", id="scr")]
     if rng.random() < 0.3:
         context.append({"resourceType": "MedicationRequest", "id": "lisinopril",
                         "status": "active", "intent": "order",

@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 
 from service.checker import check_body
 from tests.support.builders import UCUM, baclofen_concept, issues, order, parameters, patient
-from tests.support.context_builders import ICD10, LOINC
+from tests.support.context_builders import ICD10, obs
 from tests.support.fhir_validate import validate
 
 NOW = datetime(2026, 11, 25, 10, tzinfo=UTC)
@@ -38,14 +38,6 @@ def findings(body: dict[str, Any]) -> dict[str, str]:
     for di in issues(result):
         out[di["identifier"][0]["value"]] = di["severity"]
     return out
-
-
-def obs(id: str, code: str, value: float, unit: str, when: str = "2026-11-20"
-        ) -> dict[str, Any]:
-    return {"resourceType": "Observation", "id": id, "status": "final",
-            "subject": {"reference": "Patient/pat-1"},
-            "code": {"coding": [{"system": LOINC, "code": code}]}, "effectiveDateTime": when,
-            "valueQuantity": {"value": value, "unit": unit, "system": UCUM, "code": unit}}
 
 
 def dose_line(dose: float, per_day: int) -> dict[str, Any]:
@@ -72,16 +64,16 @@ def scenarios(draw: Any) -> dict[str, Any]:
     age = draw(st.sampled_from(sorted(BIRTHS)))
     context: list[dict[str, Any]] = []
     if draw(st.booleans()):
-        context.append(obs("wt", "29463-7", draw(st.sampled_from([18, 25, 40, 70, 90])), "kg"))
+        context.append(obs("29463-7", draw(st.sampled_from([18, 25, 40, 70, 90])), "kg", id="wt"))
     renal = draw(st.sampled_from(["none", "egfr", "creatinine"]))
     if renal == "egfr":
-        context.append(obs("egfr", "62238-1", draw(st.sampled_from([10, 25, 40, 55, 75, 95])),
-                           "mL/min/{1.73_m2}"))
+        context.append(obs("62238-1", draw(st.sampled_from([10, 25, 40, 55, 75, 95])),
+                           "mL/min/{1.73_m2}", id="egfr"))
     elif renal == "creatinine":
-        context.append(obs("scr", "2160-0", draw(st.sampled_from([0.6, 1.0, 1.8, 3.5])),
-                           "mg/dL"))
+        context.append(obs("2160-0", draw(st.sampled_from([0.6, 1.0, 1.8, 3.5])),
+                           "mg/dL", id="scr"))
         if age == "child":
-            context.append(obs("ht", "8302-2", draw(st.sampled_from([95, 120, 150])), "cm"))
+            context.append(obs("8302-2", draw(st.sampled_from([95, 120, 150])), "cm", id="ht"))
     if draw(st.booleans()):
         context.append({"resourceType": "Condition", "id": "ckd",
                         "subject": {"reference": "Patient/pat-1"},
