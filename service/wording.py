@@ -82,3 +82,34 @@ def floor_to_step(value: Fraction, step: Fraction) -> Fraction:
     if step <= 0:
         return value
     return (value // step) * step
+
+
+# --- units as people read them (clinical-rules section 10) ----------------------------------
+
+_PEOPLE_MASS = {"mg": "mg", "g": "g", "ug": "micrograms"}
+_PEOPLE_PER = {"d": "day", "h": "hour", "min": "minute", "wk": "week"}
+_COUNT_WORDS = {"tbl": "tablet", "tab": "tablet", "tabs": "tablet", "tablet": "tablet",
+                "tablets": "tablet", "pill": "pill", "pills": "pill", "packet": "packet",
+                "packets": "packet"}
+
+
+def unit_for_people(unit: str, kind: tuple[str, str] | None, number: Fraction | None) -> str:
+    """A dose unit as written (``unit``, perhaps ``head/per``) in words: "micrograms" for ug,
+    count units as words ("2 tablets"), a per-time unit spelled out ("micrograms/day").
+    ``kind``: what the unit before any "/" is (service/clinical/units.py), None when unknown
+    (the unit stays as written)."""
+    head, sep, per = unit.partition("/")
+    if kind is None:
+        return unit
+    if kind[0] == "mass":
+        word = _PEOPLE_MASS[kind[1]]
+    elif kind[0] == "volume":
+        word = "mL"
+    else:
+        bare = head.strip().strip("{}").lower()
+        word = _COUNT_WORDS.get(bare, bare)
+        if word in {"tablet", "pill", "packet"} and number != 1:
+            word += "s"
+    if sep:
+        return f"{word}/{_PEOPLE_PER.get(per.strip(), per.strip())}"
+    return word

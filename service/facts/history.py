@@ -24,15 +24,7 @@ from datetime import UTC, datetime, timedelta
 from fractions import Fraction
 from typing import Any
 
-from ..dosing import (
-    Resolve,
-    medication_of,
-    names_baclofen,
-    quantity_unit,
-    read_order,
-    strengths,
-    unit_table,
-)
+from ..clinical.units import unit_table
 from ..fhirjson import (
     JSON,
     as_dict,
@@ -55,6 +47,8 @@ from ..model import (
     TherapyTime,
 )
 from ..wording import fmt
+from .drugs import Resolve, medication_of, names_baclofen, quantity_unit, strengths
+from .orders import read_order
 
 ReadOrder = Callable[[dict[str, Any], str], OrderFacts]
 

@@ -9,12 +9,12 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from ..dosing import drug_names, is_baclofen, medication_of, route_of
 from ..fhir_input.request import CheckRequest, Item
 from ..fhirjson import JSON, as_dict, parse_datetime_range
 from ..knowledge import Knowledge
 from ..model import MedicationUse, Route
 from . import products
+from .drugs import medication_of, route_of
 
 ACTIVE_REQUEST = frozenset({"active", "on-hold"})
 ORDER_STATUSES = frozenset({"draft", "active", "on-hold"})
@@ -48,7 +48,7 @@ def medication_uses(req: CheckRequest, kb: Knowledge) -> tuple[MedicationUse, ..
 def _use(item: Item, req: CheckRequest, kb: Knowledge, checked: bool) -> MedicationUse:
     res = item.resource
     concept, med = medication_of(res, req.resolve)
-    names = drug_names(concept, med)
+    names = products.names_of(concept, med)
     atc = products.atc_codes(products.concepts_of(concept, med), kb)
     by_brand = products.brand_ingredients(names, kb)
     # clinical-rules section 8: a brand is read as its ingredients, a full ATC code as its
@@ -67,7 +67,7 @@ def _use(item: Item, req: CheckRequest, kb: Knowledge, checked: bool) -> Medicat
         resource_type=item.type,
         name=names[0] if names else (f"ATC {atc[0]}" if atc else "an unnamed medicine"),
         names=tuple(dict.fromkeys(n.lower() for n in names + extra)),
-        baclofen=is_baclofen(concept, med, kb),
+        baclofen=products.is_baclofen(concept, med, kb),
         route=route,
         checked=checked,
         atc=tuple(atc),
