@@ -19,8 +19,9 @@ service/watch/settings.py, by service/config.py).
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
+
+from ..clock import app_clock
 
 if TYPE_CHECKING:
     from flask import Flask
@@ -59,7 +60,7 @@ def readiness(app: Flask) -> dict[str, Any] | None:
         return None
     settings: Settings = app.config["SETTINGS"]
     beats = ws.heartbeats()
-    now = datetime.now(UTC)
+    now = app_clock(app)()
     newest = max((t for _, t in beats), default=None)
     age = None if newest is None else round((now - newest).total_seconds(), 1)
     fresh = age is not None and age <= 2 * settings.watch_check_s

@@ -16,12 +16,13 @@ import hmac
 import logging
 import re
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from flask import Blueprint, Response, current_app, json, request
 from sqlalchemy.exc import SQLAlchemyError
 
+from ..clock import app_clock
 from ..config import Settings
 from ..errors import Problem, ServiceError, bad_request, unauthorized
 from ..fhirjson import JSON, as_dict, as_str
@@ -184,7 +185,7 @@ def _receive(path_type: str | None = None, path_id: str | None = None) -> Respon
         raise ServiceError(404, [Problem("the watch receiver is off (WATCH_NOTIFY_TOKEN is "
                                          "not set)", "not-found")])
     _check_token(settings)
-    now = datetime.now(UTC)
+    now = app_clock(current_app)()
     body = _read_body(settings)
     if path_type is not None:
         if not _TYPE.match(path_type) or not path_id or not _ID.match(path_id):

@@ -6,8 +6,8 @@ import json as stdjson
 import logging
 import time
 import uuid
-from collections.abc import Iterator
-from datetime import UTC, datetime
+from collections.abc import Callable, Iterator
+from datetime import datetime
 from typing import Any
 
 from flask import Blueprint, Response, current_app, g, json, request, stream_with_context
@@ -23,6 +23,7 @@ from ..fhirjson import JSON
 from ..knowledge import load
 from ..output.fhir import operation_outcome, result_bundle
 from ..store import CheckRecord, finding_records, get_store, record_answered, record_key
+from . import context
 from .auth import authenticate, confined, require_patient
 from .body import read_json, require_json_type
 from .capability import OPDEF_ID, capability_statement, openapi, operation_definition
@@ -56,7 +57,7 @@ def check() -> Response:
         return check_ndjson(cfg, caller, profile)
     body = read_json(request, cfg.max_request_bytes)
     started = time.perf_counter()
-    now = datetime.now(UTC)
+    now = context.now()
     if cfg.fhir_server_url:
         from ..fhir_input.fetch import Deadline
         from ..fhir_input.server import with_server_patient
@@ -87,7 +88,7 @@ def check_ndjson(cfg: Settings, caller: str, profile: str) -> Response:
 
     def generate() -> Iterator[bytes]:
         lines = read_lines(stream, cfg.max_request_bytes)
-        clock = _Clock()
+        clock = _Clock(context.now)
         looked = 0
         try:
             for line in check_lines(lines, clock.now, profile, kb, cfg.max_batch_lines):
@@ -137,14 +138,16 @@ def client_gone(sock: Any) -> bool:
 
 
 class _Clock:
-    """The check time and start of each line (a fresh time per line)."""
+    """The check time (from the app's clock) and start of each line (a fresh time per
+    line)."""
 
-    def __init__(self) -> None:
-        self.last = datetime.now(UTC)
+    def __init__(self, clock: Callable[[], datetime]) -> None:
+        self.clock = clock
+        self.last = clock()
         self.started = time.perf_counter()
 
     def now(self) -> datetime:
-        self.last = datetime.now(UTC)
+        self.last = self.clock()
         self.started = time.perf_counter()
         return self.last
 
@@ -186,7 +189,7 @@ def check_by_id(order_id: str) -> Response:
             "checking an order by id needs FHIR_SERVER_URL, which is not configured",
             "not-supported")])
     started = time.perf_counter()
-    now = datetime.now(UTC)
+    now = context.now()
     deadline = Deadline(cfg.outbound_timeout_s)
     client = fhir_server_client(cfg)
     kb = load()

@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +33,7 @@ from ..errors import Problem, ServiceError
 from ..knowledge import Knowledge, load, recognition_rows, rule_knowledge
 from ..output.cards import OVERRIDE_REASONS
 from ..store import get_store
+from . import context
 from .auth import authenticate
 
 bp = Blueprint("ui", __name__)
@@ -150,7 +151,7 @@ def demo(name: str) -> Response:
     found = {d.name: d for d in demos()} if _DEMO_NAME.match(name) else {}
     if name not in found:
         raise ServiceError(404, [Problem(f"no demo patient {name!r}", "not-found")])
-    body = demo_bundle(found[name], datetime.now(UTC).date())
+    body = demo_bundle(found[name], context.now().date())
     resp = Response(json.dumps(body, indent=2), mimetype="application/fhir+json")
     resp.headers["Cache-Control"] = "no-store"  # its dates move every day
     return resp
@@ -272,7 +273,7 @@ def report() -> Response:
                                  for code, text in r.comments],
         })
     body = {"knowledgeVersion": kb.version,
-            "generated": datetime.now(UTC).isoformat(timespec="seconds"),
+            "generated": context.now().isoformat(timespec="seconds"),
             "rules": rows}
     resp = Response(json.dumps(body), mimetype="application/json")
     resp.headers["Cache-Control"] = "no-store"

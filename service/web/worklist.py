@@ -23,7 +23,6 @@ from __future__ import annotations
 import json
 import logging
 import re
-from datetime import UTC, datetime
 from typing import Any
 
 from flask import Blueprint, Response, current_app, request
@@ -33,6 +32,7 @@ from ..config import Settings
 from ..errors import Problem, ServiceError, bad_request
 from ..jsonbody import JSON_TYPES, parse_json_text
 from ..watch import worklist as wl
+from . import context
 from .auth import authenticate
 from .body import media_type
 
@@ -116,7 +116,7 @@ def worklist_json() -> Response:
     ws = _watch()
     query = _query()
     try:
-        return _json(wl.worklist(ws, query, datetime.now(UTC)))
+        return _json(wl.worklist(ws, query, context.now()))
     except SQLAlchemyError as exc:
         raise _unavailable(exc) from exc
 
@@ -138,7 +138,7 @@ def resolve(finding_id: str) -> Response:
     extra = sorted(set(body) - {"outcome", "comment"})
     if extra:
         raise bad_request(f"unknown member(s) {', '.join(extra)}: send outcome and comment")
-    now = datetime.now(UTC)
+    now = context.now()
     try:
         done = wl.resolve(ws, finding_id, body.get("outcome"), body.get("comment"), who, now)
     except wl.Refused as exc:
