@@ -45,7 +45,8 @@ $(OAUTH_ISSUER_STAMP): tests/oauth-issuer/package.json tests/oauth-issuer/packag
 	cd tests/oauth-issuer && npm ci --no-audit --no-fund --loglevel=error
 	touch $(OAUTH_ISSUER_STAMP)
 
-## system-check: stop at once, with the install command, when a system package is missing.
+## system-check: install a missing system package (as root with apt-get), else stop at once
+## with the install command (tools/check-system).
 system-check:
 	sh tools/check-system
 
