@@ -57,12 +57,16 @@ PHASES = ("read_json", "parse_call", "gather", "build_request", "run_check", "re
           "_record", "_json")
 
 
-def phases(fn: Callable[[], object], calls: int) -> dict[str, float]:
+def phases(fn: Callable[[], object], calls: int,
+           clock: Callable[[], float] | None = None) -> dict[str, float]:
     """Milliseconds per order-sign call spent in each step of the CDS endpoint, timed with
-    perf_counter around the endpoint module's own functions (no profiler overhead); the rest
-    is Flask, the test client, request logging and metrics."""
+    perf_counter (or ``clock``: bench/cpu_sign.py passes time.process_time) around the
+    endpoint module's own functions (no profiler overhead); the rest is Flask, the test
+    client, request logging and metrics."""
     import time
     from collections import Counter
+
+    clock = clock or time.perf_counter
 
     import service.web.cds_hooks as endpoint
 
@@ -71,11 +75,11 @@ def phases(fn: Callable[[], object], calls: int) -> dict[str, float]:
 
     def timed(name: str, real: Callable[..., object]) -> Callable[..., object]:
         def run(*args: object, **kwargs: object) -> object:
-            t0 = time.perf_counter()
+            t0 = clock()
             try:
                 return real(*args, **kwargs)
             finally:
-                spent[name] += time.perf_counter() - t0
+                spent[name] += clock() - t0
         return run
 
     for name, real in originals.items():
@@ -84,10 +88,10 @@ def phases(fn: Callable[[], object], calls: int) -> dict[str, float]:
         for _ in range(50):
             fn()
         spent.clear()
-        t0 = time.perf_counter()
+        t0 = clock()
         for _ in range(calls):
             fn()
-        total = time.perf_counter() - t0
+        total = clock() - t0
     finally:
         for name, real in originals.items():
             setattr(endpoint, name, real)
