@@ -142,6 +142,9 @@ def check_lines(
 # --- the command line on every core -------------------------------------------------------
 
 WINDOW_LINES = 256
+# The knowledge the worker processes check with: set by check_file_parallel before it forks
+# them, so each inherits it (a Knowledge holds read-only mappings, which do not pickle).
+_WORKER_KB: Knowledge | None = None
 
 
 def _check_window(window: list[bytes], start: int, fixed: datetime | None, profile: str
@@ -152,21 +155,22 @@ def _check_window(window: list[bytes], start: int, fixed: datetime | None, profi
     from datetime import UTC
     from datetime import datetime as dt
 
-    from .knowledge import load
-
+    assert _WORKER_KB is not None, "set by check_file_parallel before the fork"
     tally = Summary()
-    results = check_lines(iter(window), lambda: fixed or dt.now(UTC), profile, load(), None,
-                          tally, start)
+    results = check_lines(iter(window), lambda: fixed or dt.now(UTC), profile, _WORKER_KB,
+                          None, tally, start)
     return [json.dumps(line.result) for line in results], tally
 
 
 def check_file_parallel(
     lines: Iterator[bytes | TooLong], fixed: datetime | None, profile: str, jobs: int,
-    summary: Summary, emit: Callable[[str, int], None],
+    summary: Summary, emit: Callable[[str, int], None], kb: Knowledge,
 ) -> None:
     """Check NDJSON lines (read without a length limit) on ``jobs`` processes, in input
     order and in constant memory: windows of WINDOW_LINES non-blank lines, at most 2 x
     ``jobs`` windows in flight. ``emit(text, answered)`` receives each output line."""
+    global _WORKER_KB
+    _WORKER_KB = kb
     import multiprocessing
     from collections import deque
     from concurrent.futures import Future, ProcessPoolExecutor

@@ -13,6 +13,7 @@ from typing import Any, TextIO
 from .config import ConfigError, load_settings
 from .errors import Problem, ServiceError
 from .jsonbody import parse_json_text
+from .knowledge import Knowledge, KnowledgeError, load, recognition_rows, rule_knowledge
 from .output.fhir import operation_outcome
 
 
@@ -66,10 +67,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         "DATABASE_URL (running ones replay their own)")
     args = parser.parse_args(argv)
     try:
+        kb = load()  # checked once, at start: a broken file stops every command here
+    except KnowledgeError as exc:
+        print(f"baclofen-check: {exc}", file=sys.stderr)
+        return 2
+    try:
         if args.command == "serve":
             return serve_cmd(args)
         if args.command == "check":
-            return check_cmd(args, sys.stdout)
+            return check_cmd(args, sys.stdout, kb)
         if args.command == "report":
             return report_cmd(sys.stdout)
         if args.command == "spool":
@@ -84,7 +90,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             from .population.commands import review_cmd
 
             return review_cmd(args)
-        return rules_cmd(sys.stdout)
+        return rules_cmd(sys.stdout, kb)
     except ConfigError as exc:
         print(f"baclofen-check: configuration error: {exc}", file=sys.stderr)
         return 2
@@ -138,7 +144,7 @@ def _inputs(files: Sequence[str]) -> Iterator[tuple[str, Any]]:
             yield name, exc
 
 
-def check_cmd(args: argparse.Namespace, out: TextIO) -> int:
+def check_cmd(args: argparse.Namespace, out: TextIO, kb: Knowledge) -> int:
     from .checker import check_body
     from .fhirjson import parse_instant
 
@@ -155,7 +161,7 @@ def check_cmd(args: argparse.Namespace, out: TextIO) -> int:
     ndjson = [f for f in args.files if args.ndjson or f.endswith((".ndjson", ".jsonl"))]
     if ndjson:
         failures += ndjson_cmd(ndjson, now if args.check_time else None, profile, out,
-                               max(1, args.jobs))
+                               max(1, args.jobs), kb)
     json_files = [f for f in args.files if f not in ndjson]
     for name, body in _inputs(json_files):
         if isinstance(body, ServiceError):
@@ -163,7 +169,7 @@ def check_cmd(args: argparse.Namespace, out: TextIO) -> int:
             failures += 1
         else:
             try:
-                result = check_body(body, now, profile)[0]
+                result = check_body(body, now, profile, kb)[0]
             except ServiceError as exc:
                 result = operation_outcome(exc.problems)
                 failures += 1
@@ -177,13 +183,11 @@ def check_cmd(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def ndjson_cmd(files: Sequence[str], fixed: datetime | None, profile: str, out: TextIO,
-               jobs: int = 1) -> int:
+               jobs: int, kb: Knowledge) -> int:
     """Check NDJSON files line by line in constant memory (on ``jobs`` processes, in input
     order); progress and summary on stderr. Returns the number of lines not checked."""
     from .batch import Summary, check_file_parallel, check_lines, read_lines
-    from .knowledge import load
 
-    kb = load()
     summary = Summary()
     progress = sys.stderr.isatty()
 
@@ -211,7 +215,7 @@ def ndjson_cmd(files: Sequence[str], fixed: datetime | None, profile: str, out: 
         try:
             if jobs > 1:
                 check_file_parallel(read_lines(stream, None), fixed, profile, jobs, summary,
-                                    emit)
+                                    emit, kb)
             else:
                 for line in check_lines(read_lines(stream, None), now, profile, kb, None,
                                         summary):
@@ -276,13 +280,8 @@ def format_report(rows: Sequence[Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def rules_cmd(out: TextIO) -> int:
-    from .knowledge import load
-
-    kb = load()
+def rules_cmd(out: TextIO, kb: Knowledge) -> int:
     out.write(f"baclofen-check knowledge {kb.version}\n\n")
-    from .knowledge import recognition_rows
-
     out.write("baclofen recognised by\n")
     for label, text in recognition_rows(kb):
         out.write(f"  {label + ':':<11} {text}\n")
@@ -331,8 +330,6 @@ def related_knowledge(kb: Any, rule: Any) -> list[tuple[str, str]]:
         for name, members in kb.data["cns_active"]["classes"].items():
             text = members if isinstance(members, str) else ", ".join(members)
             rows.append(("CNS class", f"{name}: {text}"))
-    from .knowledge import rule_knowledge
-
     return rows + rule_knowledge(kb, rule.id)
 
 
