@@ -1,8 +1,9 @@
 """A CDS Hooks call -> one CheckRequest (hook set, mode "order").
 
 ``parse_call`` validates the body (400 with an OperationOutcome naming the fault);
-``build_request`` turns the orders of the hook context plus the prefetched (or fetched) data
-into the same CheckRequest the FHIR endpoint builds, so both paths run the same checker.
+``from_hook`` is the hooks' adapter: it says where the orders (the hook context), the Patient
+and the context (the prefetched or fetched data) are, and service/assemble/ builds the same
+CheckRequest as for every other door.
 """
 
 from __future__ import annotations
@@ -12,24 +13,14 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from ..errors import Problem, ServiceError, bad_request
-from ..fhir_input.normalise import normalised_copy, offset_text
-from ..fhir_input.request import (
-    CheckRequest,
-    Item,
-    ResourceIndex,
-    _check_subjects,
-    _usable_context,
-    has_medication,
-    item_for,
-    validate_model,
-)
+from ..assemble import CheckRequest, Pieces, Source, assemble
+from ..assemble.policy import CDS_HOOKS, refuse_one
+from ..errors import ServiceError
 from ..fhirjson import JSON, as_dict, as_str, dicts
 from ..fhirref import parse_reference
 from .discovery import CdsService
 
 ORDER_SELECT = "order-select"
-STOP_STATUSES = frozenset({"stopped", "cancelled"})
 
 
 @dataclass
@@ -49,7 +40,7 @@ class HookCall:
 
 
 def _fail(message: str, expression: str | None = None, code: str = "invalid") -> ServiceError:
-    return bad_request(message, expression, code)
+    return refuse_one("body-invalid", CDS_HOOKS, message, expression, code)
 
 
 def _bundle_resources(bundle: JSON, where: str) -> list[JSON]:
@@ -108,10 +99,10 @@ def _selected(resources: list[JSON], selections: Any) -> tuple[list[JSON], list[
         elif match not in chosen and match.get("resourceType") == "MedicationRequest":
             chosen.append(match)
     if missing:
-        # The order to check cannot be had: CDS Hooks answers 412 here.
-        raise ServiceError(412, [Problem(
-            "context.selections names orders that are not in context.draftOrders: "
-            + ", ".join(missing[:10]), "not-found", "context.selections")])
+        # The order to check cannot be had (CDS Hooks: 412, service/assemble/policy.py).
+        raise refuse_one("selection-missing", ORDER_SELECT,
+                         "context.selections names orders that are not in context.draftOrders: "
+                         + ", ".join(missing[:10]), "context.selections", "not-found")
     # the orders not selected are not read at all; other resources of draftOrders (Epic sends
     # the Medications an order references as sibling entries) are context
     others = [r for r in resources if r.get("resourceType") != "MedicationRequest"]
@@ -205,19 +196,6 @@ def medication_reads(call: HookCall) -> dict[str, str]:
     return out
 
 
-def _unidentified(orders: list[Item], req: CheckRequest) -> list[str]:
-    """Orders whose drug cannot be known: a Medication reference that could not be read, with
-    no code or name to fall back on."""
-    out = []
-    for it in orders:
-        ref = as_dict(it.resource.get("medicationReference"))
-        if not ref or it.resource.get("medicationCodeableConcept"):
-            continue
-        if req.resolve(ref, it.resource) is None and as_str(ref.get("display")) is None:
-            out.append(f"{it.ref} ({as_str(ref.get('reference')) or 'no reference'})")
-    return out
-
-
 # --- prefetch values ------------------------------------------------------------------------
 
 @dataclass
@@ -261,108 +239,33 @@ def read_prefetch_value(key: str, value: Any) -> KeyData:
     return KeyData([value])
 
 
-# --- the CheckRequest -----------------------------------------------------------------------
+# --- the adapter: a hook call -> the assembler's pieces -------------------------------------
 
-def build_request(
-    call: HookCall,
-    data: Mapping[str, KeyData],
-    now: datetime,
-    profile: str,
-) -> CheckRequest:
+def from_hook(call: HookCall, data: Mapping[str, KeyData], now: datetime, profile: str,
+              orders: list[JSON] | None = None, mode: str = "order") -> CheckRequest:
     """The CheckRequest of one hook call; ``data`` holds every prefetch key, prefetched or
-    fetched. Keys that failed go to ``unavailable`` (the context.unavailable rule names them)."""
-    offset = offset_text(now.tzinfo)
-    unavailable = [key for key, kd in data.items() if kd.failed]
-    index = ResourceIndex()
-    warnings: list[Problem] = []
-
-    orders: list[Item] = []
-    stopped: list[Item] = []
-    for n, raw in enumerate(call.orders_json):
-        res = normalised_copy(raw, offset)
-        if res.get("resourceType") != "MedicationRequest":
-            raise _fail(f"selected order {n + 1} is a {res.get('resourceType')}, not a "
-                        "MedicationRequest", "context.selections", "not-supported")
-        what = f"order {n + 1} ({res.get('resourceType')}/{res.get('id')})"
-        if not has_medication(res):
-            # a draft still being written (order-select fires before a medicine is chosen):
-            # nothing to check yet, answered 200 with no card for it
-            warnings.append(Problem(f"{what} names no medication yet: nothing to check",
-                                    "informational", None, "information"))
-            continue
-        warnings += validate_model(res, what)
-        item = item_for(res)
-        if res.get("status") in STOP_STATUSES:
-            # clinical-rules section 1: a stop is checked only when it comes as a Parameters
-            # order; CDS Hooks has no hook that carries one. The order stays as history.
-            warnings.append(Problem(
-                f"{item.ref}: an order with status {res.get('status')!r} is not checked "
-                "through CDS Hooks (no hook carries a stop); check the stop with "
-                "POST /MedicationRequest/$check", "not-supported", None, "warning"))
-            stopped.append(item)
-            continue
-        orders.append(item)
-
+    fetched. Keys that failed go to ``unavailable`` (the context.unavailable rule names them).
+    ``orders``: the record's orders a review checks (patient-view, service/cds/review.py)
+    instead of the hook context's."""
     pid = call.patient_id
-    patient: Item | None = None
     patient_data = data.get("patient", KeyData([]))
-    for res in patient_data.resources:
-        if res.get("resourceType") == "Patient" and res.get("id") in (pid, None):
-            res = normalised_copy(res, offset)
-            res.setdefault("id", pid)
-            if not patient_data.fetched:
-                warnings += validate_model(res, "prefetch.patient")  # the client's data: 400
-            else:
-                try:
-                    warnings += validate_model(res, "the patient read from fhirServer")
-                except ServiceError as exc:
-                    # The server's data, not the caller's mistake: the patient is unavailable.
-                    warnings.extend(Problem(p.message, p.code, None, "warning")
-                                    for p in exc.problems)
-                    break
-            patient = item_for(res)
-            break
-    if patient is None:
-        # choice: when the Patient cannot be had the orders are still checked (the dose
-        # ceilings do not need it) against a bare Patient carrying only the id, and
-        # context.unavailable says what could not be checked.
-        patient = Item({"resourceType": "Patient", "id": pid}, f"Patient/{pid}", True)
-        if "patient" not in unavailable:
-            unavailable.insert(0, "patient")
+    patient = next((r for r in patient_data.resources if r.get("resourceType") == "Patient"
+                    and r.get("id") in (pid, None)), None)
+    context = [Source(r, key="context") for r in call.other_drafts]
+    context += [Source(r, key=key) for key, kd in data.items() if key != "patient"
+                for r in kd.resources]
+    hook = call.service.hook
+    return assemble(Pieces(
+        hook, "hook", now, profile,
+        orders=[Source(r) for r in (call.orders_json if orders is None else orders)],
+        patient=Source(patient) if patient is not None else None,
+        context=context,
+        unavailable=[key for key, kd in data.items() if kd.failed],
+        mode=mode, hook=hook, patient_id=pid, patient_fetched=patient_data.fetched,
+        patient_label=("the patient read from fhirServer" if patient_data.fetched
+                       else "prefetch.patient"),
+        reviewed=orders is not None))
 
-    seen = {it.ref for it in orders + stopped} | {patient.ref}
-    context: list[Item] = list(stopped)
-    sources: list[tuple[str, JSON]] = [("context", r) for r in call.other_drafts]
-    for key, kd in data.items():
-        if key != "patient":
-            sources += [(key, r) for r in kd.resources]
-    for key, raw in sources:
-        res = normalised_copy(raw, offset)
-        item = item_for(res)
-        if item.ref in seen:
-            continue
-        seen.add(item.ref)
-        if item.type == "Patient":
-            continue
-        why = _usable_context(item)
-        if why:
-            if item.type != "OperationOutcome":
-                warnings.append(Problem(f"context {item.type} {item.ref} ({key}) skipped: {why}",
-                                        "invalid", None, "warning"))
-            continue
-        context.append(item)
-    for item in [*orders, patient, *context]:
-        index.add(item.resource, None if item.has_id else item.ref)
-    req = CheckRequest(orders, patient, context, now, profile, "order", call.service.hook,
-                       warnings, unavailable, index=index)
-    try:
-        _check_subjects(req)
-    except ServiceError as exc:
-        raise ServiceError(400, exc.problems) from exc
-    unknown = _unidentified(orders, req)
-    if unknown:
-        # The order itself cannot be had: which drug it is cannot be read (CDS Hooks: 412).
-        raise ServiceError(412, [Problem(
-            "the medication of these orders could not be read: " + ", ".join(unknown[:10]),
-            "not-found", "context.draftOrders")])
-    return req
+
+# the old name, while tests/ and bench/ still call it (the tests are being reorganised)
+build_request = from_hook
