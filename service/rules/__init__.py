@@ -61,9 +61,9 @@ def suggest_oral(ctx: RuleContext, cap_mg_day: Fraction, current_per_day: Fracti
                  ) -> Correction | None:
     """A dose that can be given: at most ``cap_mg_day`` and the single maximum, in 3-4 doses,
     rounded down to the suggestion step (clinical-rules section 5)."""
-    dosing = ctx.kb.data["dosing"]
-    step = Fraction(str(dosing["suggestion_step_mg"]))
-    usual = [Fraction(n) for n in dosing["usual_doses_per_day"]]
+    dosing = ctx.kb.typed.dosing
+    step = dosing.suggestion_step_mg
+    usual = list(dosing.usual_doses_per_day)
     single_max = ctx.profile.num("max_single_mg")
     choices = [current_per_day] if current_per_day in usual else []
     choices += [n for n in usual if n not in choices]

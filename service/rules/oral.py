@@ -55,7 +55,7 @@ def max_single(ctx: RuleContext, order: OrderFacts) -> Finding | None:
     dose_text = f"{fmt_beside(dose, cap)} mg"
     correction = suggest_oral(ctx, daily, None) if daily else None
     todo = f" Give at most {mg(cap)} per dose"
-    most_doses = max(Fraction(n) for n in ctx.kb.data["dosing"]["usual_doses_per_day"])
+    most_doses = max(ctx.kb.typed.dosing.usual_doses_per_day)
     if correction and correction.dose_mg * correction.per_day == daily:
         todo += f", for example {correction.label}."
     elif daily is not None and daily <= cap * most_doses:

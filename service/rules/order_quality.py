@@ -42,10 +42,8 @@ def rules(ctx: RuleContext, order: OrderFacts) -> list[Finding]:
             ))
         if line.problem_rule == "units.liquid-volume" and oral:
             specific.add(line.index)
-            concentrations = [
-                Fraction(str(c))
-                for c in ctx.kb.rule("units.liquid-volume").raw["concentrations_mg_ml"]
-            ]
+            concentrations = ctx.kb.rule("units.liquid-volume").numbers_of(
+                "concentrations_mg_ml")
             volume = _volume(line.written)
             options = ", ".join(mg(volume * c) for c in concentrations) if volume else ""
             strengths = ", ".join(fmt(c) for c in concentrations)

@@ -67,7 +67,7 @@ def rules(ctx: RuleContext, order: OrderFacts) -> list[Finding]:
             ))
     weight = ctx.patient.weight_kg
     if weight is None or weight <= 0:
-        days = ctx.kb.data["patient_context"]["weight"]["child_max_age_days"]
+        days = fmt(ctx.kb.typed.patient_context.weight.child_max_age_days)
         out.append(ctx.finding(
             "pediatric.weight-unknown", "low", order,
             summary="No recent weight for this child: the mg/kg dose checks could not run",

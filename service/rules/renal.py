@@ -11,7 +11,6 @@ from fractions import Fraction
 
 from ..fhirjson import elapsed_days
 from ..findings import Finding, worse
-from ..knowledge import frac
 from ..model import EGFR_SOURCES, OrderFacts, RenalFacts
 from ..renal import renal_cap
 from ..wording import fmt, mg_day
@@ -109,7 +108,7 @@ def dialysis(ctx: RuleContext, order: OrderFacts, renal: RenalFacts) -> Finding 
     reasons = [e.text for e in renal.dialysis]
     if renal.value is not None and renal.value.band == "esrd":
         reasons.append(f"{renal.value.text}, below "
-                       f"{fmt(frac(ctx.kb.data['patient_context']['renal']['esrd_below']))} "
+                       f"{fmt(ctx.kb.typed.patient_context.renal.esrd_below)} "
                        f"mL/min")
     step = worst_daily_step(order)
     correction = None
@@ -188,7 +187,7 @@ def unknown(ctx: RuleContext, order: OrderFacts, renal: RenalFacts) -> Finding |
         "renal.unknown", "low", order,
         summary="Kidney function unknown: baclofen dose cannot be checked against it",
         detail=f"No usable kidney function result ({what}, within "
-               f"{fmt(frac(ctx.kb.data['patient_context']['renal']['max_age_days']))} days)"
+               f"{fmt(ctx.kb.typed.patient_context.renal.max_age_days)} days)"
                f"{notes}, and {' and '.join(why)}. Baclofen is cleared by the kidneys; check "
                f"kidney function before relying on this dose.",
         evidence=tuple(dict.fromkeys([e.ref for e in renal.ckd if e.ref]
@@ -204,7 +203,7 @@ def stale(ctx: RuleContext, order: OrderFacts, renal: RenalFacts) -> Finding | N
     if not (older(ctx, spec.num("older_age")) or value.rounded_ml_min < spec.num("value_below")):
         return None
     days = elapsed_days(value.at, ctx.check_time)
-    limit = frac(ctx.kb.data["patient_context"]["renal"]["stale_after_days"])
+    limit = ctx.kb.typed.patient_context.renal.stale_after_days
     return ctx.finding(
         "renal.stale", "low", order,
         summary=f"Kidney function result is {fmt(days // 1)} days old",
