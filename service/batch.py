@@ -24,13 +24,13 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import IO, Any
 
-from .checker import check_body
+from .checker import check_result
 from .errors import Problem, ServiceError
 from .fhir_input.request import CheckRequest
 from .fhirjson import JSON
 from .jsonbody import parse_json_text
 from .knowledge import Knowledge
-from .output.fhir import operation_outcome
+from .output.fhir import IssueEntry, operation_outcome
 
 log = logging.getLogger("baclofen_check.batch")
 CHUNK = 64 * 1024
@@ -82,6 +82,7 @@ class LineResult:
     request: CheckRequest | None   # None when the line could not be checked
     seen: int = 0                  # lines read so far, blank ones too
     digest: str = ""               # of the line's text (what identifies a retried line)
+    issues: list[IssueEntry] = field(default_factory=list)   # each finding, its DetectedIssue
 
 
 def check_lines(
@@ -117,7 +118,7 @@ def check_lines(
             continue
         try:
             body: Any = parse_json_text(raw)
-            result, req, _outcome = check_body(body, now(), profile, kb)
+            checked, req, _outcome = check_result(body, now(), profile, kb)
         except ServiceError as exc:
             tally.errors += 1
             yield LineResult(number, operation_outcome([
@@ -132,11 +133,11 @@ def check_lines(
                 None, seen)
             continue
         tally.checked += 1
-        for entry in result["entry"]:
-            res = entry["resource"]
-            if res.get("resourceType") == "DetectedIssue":
-                tally.findings[res["severity"]] = tally.findings.get(res["severity"], 0) + 1
-        yield LineResult(number, result, req, seen, hashlib.sha256(raw).hexdigest()[:32])
+        for issue in checked.issues:
+            severity = issue.finding.severity
+            tally.findings[severity] = tally.findings.get(severity, 0) + 1
+        yield LineResult(number, checked.bundle, req, seen, hashlib.sha256(raw).hexdigest()[:32],
+                         checked.issues)
 
 
 # --- the command line on every core -------------------------------------------------------

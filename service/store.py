@@ -30,16 +30,16 @@ import threading
 import time
 import uuid
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, Concatenate, ParamSpec, TypeVar
+from time import perf_counter as _perf_counter
+from typing import Any, Concatenate, ParamSpec, Protocol, TypeVar
 
-from flask import Flask
 from sqlalchemy import (
     JSON,
     BigInteger,
@@ -67,6 +67,8 @@ from sqlalchemy import (
 from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.types import TypeDecorator
+
+from .findings import Finding
 
 SCHEMA_VERSION = 2
 # version -> the step that brings a database from version - 1 to it (run in order, inside the
@@ -884,27 +886,42 @@ def open_store(database_url: str, retention_days: int = 365, connect_timeout_s: 
     return Store(database_url, retention_days, connect_timeout_s, statement_timeout_s).start()
 
 
-def get_store(app: Flask) -> Store:
+class _App(Protocol):
+    extensions: dict[str, Any]
+
+
+def get_store(app: _App) -> Store:
     """The application's store (created by create_app)."""
     store: Store = app.extensions["store"]
     return store
 
 
-def finding_records(bundle: dict[str, Any]) -> list[FindingRecord]:
-    """FindingRecords for the DetectedIssues of a result Bundle (no cards)."""
-    from .output.fhir import FINDING_SYSTEM, RULE_SYSTEM
-
-    out = []
-    for entry in bundle.get("entry", []):
-        res = entry.get("resource", {})
-        if res.get("resourceType") != "DetectedIssue":
-            continue
-        idents = {i.get("system"): i.get("value") for i in res.get("identifier", [])}
-        out.append(FindingRecord(
-            rule_id=str(idents.get(RULE_SYSTEM)),
-            severity=str(res.get("severity")),
-            finding_id=str(idents.get(FINDING_SYSTEM)),
-            card_uuid=None,
-            detected_issue=res,
-        ))
-    return out
+def record(
+    store: Store | None,
+    *,
+    started: float,
+    time: datetime,
+    caller: str,
+    endpoint: str,
+    patient_ref: str | None,
+    order_refs: Sequence[str],
+    knowledge_version: str,
+    issues: Iterable[tuple[Finding, dict[str, Any], str | None]],
+    record_id: str,
+    hook: str | None = None,
+    hook_instance: str | None = None,
+) -> bool:
+    """Record one answered check, for every front door (native $check, by-id, CDS Hooks,
+    batch lines, watch re-checks): ``started`` is the ``time.perf_counter()`` the front door
+    took once when the request arrived (the latency counts from it); ``issues`` are the
+    findings with the DetectedIssue sent for each and the card that carried it (None off
+    CDS Hooks). Rule, severity and finding id come from the Finding, never from the JSON.
+    Nothing answered is lost: see ``record_answered``."""
+    return record_answered(store, CheckRecord(
+        time=time, caller=caller, endpoint=endpoint, hook=hook, hook_instance=hook_instance,
+        patient_ref=patient_ref, order_refs=list(order_refs),
+        knowledge_version=knowledge_version,
+        latency_ms=round((_perf_counter() - started) * 1000, 3),
+        findings=[FindingRecord(f.rule_id, f.severity, f.id, card, issue)
+                  for f, issue, card in issues],
+        record_id=record_id))

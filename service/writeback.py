@@ -17,10 +17,15 @@ One transaction Bundle per check:
 
 The result Bundle then carries the server ids (``DetectedIssue.id`` and ``fullUrl``), and an
 information issue names what was cancelled.
+
+The DetectedIssues come as (finding id, Bundle entry) pairs: the id from the Finding
+(service/findings.py), never read back from the rendered JSON.
 """
 
 from __future__ import annotations
 
+import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -40,13 +45,6 @@ class WriteResult:
     written: list[PersistedIssue]      # new this time
     kept: list[PersistedIssue]         # written before, still applying
     cancelled: list[PersistedIssue]    # written before, no longer applying
-
-
-def _finding_id(issue: JSON) -> str:
-    for ident in issue.get("identifier", []):
-        if ident.get("system") == FINDING_SYSTEM:
-            return str(ident.get("value"))
-    raise ValueError("a DetectedIssue without its finding identifier")
 
 
 def _server_id(entry: JSON, fallback: str) -> str:
@@ -71,18 +69,23 @@ def _write_failed(failure: FetchFailure) -> ServiceError:
         "transient")])
 
 
-def persist(bundle: JSON, order_ref: str, client: FhirClient, store: Store,
+# (finding id, the Bundle entry of its DetectedIssue: ``{"fullUrl": ..., "resource": ...}``)
+Issues = Sequence[tuple[str, JSON]]
+
+
+def persist(issues: Issues, order_ref: str, client: FhirClient, store: Store,
             deadline: Deadline, now: datetime) -> WriteResult:
-    """Write, cancel, record; rewrite ``bundle`` in place with the server ids.
+    """Write, cancel, record; rewrite the ``issues``' entries (so the result Bundle holding
+    them) in place with the server ids.
 
     Raises ServiceError 502/504 when the server refuses or does not answer in time (the
     transaction is all-or-nothing on the server, and nothing is recorded then)."""
-    return persist_many([(bundle, order_ref)], client, store, deadline, now)[0]
+    return persist_many([(issues, order_ref)], client, store, deadline, now)[0]
 
 
 @dataclass
 class _Plan:
-    bundle: JSON
+    issues: Issues
     order_ref: str
     to_write: dict[str, JSON]
     kept: list[PersistedIssue]
@@ -90,18 +93,16 @@ class _Plan:
     again: list[PersistedIssue] = field(default_factory=list)   # cancelled, applying again
 
 
-def persist_many(items: list[tuple[JSON, str]], client: FhirClient, store: Store,
+def persist_many(items: Sequence[tuple[Issues, str]], client: FhirClient, store: Store,
                  deadline: Deadline, now: datetime) -> list[WriteResult]:
-    """``persist`` for several orders (each a result Bundle and its order reference) in one
+    """``persist`` for several orders (each its DetectedIssues and its order reference) in one
     transaction; the same rules order by order. All or nothing, as one transaction is."""
     plans: list[_Plan] = []
-    for bundle, order_ref in items:
-        issues = [e["resource"] for e in bundle.get("entry", [])
-                  if e.get("resource", {}).get("resourceType") == "DetectedIssue"]
+    for issues, order_ref in items:
         earlier = {p.finding_id: p for p in store.persisted_for_order(order_ref)}
-        current = {_finding_id(i): i for i in issues}
+        current = {fid: entry["resource"] for fid, entry in issues}
         plans.append(_Plan(
-            bundle, order_ref,
+            issues, order_ref,
             to_write={fid: i for fid, i in current.items()
                       if fid not in earlier or earlier[fid].status == "cancelled"},
             kept=[p for fid, p in earlier.items()
@@ -160,11 +161,10 @@ def persist_many(items: list[tuple[JSON, str]], client: FhirClient, store: Store
     results = []
     for plan in plans:
         ids = {p.finding_id: p.server_id for p in plan.kept + written[plan.order_ref]}
-        for entry in plan.bundle.get("entry", []):
-            res = entry.get("resource", {})
-            if res.get("resourceType") == "DetectedIssue":
-                res["id"] = ids[_finding_id(res)]
-                entry["fullUrl"] = f"{client.base_url}/DetectedIssue/{res['id']}"
+        for fid, entry in plan.issues:
+            res = entry["resource"]
+            res["id"] = ids[fid]
+            entry["fullUrl"] = f"{client.base_url}/DetectedIssue/{res['id']}"
         results.append(WriteResult(written[plan.order_ref], plan.kept,
                                    cancelled[plan.order_ref]))
     return results
@@ -199,8 +199,6 @@ def _send(client: FhirClient, to_write: dict[str, JSON], cancel_entries: list[JS
 
 
 def _uuid(text: str) -> str:
-    import uuid
-
     return str(uuid.uuid5(uuid.NAMESPACE_URL, f"{FINDING_SYSTEM}|{text}"))
 
 

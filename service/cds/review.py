@@ -19,13 +19,11 @@ from ..fhir_input.request import ResourceIndex, validate_model
 from ..fhirjson import JSON, as_dict, as_str
 from ..fhirref import parse_reference
 from ..knowledge import Knowledge
-from ..output.cards import Rendered
-from ..output.fhir import FINDING_SYSTEM
+from ..output.cards import CardRecord, Rendered
 from .request import KeyData
 
 log = logging.getLogger("baclofen_check.cds")
 REVIEW_KEY = "medicationRequests"
-ALERT_INDICATORS = frozenset({"critical", "warning"})
 
 
 def _for_patient(resource: JSON, patient_id: str) -> bool:
@@ -73,23 +71,17 @@ def _checkable(order: JSON) -> bool:
     return True
 
 
-def finding_ids(card: JSON) -> list[str]:
-    issues = as_dict(card.get("extension")).get("baclofen-check.detectedIssue")
-    out = []
-    for di in issues if isinstance(issues, list) else [issues]:
-        for ident in as_dict(di).get("identifier", []) or []:
-            if as_dict(ident).get("system") == FINDING_SYSTEM and as_str(ident.get("value")):
-                out.append(str(ident["value"]))
-    return out
+def finding_ids(record: CardRecord) -> list[str]:
+    """The ids of the findings a card carries (from the findings, not the card's JSON)."""
+    return [f.id for f, _di in record.findings]
 
 
 def alerts_not_repeated(rendered: Rendered,
                         returned: Callable[[Collection[str]], Collection[str]]) -> Rendered:
     """Only the critical and warning cards, less those whose findings were all returned
     recently (``returned`` gives which of the finding ids were)."""
-    alerts = [c for c in rendered.cards if c.get("indicator") in ALERT_INDICATORS]
-    ids = {fid for c in alerts for fid in finding_ids(c)}
+    alerts = [r for r in rendered.records if r.alert]
+    ids = {fid for r in alerts for fid in finding_ids(r)}
     shown = set(returned(ids)) if ids else set()
-    cards = [c for c in alerts if not (finding_ids(c) and set(finding_ids(c)) <= shown)]
-    kept = {c["uuid"] for c in cards}
-    return Rendered(cards, [r for r in rendered.records if r.card_uuid in kept])
+    kept = [r for r in alerts if not (finding_ids(r) and set(finding_ids(r)) <= shown)]
+    return Rendered([r.card for r in kept], kept)

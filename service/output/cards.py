@@ -28,7 +28,7 @@ from ..fhirjson import JSON, as_dict, copy_json, dicts
 from ..findings import Correction, Finding
 from ..knowledge import Knowledge
 from ..wording import fmt, mg, mg_day, micrograms
-from .fhir import RULE_SYSTEM, detected_issue, finding_id
+from .fhir import RULE_SYSTEM, detected_issue
 
 SOURCE_LABEL = "baclofen-check"
 EXTENSION_KEY = "baclofen-check.detectedIssue"
@@ -61,10 +61,18 @@ def topic(code: str, display: str, style: str = STANDARD) -> JSON:
 
 @dataclass
 class CardRecord:
-    """What the audit trail keeps of one card: its uuid and the findings it carries."""
+    """One card as the findings made it: its uuid, the findings it carries (each with the
+    DetectedIssue in its extension), and the card itself. The audit trail and the review read
+    this, never the card's JSON."""
 
     card_uuid: str
     findings: list[tuple[Finding, JSON]] = field(default_factory=list)
+    card: JSON = field(default_factory=dict)
+
+    @property
+    def alert(self) -> bool:
+        """A critical or warning card (a high or moderate finding)."""
+        return any(f.severity != "low" for f, _di in self.findings)
 
 
 @dataclass
@@ -286,7 +294,7 @@ def render_cards(
             card["selectionBehavior"] = behaviour
         card["extension"] = {EXTENSION_KEY: di}
         cards.append(card)
-        records.append(CardRecord(card_uuid, [(f, di)]))
+        records.append(CardRecord(card_uuid, [(f, di)], card))
 
     low_by_order: dict[str, list[Finding]] = {}
     for f in outcome.findings:
@@ -319,7 +327,7 @@ def render_cards(
             gathered["selectionBehavior"] = behaviour
         gathered["extension"] = {EXTENSION_KEY: issues}
         cards.append(gathered)
-        records.append(CardRecord(card_uuid, list(zip(lows, issues, strict=True))))
+        records.append(CardRecord(card_uuid, list(zip(lows, issues, strict=True)), gathered))
 
     # choice: an order the checker could not check at all (a note of the engine, such as an
     # intrathecal order before those checks exist) is said on an info card, so that silence
@@ -363,10 +371,6 @@ def epic_suggestions(order: JSON, corrected: JSON, label: str,
                          "resourceId": f"MedicationRequest/{oid}"}],
         })
     return out
-
-
-def finding_key(f: Finding, kb: Knowledge) -> str:
-    return finding_id(f, kb)
 
 
 __all__ = ["render_cards", "corrected_order", "override_reasons", "Rendered", "CardRecord",

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import uuid
 from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import datetime
 
 from ..engine import CheckOutcome
@@ -30,21 +31,33 @@ def iso(dt: datetime) -> str:
     return text.replace("+00:00", "Z")
 
 
-def finding_id(f: Finding, kb: Knowledge) -> str:
-    """Stable hash of rule id, order reference, dose and knowledge version."""
-    data = "\x1f".join((f.rule_id, f.order_ref, f.dose_key, kb.version))
-    return hashlib.sha256(data.encode("utf-8")).hexdigest()[:40]
+@dataclass(frozen=True)
+class IssueEntry:
+    """A finding and what was rendered for it: its DetectedIssue and the Bundle entry holding
+    it (write-back rewrites both with the server's id). Read the finding, not the JSON."""
+
+    finding: Finding
+    resource: JSON
+    entry: JSON
+
+
+@dataclass(frozen=True)
+class ResultBundle:
+    """The result Bundle and, in its order, each finding with its DetectedIssue entry."""
+
+    bundle: JSON
+    issues: list[IssueEntry]
 
 
 def detected_issue(
     f: Finding, kb: Knowledge, patient_ref: str, check_time: datetime, status: str = "final"
 ) -> JSON:
     spec = kb.rule(f.rule_id)
-    fid = finding_id(f, kb)
+    fid = f.id
     code: JSON = {"text": spec.title}
-    if spec.code:
+    if f.code:
         code["coding"] = [{
-            "system": kb.code_system, "code": spec.code, "display": kb.code_display[spec.code],
+            "system": kb.code_system, "code": f.code, "display": kb.code_display[f.code],
         }]
     issue: JSON = {
         "resourceType": "DetectedIssue",
@@ -99,13 +112,23 @@ def _urn(text: str) -> str:
 def result_bundle(
     req: CheckRequest, outcome: CheckOutcome, kb: Knowledge, status: str = "final"
 ) -> JSON:
+    return render_result(req, outcome, kb, status).bundle
+
+
+def render_result(
+    req: CheckRequest, outcome: CheckOutcome, kb: Knowledge, status: str = "final"
+) -> ResultBundle:
+    """The result Bundle, with each finding beside its DetectedIssue entry."""
     patient_ref = req.patient.ref if req.patient else "Patient/unknown"
     entries: list[JSON] = []
+    issues: list[IssueEntry] = []
     referenced: set[str] = {patient_ref}
     for f in outcome.findings:
         issue = detected_issue(f, kb, patient_ref, req.check_time, status)
         referenced.update((f.order_ref, *f.implicated, *f.evidence))
-        entries.append({"fullUrl": _urn(issue["id"]), "resource": issue})
+        entry = {"fullUrl": _urn(f"bc-{f.id}"), "resource": issue}
+        entries.append(entry)
+        issues.append(IssueEntry(f, issue, entry))
     # Input resources without an id travel in the result so that references to them resolve,
     # and so do the id-less resources those reference in turn (a bundled Medication).
     if outcome.findings:
@@ -131,9 +154,9 @@ def result_bundle(
             "fullUrl": _urn("outcome:" + "|".join(p.message for p in outcome.notes)),
             "resource": operation_outcome(outcome.notes),
         })
-    return {
+    return ResultBundle({
         "resourceType": "Bundle",
         "type": "collection",
         "timestamp": iso(req.check_time),
         "entry": entries,
-    }
+    }, issues)

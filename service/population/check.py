@@ -2,7 +2,7 @@
 
 This is the half another engine reuses: it takes the record's resource lines (JSON text with
 the file and line each came from) and returns plain data. The record becomes a ``collection``
-Bundle and goes through ``checker.check_body``, exactly as ``POST /MedicationRequest/$check``
+Bundle and goes through ``checker.check_result``, exactly as ``POST /MedicationRequest/$check``
 with a Bundle: the same parsing (every active baclofen MedicationRequest is an order, review
 mode), engine and renderer. Draft MedicationRequests are left out (they are not orders yet,
 and a draft would turn the Bundle into an order-time check), with an information note.
@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from ..checker import check_body
+from ..checker import check_result
 from ..errors import Problem, ServiceError
 from ..fhirjson import JSON
 from ..jsonbody import parse_json_text
@@ -100,7 +100,7 @@ def check_record(record: Record, check_time: datetime, profile: str, kb: Knowled
     where: dict[str, str] = {}
     bundle = record_bundle(record, notes, where)
     try:
-        rendered, req, outcome = check_body(bundle, check_time, profile, kb)
+        rendered, req, outcome = check_result(bundle, check_time, profile, kb)
     except ServiceError as exc:
         nothing = exc.status == 422 and any(p.code == "not-found" and
                                             p.message.startswith("nothing to check")
@@ -114,18 +114,13 @@ def check_record(record: Record, check_time: datetime, profile: str, kb: Knowled
     result.checked = True
     result.orders = len(req.orders)
     result.order_refs = [it.ref for it in req.orders]
-    for entry in rendered["entry"]:
-        res = entry["resource"]
-        if res.get("resourceType") == "DetectedIssue":
-            result.issues.append(json.dumps(res))
-            rule = next((i["value"] for i in res.get("identifier", [])
-                         if i.get("system") == "urn:baclofen-check:rule"), "?")
-            result.findings.append((rule, res["severity"], str(res.get("detail", ""))[:300]))
-        elif res.get("resourceType") == "OperationOutcome":
-            notes += [Problem(str(i.get("diagnostics", "")), str(i.get("code", "informational")),
-                              (i.get("expression") or [None])[0],
-                              str(i.get("severity", "information")))
-                      for i in res.get("issue", [])]
+    # the findings and the engine's notes themselves; the rendered DetectedIssues are only
+    # written out
+    for issue in rendered.issues:
+        f = issue.finding
+        result.issues.append(json.dumps(issue.resource))
+        result.findings.append((f.rule_id, f.severity, f.detail[:300]))
+    notes += outcome.notes
     if notes:
         result.outcomes.append(_outcome(record.pid, notes, where))
     _figures(result, req, outcome, kb)

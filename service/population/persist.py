@@ -23,6 +23,7 @@ from typing import Any
 
 from ..config import Settings
 from ..errors import ServiceError
+from ..output.fhir import FINDING_SYSTEM
 
 BATCH_ORDERS = 50
 
@@ -49,9 +50,18 @@ def _order(line: str) -> tuple[str, Any]:
     return patient, order
 
 
-def order_bundles(out: Path) -> Iterator[tuple[dict[str, Any], str]]:
-    """(a Bundle of the order's DetectedIssues, the order reference), for every order
-    checked."""
+def _finding_id(issue: dict[str, Any]) -> str:
+    """The finding id of a DetectedIssue of the review's file. Here the file is the input
+    (the review's Findings are gone when --persist reads it): its identifier says it."""
+    for ident in issue.get("identifier", []):
+        if ident.get("system") == FINDING_SYSTEM:
+            return str(ident.get("value"))
+    raise ValueError("a DetectedIssue without its finding identifier")
+
+
+def order_issues(out: Path) -> Iterator[tuple[list[tuple[str, dict[str, Any]]], str]]:
+    """(the order's DetectedIssues as (finding id, Bundle entry) pairs, the order reference),
+    for every order checked."""
     issues = _by_patient(out / "DetectedIssue.ndjson", _issue)
     pending = next(issues, None)
     for patient, orders in _by_patient(out / "orders-checked.txt", _order):
@@ -60,9 +70,8 @@ def order_bundles(out: Path) -> Iterator[tuple[dict[str, Any], str]]:
             mine = pending[1]
             pending = next(issues, None)
         for order in orders:
-            yield {"resourceType": "Bundle", "type": "collection", "entry": [
-                {"resource": i} for i in mine
-                if i.get("implicated") and i["implicated"][0].get("reference") == order]}, order
+            yield [(_finding_id(i), {"resource": i}) for i in mine
+                   if i.get("implicated") and i["implicated"][0].get("reference") == order], order
 
 
 def persist_findings(out: Path, base_url: str, settings: Settings, now: datetime) -> str:
@@ -75,7 +84,7 @@ def persist_findings(out: Path, base_url: str, settings: Settings, now: datetime
     store = Store(settings.database_url, settings.audit_retention_days)
     counts = {"orders": 0, "batches": 0, "written": 0, "kept": 0, "cancelled": 0}
 
-    def flush(batch: list[tuple[dict[str, Any], str]]) -> None:
+    def flush(batch: list[tuple[list[tuple[str, dict[str, Any]]], str]]) -> None:
         deadline = Deadline(max(30.0, settings.outbound_timeout_s * 10))
         try:
             results = persist_many(batch, client, store, deadline, now)
@@ -92,8 +101,8 @@ def persist_findings(out: Path, base_url: str, settings: Settings, now: datetime
 
     try:
         store.migrate()
-        batch: list[tuple[dict[str, Any], str]] = []
-        for item in order_bundles(out):
+        batch: list[tuple[list[tuple[str, dict[str, Any]]], str]] = []
+        for item in order_issues(out):
             batch.append(item)
             if len(batch) == BATCH_ORDERS:
                 flush(batch)

@@ -10,8 +10,15 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from fractions import Fraction
 
-from ..facts import MedicationHistory, OrderFacts, PatientFacts, RenalFacts
-from ..findings import Correction, Finding
+from ..facts import (
+    EGFR_SOURCES,
+    MedicationHistory,
+    OrderFacts,
+    PatientFacts,
+    RenalCandidate,
+    RenalFacts,
+)
+from ..findings import Correction, Finding, Judged, finding_id
 from ..knowledge import Knowledge, Profile
 from ..medications import MedicationUse
 from ..wording import floor_to_step, fmt, mg, mg_day, times_per_day
@@ -42,8 +49,27 @@ class RuleContext:
         implicated: tuple[str, ...] = (),
         evidence: tuple[str, ...] = (),
         correction: Correction | None = None,
+        *,
+        daily_mg: Fraction | None = None,
+        dose_mg: Fraction | None = None,
+        limit: Fraction | None = None,
+        limit_unit: str = "mg/day",
+        renal: RenalCandidate | None = None,
     ) -> Finding:
-        self.kb.rule(rule_id)  # unknown ids fail loudly in tests
+        """A finding with its id, code and the numbers judged: ``daily_mg`` (default: the
+        order's highest known daily dose), ``dose_mg``, the ``limit`` and the kidney value
+        where the rule judged one."""
+        spec = self.kb.rule(rule_id)  # unknown ids fail loudly in tests
+        if daily_mg is None:
+            known = [s.daily_mg for s in order.steps if s.daily_mg is not None]
+            daily_mg = max(known) if known else None
+        judged = Judged(
+            daily_mg=daily_mg, dose_mg=dose_mg, limit=limit,
+            limit_unit=limit_unit if limit is not None else None,
+            renal_ml_min=renal.rounded_ml_min if renal else None,
+            renal_kind=_renal_kind(renal.source) if renal else None,
+            renal_source=renal.source if renal else None,
+        )
         return Finding(
             rule_id=rule_id,
             severity=severity,
@@ -54,7 +80,16 @@ class RuleContext:
             evidence=evidence,
             dose_key=order.dose_key,
             correction=correction,
+            id=finding_id(rule_id, order.ref, order.dose_key, self.kb.version),
+            code=spec.code,
+            judged=judged,
         )
+
+
+def _renal_kind(source: str) -> str:
+    if source == "ckd-stage":
+        return "CKD stage"
+    return "eGFR" if source in EGFR_SOURCES else "CrCl"
 
 
 def suggest_oral(ctx: RuleContext, cap_mg_day: Fraction, current_per_day: Fraction | None

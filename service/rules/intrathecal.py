@@ -102,6 +102,7 @@ def bolus_rule(ctx: RuleContext, order: OrderFacts) -> list[Finding]:
                f"dose of {micrograms(limit)} (screening uses 50, 75 or 100 micrograms). "
                f"Confirm the dose.",
         correction=Correction(limit, Fraction(1), f"{micrograms(limit)} once", unit="ug"),
+        dose_mg=worst.dose_mg, limit=limit, limit_unit="ug",
     )]
 
 
@@ -118,6 +119,7 @@ def max_daily_rule(ctx: RuleContext, order: OrderFacts) -> list[Finding]:
         detail=f"The intrathecal maintenance dose is {micrograms(daily)} a day, above the usual "
                f"maximum of {micrograms(cap)} a day (maintenance is usually 300 to 800 "
                f"micrograms a day). Confirm the dose and the pump programming.",
+        daily_mg=daily / UG_PER_MG, limit=cap, limit_unit="ug/day",
     )]
 
 

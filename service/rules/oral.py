@@ -40,6 +40,7 @@ def max_daily(ctx: RuleContext, order: OrderFacts) -> Finding | None:
         detail=f"Ordered {daily_text} ({describe_step(step)}){step_label(order, step)}, above "
                f"the maximum oral dose of {mg_day(cap)} ({ctx.profile.label}).{todo}",
         correction=correction,
+        daily_mg=daily, limit=cap,
     )
 
 
@@ -72,6 +73,7 @@ def max_single(ctx: RuleContext, order: OrderFacts) -> Finding | None:
         detail=f"One dose of {dose_text}{step_label(order, step)} is above the maximum single "
                f"oral dose of {mg(cap)} ({ctx.profile.label}).{todo}",
         correction=correction,
+        daily_mg=daily, dose_mg=dose, limit=cap, limit_unit="mg",
     )
 
 

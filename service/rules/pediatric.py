@@ -64,6 +64,7 @@ def rules(ctx: RuleContext, order: OrderFacts) -> list[Finding]:
                        f"child {why} ({age_text(ctx.patient.age, 'young')}) is {mg_day(cap)}. "
                        f"Reduce to at most {mg_day(cap)}{example}.",
                 correction=correction,
+                daily_mg=daily, limit=cap,
             ))
     weight = ctx.patient.weight_kg
     if weight is None or weight <= 0:
@@ -95,5 +96,6 @@ def rules(ctx: RuleContext, order: OrderFacts) -> list[Finding]:
                        f"({mg_day(cap)}). Reduce to at most {mg_day(cap)}{example}.",
                 evidence=evidence,
                 correction=correction,
+                daily_mg=daily, limit=cap_kg, limit_unit="mg/kg/day",
             ))
     return out

@@ -91,6 +91,7 @@ def dose_band(ctx: RuleContext, order: OrderFacts, renal: RenalFacts) -> Finding
                f"at most {mg_day(cap.cap_mg_day)}{example}.",
         evidence=renal.refs,
         correction=correction,
+        daily_mg=daily, limit=cap.cap_mg_day, renal=value,
     )
 
 
@@ -130,6 +131,7 @@ def dialysis(ctx: RuleContext, order: OrderFacts, renal: RenalFacts) -> Finding 
                f"monitoring.",
         evidence=renal.refs,
         correction=correction,
+        daily_mg=step_daily(step)[0] if step else None, limit=limit, renal=renal.value,
     )
 
 
@@ -152,6 +154,7 @@ def geriatric(ctx: RuleContext, order: OrderFacts, renal: RenalFacts) -> Finding
                f"{fmt(spec.num('value_below'))} mL/min: Beers 2023 advises avoiding baclofen "
                f"(risk of encephalopathy).{dose}",
         evidence=renal.refs,
+        daily_mg=daily, renal=value,
     )
 
 
@@ -210,4 +213,5 @@ def stale(ctx: RuleContext, order: OrderFacts, renal: RenalFacts) -> Finding | N
         detail=f"The kidney function used, {value.text}, is {fmt(days // 1)} days old (older "
                f"than {fmt(limit)} days). Recheck kidney function; it may have changed.",
         evidence=renal.refs,
+        renal=value,
     )

@@ -36,8 +36,9 @@ from ..errors import ServiceError
 from ..fhir_input.fetch import Deadline, FetchFailure, FhirClient
 from ..fhir_input.request import ResourceIndex
 from ..fhirjson import JSON
+from ..findings import Finding
 from ..knowledge import Knowledge
-from ..store import CheckRecord, Store, finding_records, record_answered, record_key
+from ..store import Store, record, record_key
 from . import metrics
 from .queue import Entry, FindingChange, WatchStore
 from .receiver import patient_of
@@ -81,14 +82,14 @@ def active_baclofen_orders(client: FhirClient, patient_ref: str, kb: Knowledge,
 
 
 def _change(order_ref: str, finding_id: str, change: str, server_id: str | None,
-            issue: JSON | None, earlier: dict[str, dict[str, str]]) -> FindingChange:
-    from ..output.fhir import RULE_SYSTEM
-
-    rule, severity = "", ""
-    if issue is not None:
-        rule = next((str(i.get("value")) for i in issue.get("identifier", [])
-                     if i.get("system") == RULE_SYSTEM), "")
-        severity = str(issue.get("severity") or "")
+            found: tuple[Finding, JSON] | None, earlier: dict[str, dict[str, str]]
+            ) -> FindingChange:
+    """``found``: the finding raised now with its DetectedIssue as written (None for a
+    cancelled one: its rule and severity are those recorded before)."""
+    rule, severity, issue = "", "", None
+    if found is not None:
+        finding, issue = found
+        rule, severity = finding.rule_id, finding.severity
     elif finding_id in earlier:
         rule, severity = earlier[finding_id]["rule_id"], earlier[finding_id]["severity"]
     return FindingChange(order_ref, finding_id, rule, severity, change, server_id, issue)
@@ -105,7 +106,7 @@ def recheck(entry: Entry, settings: Settings, client: FhirClient, store: Store,
     lease is renewed before each order, so that a slow re-check keeps it)."""
     from ..engine import run_check
     from ..fhir_input.server import read_from_server
-    from ..output.fhir import FINDING_SYSTEM, result_bundle
+    from ..output.fhir import render_result
     from ..writeback import persist
 
     seconds = max(settings.outbound_timeout_s, MIN_RECHECK_DEADLINE_S)
@@ -120,7 +121,7 @@ def recheck(entry: Entry, settings: Settings, client: FhirClient, store: Store,
         order_ref = f"MedicationRequest/{order_id}"
         if owner is not None and not ws.renew(entry, owner, datetime.now(UTC)):
             raise LeaseLost(entry.patient_ref)
-        started = time.perf_counter()
+        started = time.perf_counter()   # the one latency start of this re-check
         now = datetime.now(UTC)
         deadline = Deadline(seconds)
         try:
@@ -130,28 +131,22 @@ def recheck(entry: Entry, settings: Settings, client: FhirClient, store: Store,
                 raise
             result.not_checkable.append(f"{order_ref}: {exc}")
             continue
-        bundle = result_bundle(req, run_check(req, kb), kb)
-        written = persist(bundle, order_ref, client, store, deadline, now)
-        issues = {}
-        for e in bundle.get("entry", []):
-            res = e.get("resource", {})
-            if res.get("resourceType") == "DetectedIssue":
-                fid = next(str(i.get("value")) for i in res.get("identifier", [])
-                           if i.get("system") == FINDING_SYSTEM)
-                issues[fid] = res
+        rendered = render_result(req, run_check(req, kb), kb)
+        written = persist([(e.finding.id, e.entry) for e in rendered.issues], order_ref,
+                          client, store, deadline, now)
+        issues = {e.finding.id: (e.finding, e.resource) for e in rendered.issues}
         for kind, items in (("new", written.written), ("unchanged", written.kept),
                             ("cancelled", written.cancelled)):
             for p in items:
                 result.changes.append(_change(order_ref, p.finding_id, kind, p.server_id,
                                               issues.get(p.finding_id), earlier))
-        record_answered(store, CheckRecord(
-            time=now, caller="watch", endpoint=ENDPOINT, hook=str(first.get("kind") or "")[:100]
-            or None, hook_instance=str(first.get("resource") or "")[:200] or None,
-            patient_ref=entry.patient_ref, order_refs=[order_ref],
-            knowledge_version=kb.version,
-            latency_ms=round((time.perf_counter() - started) * 1000, 3),
-            findings=finding_records(bundle),
-            record_id=record_key(ENDPOINT, str(entry.id), str(entry.attempts), order_ref)))
+        record(store, started=started, time=now, caller="watch", endpoint=ENDPOINT,
+               hook=str(first.get("kind") or "")[:100] or None,
+               hook_instance=str(first.get("resource") or "")[:200] or None,
+               patient_ref=entry.patient_ref, order_refs=[order_ref],
+               knowledge_version=kb.version,
+               issues=[(e.finding, e.resource, None) for e in rendered.issues],
+               record_id=record_key(ENDPOINT, str(entry.id), str(entry.attempts), order_ref))
         result.order_refs.append(order_ref)
     return result
 

@@ -30,7 +30,7 @@ from ..errors import Problem, ServiceError
 from ..fhir_input.request import CheckRequest
 from ..knowledge import load
 from ..output.cards import Rendered, render_cards
-from ..store import CheckRecord, FindingRecord, record_answered, record_key
+from ..store import record, record_key
 from .auth import authenticate_cds, install_jwks
 from .body import read_json
 from .context import now, outbound_deadline, settings
@@ -66,7 +66,7 @@ def list_services() -> Response:
 
 @bp.post("/cds-services/<service_id>")
 def call_service(service_id: str) -> Response:
-    started = time.perf_counter()
+    started = time.perf_counter()   # the one latency start of this call (store.record)
     caller = authenticate_cds()
     service = _service(service_id)
     g.hook = service.hook
@@ -92,8 +92,7 @@ def call_service(service_id: str) -> Response:
         rendered = alerts_not_repeated(rendered, lambda ids: _returned(
             service, req, ids, checked - timedelta(hours=cfg.cds_repeat_after_h),
             call.hook_instance))
-    _record(service, call.hook_instance, caller, req, rendered,
-            (time.perf_counter() - started) * 1000, checked)
+    _record(service, call.hook_instance, caller, req, rendered, started, checked)
     return _json({"cards": rendered.cards})
 
 
@@ -143,33 +142,19 @@ def _count_left_out(req: CheckRequest) -> None:
 
 
 def _record(service: CdsService, hook_instance: str, caller: str, req: CheckRequest,
-            rendered: Rendered, latency_ms: float, now: datetime) -> None:
-    store = _store()
-    if store is None:
-        return
-    from ..output.fhir import FINDING_SYSTEM
-
-    findings = []
-    for card in rendered.records:
-        for f, di in card.findings:
-            fid = next((i["value"] for i in di["identifier"] if i["system"] == FINDING_SYSTEM),
-                       "")
-            findings.append(FindingRecord(f.rule_id, f.severity, fid, card.card_uuid, di))
-    record = CheckRecord(
-        time=now,
-        caller=caller,
-        endpoint=f"cds-services/{service.id}",
-        hook=service.hook,
-        hook_instance=hook_instance,
+            rendered: Rendered, started: float, checked: datetime) -> None:
+    """The call in the audit trail (store.record): each finding of each card, read from the
+    card's records (the Finding), never from the card's JSON."""
+    record(
+        _store(), started=started, time=checked, caller=caller,
+        endpoint=f"cds-services/{service.id}", hook=service.hook, hook_instance=hook_instance,
         patient_ref=req.patient.ref if req.patient else None,
-        order_refs=[it.ref for it in req.orders],
-        knowledge_version=load().version,
-        latency_ms=latency_ms,
-        findings=findings,
+        order_refs=[it.ref for it in req.orders], knowledge_version=load().version,
+        issues=[(f, di, card.card_uuid) for card in rendered.records
+                for f, di in card.findings],
         # a retried call (the same hookInstance and body) is recorded once
         record_id=record_key(request.path, hook_instance, g.get("body_digest", "")),
     )
-    record_answered(store, record)
 
 
 @bp.post("/cds-services/<service_id>/feedback")

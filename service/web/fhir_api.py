@@ -14,15 +14,15 @@ from flask import Blueprint, Response, current_app, g, json, request, stream_wit
 from werkzeug.exceptions import ClientDisconnected, RequestEntityTooLarge
 
 from .. import metrics
-from ..checker import check_body
+from ..checker import check_result
 from ..config import Settings
 from ..engine import run_check
 from ..errors import Problem, ServiceError, bad_request, forbidden
 from ..fhir_input.request import CheckRequest
 from ..fhirjson import JSON
 from ..knowledge import load
-from ..output.fhir import operation_outcome, result_bundle
-from ..store import CheckRecord, finding_records, get_store, record_answered, record_key
+from ..output.fhir import IssueEntry, operation_outcome, render_result
+from ..store import get_store, record, record_key
 from . import context
 from .auth import authenticate, confined, require_patient
 from .body import read_json, require_json_type
@@ -47,6 +47,7 @@ def fhir_response(resource: object, status: int = 200) -> Response:
 
 @bp.post("/MedicationRequest/$check")
 def check() -> Response:
+    started = time.perf_counter()   # the one latency start of this request (store.record)
     cfg = settings()
     caller = authenticate(request, cfg)
     profile = _profile(cfg)
@@ -56,7 +57,6 @@ def check() -> Response:
                             "one (it needs system/ or user/ scopes)")
         return check_ndjson(cfg, caller, profile)
     body = read_json(request, cfg.max_request_bytes)
-    started = time.perf_counter()
     now = context.now()
     if cfg.fhir_server_url:
         from ..fhir_input.fetch import Deadline
@@ -65,12 +65,12 @@ def check() -> Response:
 
         body = with_server_patient(body, fhir_server_client(cfg),
                                    Deadline(cfg.outbound_timeout_s))
-    bundle, req, _outcome = check_body(body, now, profile)
+    result, req, _outcome = check_result(body, now, profile)
     if confined() is not None:
         require_patient(req.patient.resource.get("id") if req.patient else None,
                         "the request's Patient")
-    record_check(ENDPOINT_CHECK, caller, now, req, bundle, started)
-    return fhir_response(bundle)
+    record_check(ENDPOINT_CHECK, caller, now, req, result.issues, started)
+    return fhir_response(result.bundle)
 
 
 def check_ndjson(cfg: Settings, caller: str, profile: str) -> Response:
@@ -94,7 +94,7 @@ def check_ndjson(cfg: Settings, caller: str, profile: str) -> Response:
             for line in check_lines(lines, clock.now, profile, kb, cfg.max_batch_lines):
                 if line.request is not None:
                     record_check(ENDPOINT_CHECK + " (ndjson)", caller, clock.last,
-                                 line.request, line.result, clock.started,
+                                 line.request, line.issues, clock.started,
                                  f"{line.number}:{line.digest}")
                     metrics.BATCH_LINES.labels("checked").inc()
                 else:
@@ -153,20 +153,16 @@ class _Clock:
 
 
 def record_check(endpoint: str, caller: str, now: datetime, req: CheckRequest,
-                 bundle: JSON, started: float, line: str = "") -> None:
-    """Record one answered check in the audit store (one transaction; see
-    store.record_answered for what happens when it cannot). A retried call (the same
-    X-Request-ID and body; for a batch line also its number and text) is recorded once."""
-    store = get_store(current_app)
-    record = CheckRecord(
-        time=now, caller=caller, endpoint=endpoint, hook=None, hook_instance=None,
-        patient_ref=req.patient.ref if req.patient else None,
-        order_refs=[it.ref for it in req.orders], knowledge_version=load().version,
-        latency_ms=round((time.perf_counter() - started) * 1000, 3),
-        findings=finding_records(bundle),
-        record_id=record_key(request.path, g.get("request_id", ""), g.get("body_digest", ""),
-                             line))
-    record_answered(store, record)
+                 issues: list[IssueEntry], started: float, line: str = "") -> None:
+    """Record one answered check in the audit store (store.record: one transaction, or the
+    spool when the store cannot take it). A retried call (the same X-Request-ID and body;
+    for a batch line also its number and text) is recorded once."""
+    record(get_store(current_app), started=started, time=now, caller=caller,
+           endpoint=endpoint, patient_ref=req.patient.ref if req.patient else None,
+           order_refs=[it.ref for it in req.orders], knowledge_version=load().version,
+           issues=[(e.finding, e.resource, None) for e in issues],
+           record_id=record_key(request.path, g.get("request_id", ""),
+                                g.get("body_digest", ""), line))
 
 
 @bp.post("/MedicationRequest/<order_id>/$check")
@@ -177,6 +173,7 @@ def check_by_id(order_id: str) -> Response:
     from ..fhir_input.server import read_from_server
     from ..outbound import fhir_server_client
 
+    started = time.perf_counter()   # the one latency start of this request (store.record)
     cfg = settings()
     persist_arg = request.args.get("persist", "false").lower()
     if persist_arg not in {"true", "false"}:
@@ -188,7 +185,6 @@ def check_by_id(order_id: str) -> Response:
         raise ServiceError(422, [Problem(
             "checking an order by id needs FHIR_SERVER_URL, which is not configured",
             "not-supported")])
-    started = time.perf_counter()
     now = context.now()
     deadline = Deadline(cfg.outbound_timeout_s)
     client = fhir_server_client(cfg)
@@ -197,18 +193,19 @@ def check_by_id(order_id: str) -> Response:
                            check_patient=lambda pid: require_patient(
                                pid, f"the order's subject Patient/{pid}"))
     outcome = run_check(req, kb)
-    bundle = result_bundle(req, outcome, kb)
+    result = render_result(req, outcome, kb)
     if persist:
         from ..writeback import cancellation_note
         from ..writeback import persist as write_back
 
-        written = write_back(bundle, f"MedicationRequest/{order_id}", client,
+        written = write_back([(e.finding.id, e.entry) for e in result.issues],
+                             f"MedicationRequest/{order_id}", client,
                              get_store(current_app), deadline, now)
         note = cancellation_note(written)
         if note is not None:
-            add_note(bundle, note)
-    record_check("MedicationRequest/{id}/$check", caller, now, req, bundle, started)
-    return fhir_response(bundle)
+            add_note(result.bundle, note)
+    record_check("MedicationRequest/{id}/$check", caller, now, req, result.issues, started)
+    return fhir_response(result.bundle)
 
 
 def add_note(bundle: JSON, note: Problem) -> None:
