@@ -13,13 +13,13 @@ from .dosing import names_baclofen, read_order
 from .errors import Problem
 from .facts.history import build_history
 from .facts.medications import medication_uses
+from .facts.patient import patient_facts
+from .facts.renal import read_renal
 from .fhir_input.request import CheckRequest
 from .fhirjson import JSON
 from .findings import Finding
 from .knowledge import Knowledge, frac
 from .model import OrderFacts
-from .patient import patient_facts
-from .renal import read_renal
 from .rules import (
     RuleContext,
     interactions,

@@ -189,10 +189,3 @@ def parse_instant(value: Any, default_tz: tzinfo | None = None) -> datetime | No
     """The start of a FHIR date/dateTime as an aware datetime (00:00 for a bare date)."""
     r = parse_datetime_range(value, default_tz)
     return r.low if r else None
-
-
-def elapsed_days(start: datetime, end: datetime) -> Fraction:
-    """Elapsed time in days (difference of instants / 24 h), exactly."""
-    delta = end - start
-    micro = (delta.days * 86400 + delta.seconds) * 1_000_000 + delta.microseconds
-    return Fraction(micro, 86_400_000_000)

@@ -10,6 +10,7 @@ from datetime import datetime
 from fractions import Fraction
 from typing import Any
 
+from ..clinical.time import elapsed_days
 from ..clinical.units import period_days, period_word
 from ..fhirjson import (
     JSON,
@@ -18,7 +19,6 @@ from ..fhirjson import (
     as_number,
     as_str,
     codings,
-    elapsed_days,
     parse_datetime_range,
     parse_instant,
 )

@@ -130,8 +130,8 @@ def check_record(record: Record, check_time: datetime, profile: str, kb: Knowled
 def _figures(result: PatientResult, req: Any, outcome: Any, kb: Knowledge) -> None:
     """Kidney band and daily dose for the summary and the report (read as the engine reads
     them for the first baclofen order)."""
-    from ..patient import patient_facts
-    from ..renal import read_renal
+    from ..facts.patient import patient_facts
+    from ..facts.renal import read_renal
 
     baclofen = [o for o in outcome.orders if o.is_baclofen]
     if not baclofen:

@@ -1,7 +1,8 @@
 """Kidney function (clinical-rules section 5): renal.dose-band, renal.dialysis, renal.unknown,
 renal.stale and geriatric.renal (merged into a dose-band or dialysis finding of the same order).
 
-Every rule reads the one renal value (``ctx.renal.value``), rounded to 0.1 mL/min.
+Every rule reads the one renal value (``ctx.renal.value``), rounded to
+``patient_context.renal.round_to``.
 """
 
 from __future__ import annotations
@@ -9,11 +10,11 @@ from __future__ import annotations
 from dataclasses import replace
 from fractions import Fraction
 
-from ..fhirjson import elapsed_days
+from ..clinical.renal import renal_cap
+from ..clinical.time import elapsed_days
 from ..findings import Finding, worse
 from ..model import EGFR_SOURCES, OrderFacts, RenalFacts
-from ..renal import renal_cap
-from ..wording import fmt, mg_day
+from ..wording import fmt, mg_day, renal_cap_text
 from . import RuleContext, suggest_oral
 from .describe import age_text, describe_step, step_daily, step_label, worst_daily_step
 from .pediatric import age_cap, is_child
@@ -73,7 +74,7 @@ def dose_band(ctx: RuleContext, order: OrderFacts, renal: RenalFacts) -> Finding
         return None
     daily, daily_text = step_daily(step)
     base, base_text = applicable_cap(ctx)
-    cap = renal_cap(band, base, ctx.kb)
+    cap = renal_cap(band, base, ctx.kb.typed.patient_context.renal)
     if cap is None or daily <= cap.cap_mg_day:
         return None
     spec = ctx.kb.rule("renal.dose-band")
@@ -81,7 +82,7 @@ def dose_band(ctx: RuleContext, order: OrderFacts, renal: RenalFacts) -> Finding
     correction = suggest_oral(ctx, cap.cap_mg_day, step.scheduled_per_day)
     example = f", for example {correction.label}" if correction else ""
     label = step_label(order, step)
-    cap_text = cap.text if cap.fraction is None else cap.text[:-1] + f", {base_text})"
+    cap_text = renal_cap_text(cap.band, cap.cap_mg_day, cap.fraction, cap.of_mg_day, base_text)
     return ctx.finding(
         "renal.dose-band", severity, order,
         summary=f"Baclofen {daily_text}{label} is above the {mg_day(cap.cap_mg_day)} cap for "
@@ -109,8 +110,7 @@ def dialysis(ctx: RuleContext, order: OrderFacts, renal: RenalFacts) -> Finding 
     reasons = [e.text for e in renal.dialysis]
     if renal.value is not None and renal.value.band == "esrd":
         reasons.append(f"{renal.value.text}, below "
-                       f"{fmt(ctx.kb.typed.patient_context.renal.esrd_below)} "
-                       f"mL/min")
+                       f"{fmt(ctx.kb.typed.patient_context.renal.esrd_below)} mL/min")
     step = worst_daily_step(order)
     correction = None
     if step is None:
@@ -183,8 +183,9 @@ def unknown(ctx: RuleContext, order: OrderFacts, renal: RenalFacts) -> Finding |
     if renal.unusable_creatinine:
         why.append("no kidney function could be estimated from the creatinine "
                    f"({', '.join(renal.unusable_creatinine)})")
-    what = ("eGFR, or creatinine with a height within 30 days" if renal.egfr_only
-            else "eGFR, creatinine clearance or creatinine")
+    fresh_height = ctx.kb.typed.patient_context.height.child_max_age_days
+    what = (f"eGFR, or creatinine with a height within {fmt(fresh_height)} days"
+            if renal.egfr_only else "eGFR, creatinine clearance or creatinine")
     notes = f" ({'; '.join(renal.notes)})" if renal.notes else ""
     return ctx.finding(
         "renal.unknown", "low", order,

@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from fractions import Fraction
 
-from ..fhirjson import elapsed_days
+from ..clinical.time import elapsed_days
 from ..findings import SEVERITY_RANK, Finding
 from ..history import level_at, same_dose_since
 from ..model import MedicationHistory, OrderFacts, RenalFacts

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from fractions import Fraction
 
-from ..fhirjson import elapsed_days
+from ..clinical.time import elapsed_days
 from ..findings import Finding
 from ..history import level_at, time_on_therapy
 from ..model import MedicationHistory, OrderFacts, Regimen

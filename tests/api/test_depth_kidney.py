@@ -13,13 +13,14 @@ from typing import Any
 import pytest
 from flask.testing import FlaskClient
 
+from service.clinical.renal import RenalInputError, bedside_schwartz, ckd_epi_2021, round_renal
 from service.knowledge import load
-from service.renal import RenalInputError, bedside_schwartz, ckd_epi_2021, round_renal
 from tests.support import builders as b
 from tests.support.context_builders import ICD10, obs
 from tests.support.doors import ago, assert_both, born, detail, native
 
 KB = load()
+RENAL = KB.typed.patient_context.renal
 
 # --- reference values ------------------------------------------------------------------------
 # CKD-EPI 2021 (S45; the equation as the NIDDK adult GFR page and the QxMD CKD-EPI 2021
@@ -39,7 +40,8 @@ CKD_EPI = [
 @pytest.mark.parametrize("case", CKD_EPI, ids=[c[0] for c in CKD_EPI])
 def test_ckd_epi_2021_reference_values(case: Any) -> None:
     _id, age, scr, female, expected = case
-    assert round_renal(ckd_epi_2021(F(age), F(scr), female, KB), KB) == F(expected)
+    assert round_renal(ckd_epi_2021(F(age), F(scr), female, RENAL.ckd_epi_2021),
+                       RENAL.round_to) == F(expected)
 
 
 # Bedside Schwartz (S46): eGFR = 0.413 x height (cm) / SCr (mg/dL).
@@ -54,18 +56,19 @@ SCHWARTZ = [
 @pytest.mark.parametrize("case", SCHWARTZ, ids=[c[0] for c in SCHWARTZ])
 def test_bedside_schwartz_reference_values(case: Any) -> None:
     _id, age, height, scr, expected = case
-    assert round_renal(bedside_schwartz(F(age), F(height), F(scr), KB), KB) == F(expected)
+    assert round_renal(bedside_schwartz(F(age), F(height), F(scr), RENAL.bedside_schwartz),
+                       RENAL.round_to) == F(expected)
 
 
 @pytest.mark.parametrize("age", [F(1, 2), F(18), F(40)])
 def test_bedside_schwartz_only_from_1_to_below_18(age: F) -> None:
     with pytest.raises(RenalInputError):
-        bedside_schwartz(age, F(100), F(1), KB)
+        bedside_schwartz(age, F(100), F(1), RENAL.bedside_schwartz)
 
 
 def test_ckd_epi_2021_not_below_18() -> None:
     with pytest.raises(RenalInputError):
-        ckd_epi_2021(F(17), F(1), True, KB)
+        ckd_epi_2021(F(17), F(1), True, RENAL.ckd_epi_2021)
 
 
 # --- scenarios -------------------------------------------------------------------------------

@@ -1,5 +1,6 @@
-"""service/renal.py: Cockcroft-Gault, body weights, rounding and bands, reading results,
-bounded values, freshness, the one renal value, dialysis/ESRD and CKD evidence."""
+"""service/clinical/renal.py (Cockcroft-Gault, body weights, rounding and bands, caps) and
+service/facts/renal.py (reading results, bounded values, freshness, the one renal value,
+dialysis/ESRD and CKD evidence)."""
 
 from __future__ import annotations
 
@@ -9,20 +10,21 @@ from typing import Any
 
 import pytest
 
-from service.facts import AgeFacts, PatientFacts
-from service.knowledge import load
-from service.patient import patient_facts
-from service.renal import (
+from service.clinical.renal import (
     RenalInputError,
     adjusted_body_weight_kg,
     band_of,
     bmi,
     cockcroft_gault,
     ideal_body_weight_kg,
-    read_renal,
     renal_cap,
     round_renal,
 )
+from service.facts.patient import patient_facts
+from service.facts.renal import read_renal
+from service.knowledge import load
+from service.model import AgeFacts, PatientFacts
+from service.wording import renal_cap_text
 from tests.support.context_builders import (
     CREAT_UMOL,
     condition,
@@ -36,6 +38,7 @@ from tests.support.context_builders import (
 )
 
 KB = load()
+RENAL = KB.typed.patient_context.renal
 NOW = datetime(2026, 11, 25, 10, tzinfo=UTC)
 
 
@@ -69,12 +72,12 @@ def adult(age: int = 60, sex: str | None = "male", kg: Any = 72, cm: Any = None,
     ],
 )
 def test_cockcroft_gault_reference_values(age, kg, scr, female, expected):
-    assert cockcroft_gault(F(age), F(kg), scr, female, KB) == expected
+    assert cockcroft_gault(F(age), F(kg), scr, female, RENAL.cockcroft_gault) == expected
 
 
 def test_cockcroft_gault_reference_40y_is_81():
-    value = cockcroft_gault(F(40), F(70), F(6, 5), False, KB)
-    assert round_renal(value, KB) == F(810, 10)
+    value = cockcroft_gault(F(40), F(70), F(6, 5), False, RENAL.cockcroft_gault)
+    assert round_renal(value, RENAL.round_to) == F(810, 10)
 
 
 @pytest.mark.parametrize(
@@ -106,17 +109,20 @@ def test_unknown_sex_uses_female_factor_and_says_so():
 
 def test_ideal_body_weight_devine():
     # 170 cm = 66.93 in: 6.93 in over 60
-    assert ideal_body_weight_kg(F(170), False, KB) == 50 + F(23, 10) * (F(170) / F(254, 100) - 60)
-    assert ideal_body_weight_kg(F(170), True, KB) == F(455, 10) + F(23, 10) * (
+    devine = RENAL.ideal_body_weight
+    assert ideal_body_weight_kg(F(170), False, devine) == 50 + F(23, 10) * (
         F(170) / F(254, 100) - 60)
-    assert ideal_body_weight_kg(F(140), False, KB) == 50  # no negative increment below 60 in
+    assert ideal_body_weight_kg(F(170), True, devine) == F(455, 10) + F(23, 10) * (
+        F(170) / F(254, 100) - 60)
+    assert ideal_body_weight_kg(F(140), False, devine) == 50  # no negative increment below 60 in
     with pytest.raises(RenalInputError):
-        ideal_body_weight_kg(F(0), False, KB)
+        ideal_body_weight_kg(F(0), False, devine)
 
 
 def test_adjusted_weight_when_bmi_30_or_more():
-    ibw = ideal_body_weight_kg(F(170), False, KB)
-    assert adjusted_body_weight_kg(F(120), ibw, KB) == ibw + F(4, 10) * (120 - ibw)
+    ibw = ideal_body_weight_kg(F(170), False, RENAL.ideal_body_weight)
+    fraction = RENAL.cockcroft_gault.adjusted_weight_fraction
+    assert adjusted_body_weight_kg(F(120), ibw, fraction) == ibw + F(4, 10) * (120 - ibw)
     facts = read_renal(pairs(creatinine(1.0)), adult(kg=120, cm=170), NOW, KB)
     value = facts.value
     assert value is not None
@@ -149,7 +155,7 @@ def test_bmi_exactly_30_uses_adjusted_weight():
 )
 def test_cockcroft_gault_refuses_out_of_range(age, kg, scr):
     with pytest.raises(RenalInputError):
-        cockcroft_gault(F(age), F(kg), scr, False, KB)
+        cockcroft_gault(F(age), F(kg), scr, False, RENAL.cockcroft_gault)
 
 
 def test_cg_not_computed_without_weight_and_says_why():
@@ -193,9 +199,9 @@ def test_children_get_egfr_only():
     ],
 )
 def test_round_then_band(value, rounded, band):
-    r = round_renal(F(value), KB)
+    r = round_renal(F(value), RENAL.round_to)
     assert r == F(rounded)
-    assert band_of(r, KB) == band
+    assert band_of(r, RENAL) == band
 
 
 @pytest.mark.parametrize(
@@ -215,9 +221,9 @@ def test_float_results_are_rounded_before_comparing(raw, band):
 
 def test_cg_arithmetic_hair_below_band_edge_is_rounded():
     # (140 - 65) x 56.4705 x 0.85 / 72 = 49.99992...: a hair below the edge
-    value = cockcroft_gault(F(65), F("56.4705"), F(1), True, KB)
+    value = cockcroft_gault(F(65), F("56.4705"), F(1), True, RENAL.cockcroft_gault)
     assert 49.999 < value < 50
-    assert band_of(round_renal(value, KB), KB) == "mild"
+    assert band_of(round_renal(value, RENAL.round_to), RENAL) == "mild"
 
 
 @pytest.mark.parametrize(
@@ -232,16 +238,20 @@ def test_cg_arithmetic_hair_below_band_edge_is_rounded():
     ],
 )
 def test_renal_cap_scales_the_applicable_cap(band, base, cap):
-    result = renal_cap(band, F(base), KB)
+    result = renal_cap(band, F(base), RENAL)
     assert result is not None and result.cap_mg_day == cap
-    assert renal_cap("normal", F(base), KB) is None
+    assert renal_cap("normal", F(base), RENAL) is None
 
 
 def test_renal_cap_text():
-    cap = renal_cap("moderate", F(80), KB)
-    assert cap is not None and cap.text == "cap 40 mg/day (half of 80 mg/day)"
-    mild = renal_cap("mild", F(80), KB)
-    assert mild is not None and mild.text == "cap 53.3 mg/day (two thirds of 80 mg/day)"
+    cap = renal_cap("moderate", F(80), RENAL)
+    assert cap is not None and renal_cap_text(
+        cap.band, cap.cap_mg_day, cap.fraction, cap.of_mg_day) == (
+        "cap 40 mg/day (half of 80 mg/day)")
+    mild = renal_cap("mild", F(80), RENAL)
+    assert mild is not None and renal_cap_text(
+        mild.band, mild.cap_mg_day, mild.fraction, mild.of_mg_day) == (
+        "cap 53.3 mg/day (two thirds of 80 mg/day)")
 
 
 # --- reading results ----------------------------------------------------------------------
@@ -512,10 +522,6 @@ def test_creatinine_in_micromol_is_written_for_people():
     ("33914-3", 900, "mL/min/{1.73_m2}"),
 ], ids=["creatinine_0_01", "creatinine_45", "creatinine_5_umol", "egfr_900"])
 def test_implausible_results_are_not_used_and_said(code: str, value: float, unit: str) -> None:
-    from service.knowledge import load
-    from service.patient import patient_facts
-    from service.renal import read_renal
-
     kb = load()
     obs = {"resourceType": "Observation", "status": "final",
            "code": {"coding": [{"system": "http://loinc.org", "code": code}]},

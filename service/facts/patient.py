@@ -1,33 +1,33 @@
-"""Patient facts: age from full or partial birth dates, sex (clinical-rules section 2)."""
+"""Patient facts read from the record (clinical-rules section 2): age from a full or partial
+birth date, sex, the newest fresh weight and height, pregnancy, breastfeeding and alcohol use
+disorder; and the readers of context results and conditions the kidney facts share (result
+time, usable status, LOINC, a condition that counts).
+
+- ``patient_facts(patient, ref, at, context, check_time, kb) -> PatientFacts``
+"""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from datetime import date, datetime, timedelta, tzinfo
+from datetime import datetime, timedelta, tzinfo
 from fractions import Fraction
 from typing import Any
 
-from .fhirjson import (
+from ..clinical.age import age_range_years
+from ..clinical.time import elapsed_days
+from ..fhirjson import (
     JSON,
     as_dict,
     as_number,
     as_str,
     codings,
     concept_texts,
-    elapsed_days,
     has_code,
     parse_datetime_range,
     parse_instant,
 )
-from .knowledge import Knowledge, frac, load
-from .model import AgeFacts, PatientFacts
-
-
-def completed_years(born: date, on: date) -> int:
-    years = on.year - born.year
-    if (on.month, on.day) < (born.month, born.day):
-        years -= 1
-    return years
+from ..knowledge import Knowledge, frac
+from ..model import AgeFacts, PatientFacts
 
 
 def age_at(birth_date: object, at: datetime) -> AgeFacts | None:
@@ -35,27 +35,27 @@ def age_at(birth_date: object, at: datetime) -> AgeFacts | None:
     r = parse_datetime_range(birth_date, at.tzinfo)
     if r is None:
         return None
-    on = at.date()
     earliest = r.low.date()
     latest = (r.high - timedelta(microseconds=1)).date() if r.precision != "instant" else earliest
-    if earliest > on:
+    years = age_range_years(earliest, latest, at.date())
+    if years is None:
         return None
-    oldest = completed_years(earliest, on)
-    youngest = completed_years(min(latest, on), on)
-    return AgeFacts(Fraction(youngest), Fraction(oldest), partial=r.precision in {"year", "month"})
+    return AgeFacts(Fraction(years[0]), Fraction(years[1]),
+                    partial=r.precision in {"year", "month"})
 
 
 def patient_facts(
     patient: JSON,
     ref: str,
     at: datetime,
-    context: Iterable[Resource] = (),
-    check_time: datetime | None = None,
-    kb: Knowledge | None = None,
+    context: Iterable[Resource],
+    check_time: datetime | None,
+    kb: Knowledge,
 ) -> PatientFacts:
     """Age at ``at`` (the start of the order); weight, height and pregnancy from ``context``
-    (``(ref, resource)`` pairs), judged for freshness at ``check_time`` (default ``at``)."""
-    kb = kb or load()
+    (``(ref, resource)`` pairs), judged for freshness at ``check_time`` (None: ``at``).
+    Freshness limits: ``patient_context.weight`` and ``.height`` (``child_max_age_days``
+    below ``weight.child_age_below`` years, else ``adult_max_age_days``)."""
     now = check_time or at
     resources = list(context)
     gender = as_str(patient.get("gender"))
@@ -144,8 +144,9 @@ def _measure(
 
 def pregnancy_refs(resources: Iterable[Resource], at: datetime, kb: Knowledge
                    ) -> tuple[str, ...]:
-    """Observation LOINC 82810-3 valued SNOMED 77386006 within 300 days, or an active Condition
-    coded 77386006 or whose text names pregnancy (clinical-rules section 2)."""
+    """An Observation coded ``pregnancy.observation_loinc`` valued ``pregnant_snomed`` within
+    ``observation_max_age_days``, or a Condition that counts coded ``pregnant_snomed`` or whose
+    text names pregnancy (``words``) (clinical-rules section 2)."""
     spec = kb.data["patient_context"]["pregnancy"]
     snomed = kb.recognition["snomed_system"]
     out: list[str] = []
@@ -179,8 +180,8 @@ _NEGATIONS = ("not ", "no ", "never", "stopped", "weaned", "formula")
 
 def breastfeeding_refs(resources: Iterable[Resource], at: datetime, kb: Knowledge
                        ) -> tuple[str, ...]:
-    """An active Condition, or an Observation within 365 days, coded as breastfeeding or whose
-    text names it (clinical-rules section 2).
+    """A Condition that counts, or an Observation within ``breastfeeding.observation_max_age_days``,
+    coded as breastfeeding or whose text names it (clinical-rules section 2).
 
     choice: an Observation counts by its code or its value; a value that is false or whose
     text says no, not, never, stopped, weaned or formula does not count (a "breastfeeding
