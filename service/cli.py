@@ -89,7 +89,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "review":
             from .population.commands import review_cmd
 
-            return review_cmd(args)
+            return review_cmd(args, kb)
         return rules_cmd(sys.stdout, kb)
     except ConfigError as exc:
         print(f"baclofen-check: configuration error: {exc}", file=sys.stderr)

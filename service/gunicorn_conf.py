@@ -18,9 +18,10 @@ def post_worker_init(worker: Any) -> None:
 
     from service.warmup import app_profile, warm_up
 
-    profile = app_profile(getattr(worker, "wsgi", None))
+    app: Any = getattr(worker, "wsgi", None)
+    profile = app_profile(app)
     if profile is not None:  # our app (bench/run.py serves a bare one the same way)
-        warm_up(profile)
+        warm_up(app.extensions["knowledge"], profile)  # create_app's, read once
     gc.freeze()
 
 

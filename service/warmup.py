@@ -14,6 +14,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from .fhirjson import JSON
+from .knowledge import Knowledge
 
 RXNORM = "http://www.nlm.nih.gov/research/umls/rxnorm"
 LOINC = "http://loinc.org"
@@ -55,15 +56,14 @@ def sample_body(now: datetime) -> JSON:
         *({"name": "context", "resource": r} for r in context)]}
 
 
-def warm_up(profile: str = "us", now: datetime | None = None) -> bool:
-    """Run the sample through the checker and the card renderer; True when it ran."""
+def warm_up(kb: Knowledge, profile: str = "us", now: datetime | None = None) -> bool:
+    """Run the sample through the checker and the card renderer with the app's knowledge;
+    True when it ran."""
     from .checker import check_body
-    from .knowledge import load
     from .output.cards import render_cards
 
     when = now or datetime.now(UTC)
     try:
-        kb = load()
         _bundle, req, outcome = check_body(sample_body(when), when, profile, kb)
         render_cards(req, outcome, kb)
     except Exception as exc:  # noqa: BLE001 - warming must never stop a worker from serving

@@ -8,6 +8,8 @@ import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
+from ..knowledge import Knowledge
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     source = parser.add_mutually_exclusive_group(required=True)
@@ -46,10 +48,9 @@ def _fail(message: str) -> int:
     return 2
 
 
-def review_cmd(args: argparse.Namespace) -> int:
+def review_cmd(args: argparse.Namespace, kb: Knowledge) -> int:
     from ..config import load_settings
     from ..fhirjson import parse_instant
-    from ..knowledge import load
     from .review import Options, progress_bar, review
 
     if args.spark_master and args.engine != "spark":
@@ -69,7 +70,6 @@ def review_cmd(args: argparse.Namespace) -> int:
         check_time = parsed
     if args.since and parse_instant(args.since) is None:
         return _fail("--since is not a FHIR instant with a time zone")
-    kb = load()
     out: Path = args.out
     source = None
     location = args.export_dir

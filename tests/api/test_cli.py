@@ -207,5 +207,5 @@ def test_the_warm_up_check_reaches_the_renal_interaction_and_card_rules():
     validate(bundle)
     assert {f.rule_id for f in outcome.findings} >= {"renal.dose-band", "interaction.sedative"}
     assert render_cards(req, outcome, load()).cards
-    assert warm_up("us", now) is True
-    assert warm_up("no-such-profile", now) is False  # a failure is logged, never raised
+    assert warm_up(load(), "us", now) is True
+    assert warm_up(load(), "no-such-profile", now) is False  # a failure is logged, never raised
