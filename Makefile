@@ -16,7 +16,8 @@ CDS_CLIENT_STAMP := tests/cds-client/node_modules/.installed
 # tests/oauth-issuer).
 OAUTH_ISSUER_STAMP := tests/oauth-issuer/node_modules/.installed
 
-.PHONY: run test lint typecheck unit bench clean system-check soak audit faults-watch faults
+.PHONY: run test lint typecheck unit bench clean system-check soak audit faults-watch faults \
+	golden
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PY) -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11) and "Python 3.11 is required")'
@@ -63,6 +64,11 @@ test: system-check $(STAMP) $(SEKMET_STAMP) $(HEALTHCHAIN_STAMP) $(CDS_CLIENT_ST
 	$(BIN)/ruff check service tests bench scripts
 	$(BIN)/mypy
 	$(BIN)/pytest
+
+## make golden: regenerate the golden results in fixtures/expected/ (tests/support/golden.py)
+## after an intended change of output; review their diff before committing it.
+golden: $(STAMP)
+	$(BIN)/python -m tests.support.golden
 
 lint: $(STAMP)
 	$(BIN)/ruff check service tests bench scripts
