@@ -22,8 +22,8 @@ def create_app(config: Mapping[str, Any] | None = None, clock: Clock | None = No
     from . import startup, watch
     from .knowledge import load
     from .logs import install_request_logging
-    from .metrics import install as install_metrics
     from .web import cds_hooks, cors, errors, fhir_api, ops, ui, wellknown
+    from .web.http_metrics import install as install_metrics
 
     settings = load_settings() if config is None else settings_from(config)
     clock = clock or wall_clock

@@ -4,14 +4,15 @@ Under gunicorn with several workers ``baclofen-check serve`` sets ``PROMETHEUS_M
 to a fresh directory before the workers start: every worker then writes its samples there and
 ``/metrics`` aggregates them (prometheus-client multiprocess mode). Without that variable
 (tests, a single process) the default in-process registry is used.
+
+No Flask here (the store and the workers count too): the HTTP request counting is
+service/web/http_metrics.py.
 """
 
 from __future__ import annotations
 
 import os
-import time
 
-from flask import Flask, Response, g, request
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
@@ -51,24 +52,6 @@ INPUT_LEFT_OUT = Counter(
     "the call", ["resource"])
 BATCH_LINES = Counter(
     "baclofen_check_batch_lines_total", "NDJSON lines processed", ["result"])
-
-
-def install(app: Flask) -> None:
-    """Count every request and its latency per endpoint (the URL rule, never the raw path)
-    and hook (``g.hook``, set by the CDS Hooks endpoints; empty elsewhere)."""
-
-    @app.before_request
-    def _start() -> None:
-        g.metrics_started = time.perf_counter()
-
-    @app.after_request
-    def _finish(resp: Response) -> Response:
-        rule = request.url_rule.rule if request.url_rule is not None else "unmatched"
-        hook = str(g.get("hook") or "")
-        started = g.get("metrics_started", time.perf_counter())
-        REQUESTS.labels(rule, hook, str(resp.status_code)).inc()
-        LATENCY.labels(rule, hook).observe(time.perf_counter() - started)
-        return resp
 
 
 def count_findings(findings: list[tuple[str, str]]) -> None:

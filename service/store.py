@@ -11,8 +11,9 @@
 - ``use_jti`` relies on a unique constraint, so two replicas sharing one database cannot both
   accept the same JWT ``jti``.
 
-The API used by the web layer and the CDS Hooks endpoints: ``record_check``,
-``record_feedback``, ``use_jti``, ``ping``, ``report``; write-back bookkeeping:
+Every front door records an answered check with ``record()`` (one latency start, the findings
+as the Finding says them); below it ``record_check``. The API used by the web layer and the
+CDS Hooks endpoints: ``record_feedback``, ``use_jti``, ``ping``, ``report``; write-back bookkeeping:
 ``persisted_for_order`` and ``record_persisted``; ``purge`` for retention.
 """
 
@@ -38,7 +39,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from time import perf_counter as _perf_counter
-from typing import Any, Concatenate, ParamSpec, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, Protocol, TypeVar
 
 from sqlalchemy import (
     JSON,
@@ -68,7 +69,11 @@ from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.types import TypeDecorator
 
+from . import metrics
 from .findings import Finding
+
+if TYPE_CHECKING:
+    from .spool import Spool
 
 SCHEMA_VERSION = 2
 # version -> the step that brings a database from version - 1 to it (run in order, inside the
@@ -515,8 +520,6 @@ class Store:
     def __init__(self, database_url: str, retention_days: int = 365,
                  connect_timeout_s: float = 3.0, statement_timeout_s: float | None = 5.0
                  ) -> None:
-        from .spool import Spool
-
         self.url = database_url
         self.retention_days = retention_days
         self.engine = _engine(database_url, connect_timeout_s, statement_timeout_s)
@@ -578,8 +581,6 @@ class Store:
         Either everything is written or nothing is (an error or a killed process inside the
         transaction leaves no row). The findings are also counted in the Prometheus metrics
         (per rule and severity), so every path that records a check is counted."""
-        from . import metrics
-
         metrics.count_findings([(f.rule_id, f.severity) for f in record.findings])
         return self.guard.call(self._record_check, record)[0]
 
@@ -675,8 +676,6 @@ class Store:
         feedback is still kept, unjoined). ``override_reason`` is the reason code (or its
         display when there is no code). Counted in the metrics per rule of the card (rule
         ``unknown`` when the card was not recorded)."""
-        from . import metrics
-
         with self.engine.begin() as conn:
             row = conn.execute(
                 select(findings.c.id, findings.c.check_id)
@@ -875,7 +874,7 @@ def record_answered(store: Store | None, record: CheckRecord) -> bool:
     """
     if store is None:
         return False
-    from .spool import record_durably
+    from .spool import record_durably  # cycle: the spool sits on the store (reads its records)
 
     return record_durably(store, record)
 
