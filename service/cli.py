@@ -85,7 +85,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "watch":
             from .watch.commands import watch_cmd
 
-            return watch_cmd(args)
+            return watch_cmd(args, kb=kb)
         if args.command == "review":
             from .population.commands import review_cmd
 

@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 from typing import Any, TextIO
 
 from ..config import Settings, load_settings
+from ..knowledge import Knowledge
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -66,15 +67,13 @@ def _since(text: str) -> datetime:
 
 
 def watch_cmd(args: argparse.Namespace, out: TextIO = sys.stdout,
-              settings: Settings | None = None) -> int:
+              settings: Settings | None = None, *, kb: Knowledge) -> int:
     from ..fhir_input.fetch import FetchFailure
-    from ..knowledge import load
     from ..logs import configure_logging
     from ..outbound import fhir_server_client
 
     configure_logging()  # JSON lines on standard error, as the service's
     settings = settings or load_settings()
-    kb = load()
     store, ws = _open(settings)
     try:
         client = fhir_server_client(settings)

@@ -78,7 +78,7 @@ class World:
 
     def command(self, **args: Any) -> dict[str, Any]:
         out = io.StringIO()
-        assert watch_cmd(argparse.Namespace(**args), out, self.settings) == 0
+        assert watch_cmd(argparse.Namespace(**args), out, self.settings, kb=load()) == 0
         return dict(json.loads(out.getvalue()))
 
 
