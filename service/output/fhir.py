@@ -122,10 +122,12 @@ def render_result(
     patient_ref = req.patient.ref if req.patient else "Patient/unknown"
     entries: list[JSON] = []
     issues: list[IssueEntry] = []
-    referenced: set[str] = {patient_ref}
+    # in the order the findings name them (a dict, not a set: the echoed resources come in
+    # the same order in every process)
+    referenced: dict[str, None] = {patient_ref: None}
     for f in outcome.findings:
         issue = detected_issue(f, kb, patient_ref, req.check_time, status)
-        referenced.update((f.order_ref, *f.implicated, *f.evidence))
+        referenced.update(dict.fromkeys((f.order_ref, *f.implicated, *f.evidence)))
         entry = {"fullUrl": _urn(f"bc-{f.id}"), "resource": issue}
         entries.append(entry)
         issues.append(IssueEntry(f, issue, entry))
