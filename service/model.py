@@ -1,5 +1,5 @@
 """Typed, unit-carrying facts the rules read (built by service/facts/). Rules never see FHIR
-JSON. The bottom layer, beside findings.py: it imports nothing of the service.
+JSON. The bottom layer, beside findings.py: it imports nothing of the service but errors.py.
 
 Units live in the names: ``dose_mg``, ``per_day``, ``daily_mg``, ``duration_days``. Numbers
 are exact ``Fraction`` values; rounding happens only when text is written.
@@ -12,6 +12,8 @@ from datetime import datetime
 from fractions import Fraction
 from functools import cached_property
 from typing import Literal
+
+from .errors import Problem
 
 Route = Literal["oral", "intrathecal"]
 UnitKind = Literal["mass", "volume", "count"]
@@ -190,7 +192,7 @@ class RenalCandidate:
 
     source: RenalSource
     value_ml_min: Fraction         # as counted (a "<X" result is just under X)
-    rounded_ml_min: Fraction       # rounded to 0.1 mL/min; every comparison uses this
+    rounded_ml_min: Fraction       # rounded to patient_context.renal.round_to; compared
     band: RenalBand
     at: datetime                   # result time (the creatinine's for Cockcroft-Gault)
     stale: bool                    # older than the stale limit at the check time
@@ -225,7 +227,8 @@ class RenalFacts:
 
     @property
     def esrd(self) -> bool:
-        """Dialysis or end-stage kidney disease (a Condition, a Procedure, or a value < 15)."""
+        """Dialysis or end-stage kidney disease (a Condition, a Procedure, or a value below
+        ``patient_context.renal.esrd_below``)."""
         return bool(self.dialysis) or (self.value is not None and self.value.band == "esrd")
 
     @property
@@ -277,7 +280,7 @@ class Regimen:
 
 @dataclass(frozen=True)
 class TherapyTime:
-    """Continuous exposure (gaps shorter than 14 days joined)."""
+    """Continuous exposure (gaps shorter than ``history.gap_days`` joined)."""
 
     start: datetime | None         # None: a regimen in the exposure has no known start
     days: Fraction | None          # None when the start is unknown
@@ -316,3 +319,36 @@ class MedicationUse:
     checked: bool              # an order of this call
     atc: tuple[str, ...] = ()  # WHO ATC codes of the medicine and its ingredients
     brands: tuple[str, ...] = ()   # "Percocet (oxycodone, acetaminophen)", for details
+
+
+# --- one call's facts (built once per call by service/facts/build.py) -----------------------
+
+@dataclass(frozen=True)
+class OrderContext:
+    """What the rules know about a checked order beyond the order itself: the patient at the
+    order's start (age), the kidney function for that patient, and the baclofen history
+    relative to the order."""
+
+    patient: PatientFacts
+    renal: RenalFacts
+    history: MedicationHistory
+    shows_taken: bool = False      # a cancelled order: a dispense, administration or start in
+                                   # the past shows the drug was taken (clinical-rules s. 1)
+
+
+@dataclass(frozen=True)
+class CallFacts:
+    """Every fact of one call, built once: the checked orders (each with its OrderContext, same
+    index), the other baclofen orders, the medicines in use, and what the call says about
+    itself (check time, profile, mode, hook, what could not be read)."""
+
+    check_time: datetime
+    profile: str
+    mode: str
+    hook: str | None
+    orders: tuple[OrderFacts, ...]
+    contexts: tuple[OrderContext, ...]
+    others: tuple[OrderFacts, ...]                 # baclofen MedicationRequests of the context
+    medications: tuple[MedicationUse, ...]
+    warnings: tuple[Problem, ...] = ()
+    unavailable: tuple[str, ...] = ()

@@ -1,54 +1,37 @@
 """Baclofen history: regimens from MedicationRequests (every status but entered-in-error),
-MedicationStatements and MedicationDispenses; the current regimen; new therapy; time on
-therapy (clinical-rules section 2).
+MedicationStatements and MedicationDispenses (clinical-rules section 2).
 
-Public API (the titration, withdrawal and intrathecal rules read these):
+- ``HistorySource(resources, resolve, kb, check_time, ...)``: the history resources of one call
+  (``(ref, resource)`` pairs: the context plus the orders of the call that are not drafts),
+  each read once: its medicine, its dosage, its start and end as far as they do not depend on
+  the checked order.
+- ``HistorySource.for_order(checked) -> MedicationHistory``: the history relative to one
+  checked order (never part of its own history): a cancelled order that started before it, an
+  ended order that ends just before it, the order it replaces.
+- ``build_history(resources, checked, ...)``: both in one call.
 
-- ``build_history(resources, checked, resolve, kb, check_time) -> MedicationHistory``:
-  ``resources`` are ``(ref, resource)`` pairs (context plus the other orders of the call that
-  are not drafts); the checked order is never part of its own history.
-- ``MedicationHistory.current`` / ``.current_intrathecal`` / ``.new_therapy`` (facts.py).
-- ``current_regimen(regimens, at, route, kb) -> Regimen | None``
-- ``level_at(regimen, t) -> DoseLevel``: the daily dose in effect at ``t`` and when that dose
-  level started (a plan's steps are followed through their durations).
-- ``time_on_therapy(regimens, route, until, kb) -> TherapyTime | None``: continuous exposure up to
-  ``until`` (the check time for a stop), gaps shorter than 14 days joined; None when there was
-  no exposure; ``TherapyTime.start``/``days`` None when a joined regimen has no known start.
+The questions asked of a history (current regimen, dose level, time on therapy) are pure
+queries in service/clinical/therapy.py.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from fractions import Fraction
 from typing import Any
 
+from ..clinical.therapy import current_regimen, days_delta
 from ..clinical.units import unit_table
-from ..fhirjson import (
-    JSON,
-    as_dict,
-    as_number,
-    as_str,
-    dicts,
-    parse_datetime_range,
-    parse_instant,
-)
+from ..fhirjson import JSON, as_dict, as_number, as_str, dicts, parse_instant
 from ..fhirref import local, relative
-from ..knowledge import Knowledge, frac
-from ..model import (
-    DoseLine,
-    MedicationHistory,
-    OrderFacts,
-    Regimen,
-    RegimenSource,
-    Route,
-    Step,
-    TherapyTime,
-)
+from ..knowledge import Knowledge
+from ..model import DoseLine, MedicationHistory, OrderFacts, Regimen, RegimenSource, Step
 from ..wording import fmt
-from .drugs import Resolve, medication_of, names_baclofen, quantity_unit, strengths
+from .drugs import Drug, Identified, Resolve, quantity_unit, strengths
 from .orders import read_order
+from .timing import bounds_end
 
 ReadOrder = Callable[[dict[str, Any], str], OrderFacts]
 
@@ -63,15 +46,6 @@ _ENDED_STATUSES = {"stopped", "completed", "cancelled"}
 _JUST_BEFORE = timedelta(microseconds=1)
 
 
-def gap_days(kb: Knowledge) -> Fraction:
-    """14 days: a regimen ended within it is current; shorter gaps join (knowledge file)."""
-    return frac(kb.data["history"]["gap_days"])
-
-
-def _days(value: Fraction) -> timedelta:
-    return timedelta(microseconds=int(value * 86_400_000_000))
-
-
 def build_history(
     resources: Iterable[tuple[str, JSON]],
     checked: OrderFacts,
@@ -81,25 +55,157 @@ def build_history(
     read: ReadOrder | None = None,
     call_refs: frozenset[str] = frozenset(),
 ) -> MedicationHistory:
-    """``read`` reads a MedicationRequest of ``resources`` as an unchecked order (default
-    ``read_order``); the engine passes one that reads each order once per call.
-    ``call_refs``: the orders of the call (a stopped one ends at the check time)."""
-    resources = list(resources)
-    ctx = _HistoryContext(resources, resolve, kb, check_time, call_refs)
-    regimens: list[Regimen] = []
-    for ref, r in resources:
-        if ref == checked.ref:
-            continue
-        regimen = read_regimen(ref, r, checked, resolve, kb, check_time, read, ctx)
-        if regimen is not None:
-            regimens.append(regimen)
-    at = checked.start
-    return MedicationHistory(
-        regimens=tuple(regimens),
-        at=at,
-        current=current_regimen(regimens, at, "oral", kb),
-        current_intrathecal=current_regimen(regimens, at, "intrathecal", kb),
-    )
+    """The history of one checked order (``HistorySource`` for one order)."""
+    return HistorySource(resources, resolve, kb, check_time, read, call_refs).for_order(checked)
+
+
+@dataclass(frozen=True)
+class _Read:
+    """A baclofen regimen as read once per call: all that does not depend on the checked
+    order."""
+
+    ref: str
+    source: RegimenSource
+    status: str
+    order: OrderFacts
+    start: datetime | None
+    end: datetime | None
+    basis: str
+    bounds_start: datetime | None        # a MedicationRequest's earliest boundsPeriod.start
+    ended: bool                          # stopped, completed or cancelled (not a dispense)
+    last: datetime | None                # meta.lastUpdated
+    last_supply: tuple[datetime | None, str] | None  # an ended request's end without one
+
+
+class HistorySource:
+    """The history resources of one call, each read once (``for_order`` per checked order).
+
+    ``read`` reads a MedicationRequest as an unchecked order (default ``read_order``; the
+    facts stage passes the reader it also uses for the other orders); ``call_refs``: the
+    orders of the call (a stopped one ends at the check time); ``identified``: the call's
+    medicine identification."""
+
+    def __init__(self, resources: Iterable[tuple[str, JSON]], resolve: Resolve, kb: Knowledge,
+                 check_time: datetime, read: ReadOrder | None = None,
+                 call_refs: frozenset[str] = frozenset(),
+                 identified: Identified | None = None):
+        self.resources = list(resources)
+        self.kb = kb
+        self.check_time = check_time
+        self.call_refs = call_refs
+        self.identified = identified or Identified(resolve, kb)
+        self._read = read
+        self._hist = _HistoryContext(self.resources, resolve, kb, check_time, call_refs)
+        self._bases: dict[int, _Read | None] = {}
+
+    def for_order(self, checked: OrderFacts) -> MedicationHistory:
+        regimens: list[Regimen] = []
+        for i, (ref, _r) in enumerate(self.resources):
+            if ref == checked.ref:
+                continue
+            if i not in self._bases:
+                self._bases[i] = self._base(*self.resources[i])
+            base = self._bases[i]
+            regimen = _relative(base, checked, self.call_refs, self.check_time) if base else None
+            if regimen is not None:
+                regimens.append(regimen)
+        at = checked.start
+        return MedicationHistory(
+            regimens=tuple(regimens),
+            at=at,
+            current=current_regimen(regimens, at, "oral", self.kb),
+            current_intrathecal=current_regimen(regimens, at, "intrathecal", self.kb),
+        )
+
+    def _base(self, ref: str, r: JSON) -> _Read | None:
+        """One baclofen regimen, or None (another drug, excluded status, unknown shape)."""
+        kb, check_time, hist = self.kb, self.check_time, self._hist
+        rtype = r.get("resourceType")
+        if not isinstance(rtype, str) or rtype not in _EXCLUDED or as_str(
+                r.get("status")) in _EXCLUDED[rtype]:
+            return None
+        drug = self.identified(r)
+        if not drug.baclofen:
+            return None  # another drug: its dose is not read
+        resolve = self.identified.resolve
+        tz = check_time.tzinfo
+        status = as_str(r.get("status")) or "unknown"
+        source: RegimenSource
+        bounds_start = None
+        if rtype == "MedicationRequest":
+            source = "MedicationRequest"
+            order = (self._read(r, ref) if self._read is not None
+                     else read_order(r, ref, resolve, kb, check_time, drug=drug))
+            bounds_start = _bounds_start(r.get("dosageInstruction"), tz)
+            start = bounds_start or parse_instant(r.get("authoredOn"), tz)
+            end, basis = order.end, "boundsPeriod.end"
+        elif rtype == "MedicationStatement":
+            source = "MedicationStatement"
+            order = read_order(_as_request(r, r.get("dosage")), ref, resolve, kb, check_time,
+                               drug=drug)
+            period = as_dict(r.get("effectivePeriod"))
+            start = (parse_instant(r.get("effectiveDateTime"), tz)
+                     or parse_instant(period.get("start"), tz)
+                     or _bounds_start(r.get("dosage"), tz))
+            end, basis = bounds_end(period.get("end"), tz), "effectivePeriod.end"
+            if end is None:
+                end, basis = order.end, "boundsPeriod.end"
+        else:
+            source = "MedicationDispense"
+            order = _dispense_order(ref, r, drug, resolve, kb, check_time, hist)
+            start = parse_instant(r.get("whenHandedOver"), tz)
+            if start is None:
+                return None  # choice: a dispense not handed over is not exposure
+            supply = _supply_days(r, order, drug, kb)
+            if supply is not None:
+                end, basis = start + days_delta(supply[0]), supply[1]
+            else:
+                # choice: with no days supply and no quantity that can be turned into days,
+                # the dispense covers the day it was handed over.
+                end, basis = start + timedelta(days=1), "whenHandedOver (no days supply)"
+        if not order.is_baclofen:
+            return None
+        if end is None:
+            basis = "open"
+        ended = status in _ENDED_STATUSES and source != "MedicationDispense"
+        last = parse_instant(as_dict(r.get("meta")).get("lastUpdated"), tz) if ended else None
+        last_supply = (_last_supply(ref, r, start, last, kb, hist)
+                       if ended and end is None and source == "MedicationRequest" else None)
+        return _Read(ref, source, status, order, start, end, basis, bounds_start, ended, last,
+                     last_supply)
+
+
+def _relative(b: _Read, checked: OrderFacts, call_refs: frozenset[str], check_time: datetime
+              ) -> Regimen | None:
+    """The regimen ``b`` in the history of ``checked``."""
+    if b.source == "MedicationRequest" and b.status == "cancelled" and (
+            b.bounds_start is None or b.bounds_start >= checked.start):
+        # clinical-rules section 1: a cancelled order counts only when something shows the
+        # drug was taken; here, a start in the past (dispenses are read on their own).
+        return None
+    end, basis = b.end, b.basis
+    if b.ended:
+        last = b.last
+        in_call = b.ref in call_refs or b.ref in checked.prior_refs
+        if in_call:
+            # clinical-rules section 2: a stopped order of the call (or the order the checked
+            # one replaces) ends at the check time: it is the current regimen it replaces
+            if end is None or end > check_time:
+                end, basis = check_time, "stopped in this call"
+        elif end is None and b.last_supply is not None:
+            # an ended order with no end ended at its latest sign of supply; with none, at
+            # its start (it says nothing about use after it was written)
+            end, basis = b.last_supply
+        elif end is None:
+            end, basis = (last, "meta.lastUpdated") if last is not None else (
+                b.start, "its start (no end and no sign of supply)")
+        elif last is not None and last < end:
+            end, basis = last, "meta.lastUpdated"
+        before = checked.start - _JUST_BEFORE
+        if not in_call and end is not None and end > before:
+            end, basis = before, "just before the checked order"
+    return Regimen(ref=b.ref, source=b.source, status=b.status, route=b.order.route,
+                   start=b.start, end=end, end_basis=basis, order=b.order)
 
 
 class _HistoryContext:
@@ -127,7 +233,7 @@ class _HistoryContext:
             days = _days_supply(r, kb)
             if handed is None:
                 continue
-            end = handed + _days(days) if days is not None else handed
+            end = handed + days_delta(days) if days is not None else handed
             for auth in dicts(r.get("authorizingPrescription")):
                 target = self.authorising(auth, r)
                 if target is None:
@@ -178,83 +284,7 @@ def _expected_supply_end(r: JSON, start: datetime | None, kb: Knowledge) -> date
     if supply is None:
         return None
     repeats = as_number(request.get("numberOfRepeatsAllowed")) or Fraction(0)
-    return start + _days(supply * (1 + max(repeats, Fraction(0))))
-
-
-def read_regimen(ref: str, r: JSON, checked: OrderFacts, resolve: Resolve, kb: Knowledge,
-                 check_time: datetime, read: ReadOrder | None = None,
-                 hist: _HistoryContext | None = None) -> Regimen | None:
-    """One baclofen regimen, or None (another drug, excluded status, unknown shape)."""
-    hist = hist or _HistoryContext([(ref, r)], resolve, kb, check_time, frozenset())
-    rtype = r.get("resourceType")
-    if not isinstance(rtype, str) or rtype not in _EXCLUDED or as_str(
-            r.get("status")) in _EXCLUDED[rtype]:
-        return None
-    if not names_baclofen(r, resolve, kb):
-        return None  # another drug: its dose is not read
-    tz = check_time.tzinfo
-    status = as_str(r.get("status")) or "unknown"
-    source: RegimenSource
-    if rtype == "MedicationRequest":
-        source = "MedicationRequest"
-        order = (read(r, ref) if read is not None
-                 else read_order(r, ref, resolve, kb, check_time))
-        bounds_start = _bounds_start(r.get("dosageInstruction"), tz)
-        if status == "cancelled" and (bounds_start is None or bounds_start >= checked.start):
-            # clinical-rules section 1: a cancelled order counts only when something shows
-            # the drug was taken; here, a start in the past (dispenses are read on their own).
-            return None
-        start = bounds_start or parse_instant(r.get("authoredOn"), tz)
-        end, basis = order.end, "boundsPeriod.end"
-    elif rtype == "MedicationStatement":
-        source = "MedicationStatement"
-        order = read_order(_as_request(r, r.get("dosage")), ref, resolve, kb, check_time)
-        period = as_dict(r.get("effectivePeriod"))
-        start = (parse_instant(r.get("effectiveDateTime"), tz)
-                 or parse_instant(period.get("start"), tz)
-                 or _bounds_start(r.get("dosage"), tz))
-        end, basis = _end_of(period.get("end"), tz), "effectivePeriod.end"
-        if end is None:
-            end, basis = order.end, "boundsPeriod.end"
-    else:
-        source = "MedicationDispense"
-        order = _dispense_order(ref, r, resolve, kb, check_time, hist)
-        start = parse_instant(r.get("whenHandedOver"), tz)
-        if start is None:
-            return None  # choice: a dispense not handed over is not exposure
-        supply = _supply_days(r, order, resolve, kb)
-        if supply is not None:
-            end, basis = start + _days(supply[0]), supply[1]
-        else:
-            # choice: with no days supply and no quantity that can be turned into days, the
-            # dispense covers the day it was handed over.
-            end, basis = start + timedelta(days=1), "whenHandedOver (no days supply)"
-    if not order.is_baclofen:
-        return None
-    if end is None:
-        basis = "open"
-    if status in _ENDED_STATUSES and source != "MedicationDispense":
-        last = parse_instant(as_dict(r.get("meta")).get("lastUpdated"), tz)
-        in_call = ref in hist.call_refs or ref in checked.prior_refs
-        if in_call:
-            # clinical-rules section 2: a stopped order of the call (or the order the checked
-            # one replaces) ends at the check time: it is the current regimen it replaces
-            if end is None or end > check_time:
-                end, basis = check_time, "stopped in this call"
-        elif end is None and source == "MedicationRequest":
-            # an ended order with no end ended at its latest sign of supply; with none, at
-            # its start (it says nothing about use after it was written)
-            end, basis = _last_supply(ref, r, start, last, kb, hist)
-        elif end is None:
-            end, basis = (last, "meta.lastUpdated") if last is not None else (
-                start, "its start (no end and no sign of supply)")
-        elif last is not None and last < end:
-            end, basis = last, "meta.lastUpdated"
-        before = checked.start - _JUST_BEFORE
-        if not in_call and end is not None and end > before:
-            end, basis = before, "just before the checked order"
-    return Regimen(ref=ref, source=source, status=status, route=order.route, start=start,
-                   end=end, end_basis=basis, order=order)
+    return start + days_delta(supply * (1 + max(repeats, Fraction(0))))
 
 
 def _last_supply(ref: str, r: JSON, start: datetime | None, last: datetime | None,
@@ -273,21 +303,21 @@ def _last_supply(ref: str, r: JSON, start: datetime | None, last: datetime | Non
     return start, "its start (no end and no sign of supply)"
 
 
-def _dispense_order(ref: str, r: JSON, resolve: Resolve, kb: Knowledge, check_time: datetime,
-                    hist: _HistoryContext) -> OrderFacts:
+def _dispense_order(ref: str, r: JSON, drug: Drug, resolve: Resolve, kb: Knowledge,
+                    check_time: datetime, hist: _HistoryContext) -> OrderFacts:
     """A dispense's dosage: its own, else its authorising order's, else quantity x strength /
     daysSupply as one daily amount, else unknown (clinical-rules section 2)."""
     own = r.get("dosageInstruction")
     if dicts(own):
-        return read_order(_as_request(r, own), ref, resolve, kb, check_time)
+        return read_order(_as_request(r, own), ref, resolve, kb, check_time, drug=drug)
     for auth in dicts(r.get("authorizingPrescription")):
         target = hist.authorising(auth, r)
         if target is not None and dicts(target[1].get("dosageInstruction")):
             return read_order(_as_request(r, target[1].get("dosageInstruction")), ref, resolve,
-                              kb, check_time)
-    order = read_order(_as_request(r, None), ref, resolve, kb, check_time)
+                              kb, check_time, drug=drug)
+    order = read_order(_as_request(r, None), ref, resolve, kb, check_time, drug=drug)
     days = _days_supply(r, kb)
-    amount = _quantity_mg(r, resolve, kb)
+    amount = _quantity_mg(r, drug, kb)
     if days is None or amount is None:
         return order
     daily = amount / days
@@ -297,7 +327,7 @@ def _dispense_order(ref: str, r: JSON, resolve: Resolve, kb: Knowledge, check_ti
     return replace(order, steps=(Step(None, (line,)),))
 
 
-def _quantity_mg(r: JSON, resolve: Resolve, kb: Knowledge) -> Fraction | None:
+def _quantity_mg(r: JSON, drug: Drug, kb: Knowledge) -> Fraction | None:
     """The quantity dispensed in mg (a mass, or a count or volume through the strength)."""
     q = as_dict(r.get("quantity"))
     amount = as_number(q.get("value"))
@@ -309,8 +339,7 @@ def _quantity_mg(r: JSON, resolve: Resolve, kb: Knowledge) -> Fraction | None:
         return None
     if kind[0] == "mass":
         return amount * table.mass_factor[kind[1]]
-    concept, med = medication_of(r, resolve)
-    per_unit = strengths(concept, med, table)
+    per_unit = strengths(drug.concept, drug.med, table, drug.names)
     return amount * per_unit[kind[0]] if kind[0] in per_unit else None
 
 
@@ -333,15 +362,7 @@ def _bounds_start(dosages: Any, tz: Any) -> datetime | None:
     return min(known) if known else None
 
 
-def _end_of(value: Any, tz: Any) -> datetime | None:
-    """An end given as a date includes that whole day (as for boundsPeriod)."""
-    r = parse_datetime_range(value, tz)
-    if r is None:
-        return None
-    return r.high if r.precision != "instant" else r.low
-
-
-def _supply_days(r: JSON, order: OrderFacts, resolve: Resolve, kb: Knowledge
+def _supply_days(r: JSON, order: OrderFacts, drug: Drug, kb: Knowledge
                  ) -> tuple[Fraction, str] | None:
     """daysSupply, else the quantity dispensed over the daily dose."""
     days = _days_supply(r, kb)
@@ -349,128 +370,7 @@ def _supply_days(r: JSON, order: OrderFacts, resolve: Resolve, kb: Knowledge
         return days, "whenHandedOver + daysSupply"
     step = order.first_step
     daily = step.daily_mg if step else None
-    mg = _quantity_mg(r, resolve, kb)
+    mg = _quantity_mg(r, drug, kb)
     if daily is None or daily <= 0 or mg is None:
         return None
     return mg / daily, "whenHandedOver + quantity / daily dose"
-
-
-# --- questions about the history ------------------------------------------------------------
-
-def current_regimen(regimens: Iterable[Regimen], at: datetime, route: Route, kb: Knowledge
-                    ) -> Regimen | None:
-    """The newest regimen of ``route`` active at ``at`` or ended within the 14 days before it.
-
-    choice: "within the 14 days" includes an end exactly 14 days before. Regimens starting
-    after ``at`` are not current. The newest is the latest start (unknown starts count as
-    oldest); on a tie a regimen with a readable daily dose, then a MedicationRequest, wins.
-    """
-    window = _days(gap_days(kb))
-    eligible = [
-        r for r in regimens
-        if r.route == route
-        and (r.start is None or r.start <= at)
-        and (r.end is None or r.end >= at - window)
-    ]
-    if not eligible:
-        return None
-    rank = {"MedicationRequest": 2, "MedicationStatement": 1, "MedicationDispense": 0}
-    floor = datetime.min.replace(tzinfo=UTC)
-    return max(eligible, key=lambda r: (r.start or floor, r.daily_mg is not None,
-                                        rank[r.source], r.ref))
-
-
-@dataclass(frozen=True)
-class DoseLevel:
-    daily_mg: Fraction | None
-    since: datetime | None          # when this dose level started (None: unknown)
-    step_index: int                 # 0-based step of the regimen's plan
-
-
-def level_at(regimen: Regimen, t: datetime) -> DoseLevel:
-    """The regimen's daily dose in effect at ``t`` and when that level started."""
-    steps = regimen.order.steps
-    if not steps:
-        return DoseLevel(None, regimen.start, 0)
-    since = regimen.start
-    if len(steps) == 1 or since is None:
-        return DoseLevel(steps[0].daily_mg, since, 0)
-    for i, step in enumerate(steps):
-        duration = step.duration_days
-        if duration is None or i == len(steps) - 1:
-            return DoseLevel(step.daily_mg, since, i)
-        end = since + _days(duration)
-        if t < end:
-            return DoseLevel(step.daily_mg, since, i)
-        since = end
-    return DoseLevel(steps[-1].daily_mg, since, len(steps) - 1)  # pragma: no cover
-
-
-def time_on_therapy(regimens: Iterable[Regimen], route: Route, until: datetime,
-                    kb: Knowledge) -> TherapyTime | None:
-    """Continuous exposure to ``route`` baclofen up to ``until``, joining gaps shorter than
-    14 days. None when no regimen of that route is active at ``until`` or ended within the
-    14 days before it."""
-    gap = _days(gap_days(kb))
-    spans = sorted(
-        ((r.start, min(r.end, until) if r.end else until, r.ref)
-         for r in regimens if r.route == route and (r.start is None or r.start <= until)),
-        key=lambda s: (s[0] is not None, s[0] or until),
-    )
-    if not spans:
-        return None
-    if any(s[0] is None for s in spans):
-        unknown = [s for s in spans if s[0] is None]
-        ends = [s[1] for s in unknown]
-        if max(ends) >= until - gap:
-            return TherapyTime(None, None, tuple(s[2] for s in spans))
-        spans = [s for s in spans if s[0] is not None]
-        if not spans:
-            return None
-    # join from the newest exposure backwards
-    known = sorted(spans, key=lambda s: s[0] or until)
-    block_start: datetime | None = None
-    block_end: datetime | None = None
-    refs: list[str] = []
-    for start, end, ref in known:
-        assert start is not None
-        if block_end is None or start - block_end >= gap:
-            block_start, block_end, refs = start, end, [ref]
-        else:
-            block_end = max(block_end, end)
-            refs.append(ref)
-    assert block_start is not None and block_end is not None
-    if block_end < until - gap:
-        return None
-    micro = until - block_start
-    days = Fraction((micro.days * 86400 + micro.seconds) * 1_000_000 + micro.microseconds,
-                    86_400_000_000)
-    return TherapyTime(block_start, days, tuple(refs))
-
-
-def same_dose_since(regimens: Iterable[Regimen], current: Regimen, at: datetime,
-                    kb: Knowledge) -> datetime | None:
-    """When the patient started the daily dose that ``current`` gives at ``at``.
-
-    A refill or a renewal at the same daily dose does not restart the clock: regimens of the
-    same route and the same daily dose that join ``current`` (overlapping, or gaps shorter
-    than 14 days) are followed back to the earliest start. None when a start is unknown.
-    choice: this is the start the titration interval is measured from.
-    """
-    level = level_at(current, at)
-    if level.since is None or level.step_index > 0 or level.daily_mg is None:
-        return level.since
-    gap = _days(gap_days(kb))
-    same = [r for r in regimens
-            if r.route == current.route and r.ref != current.ref and r.start is not None
-            and r.start <= level.since and len(r.order.steps) == 1
-            and r.daily_mg == level.daily_mg]
-    since = level.since
-    changed = True
-    while changed:
-        changed = False
-        for r in same:
-            assert r.start is not None
-            if r.start < since and (r.end is None or r.end >= since - gap):
-                since, changed = r.start, True
-    return since

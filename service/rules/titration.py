@@ -12,9 +12,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from fractions import Fraction
 
+from ..clinical.therapy import level_at, same_dose_since
 from ..clinical.time import elapsed_days
 from ..findings import SEVERITY_RANK, Finding
-from ..history import level_at, same_dose_since
 from ..model import MedicationHistory, OrderFacts, RenalFacts
 from ..wording import fmt, mg_day
 from . import RuleContext

@@ -5,13 +5,13 @@ from __future__ import annotations
 from datetime import datetime
 from fractions import Fraction
 
+from ..clinical.therapy import level_at, time_on_therapy
 from ..clinical.time import elapsed_days
 from ..findings import Finding
-from ..history import level_at, time_on_therapy
 from ..model import MedicationHistory, OrderFacts, Regimen
 from ..wording import fmt, mg_day, micrograms
 from . import RuleContext
-from .intrathecal import maintenance_ug_day
+from .intrathecal import maintenance_ug_day, mg_unit_rule
 
 
 def taper_length_days(order: OrderFacts) -> Fraction | None:
@@ -200,8 +200,9 @@ def _stop_as_cut(ctx: RuleContext, order: OrderFacts, hist: MedicationHistory | 
 def _sharp_cut(ctx: RuleContext, order: OrderFacts, hist: MedicationHistory | None,
                before: Fraction, after: Fraction, until: datetime, include_order: bool
                ) -> tuple[str, str] | None:
-    """(severity, exposure text) of a cut to less than half after 14 days or more on therapy
-    (or an unknown time), or None when withdrawal.abrupt does not fire."""
+    """(severity, exposure text) of a cut below ``cut_fraction`` of the daily dose after
+    ``min_days_on_therapy`` or more (or an unknown time), or None when withdrawal.abrupt
+    does not fire (``rules.withdrawal.abrupt``)."""
     spec = ctx.kb.rule("withdrawal.abrupt")
     if not after < before * spec.num("cut_fraction"):
         return None
@@ -262,8 +263,9 @@ def cut_rules(ctx: RuleContext, order: OrderFacts) -> list[Finding]:
 
 
 def it_titration(ctx: RuleContext, order: OrderFacts) -> list[Finding]:
-    """Intrathecal maintenance raised by more than 30%, or less than 24 h after the current
-    intrathecal regimen started."""
+    """Intrathecal maintenance raised by more than ``max_increase_fraction``, or less than
+    ``min_hours`` after the current intrathecal regimen started
+    (``rules.intrathecal.titration``)."""
     hist = _history(ctx)
     if ctx.mode == "review" or hist is None or hist.current_intrathecal is None:
         return []
@@ -299,8 +301,6 @@ def it_titration(ctx: RuleContext, order: OrderFacts) -> list[Finding]:
 def it_changes(ctx: RuleContext, order: OrderFacts) -> list[Finding]:
     """Intrathecal cuts and raises against the current intrathecal regimen; not run when the
     dose is a probable mg/micrograms error (intrathecal.mg-unit high)."""
-    from .intrathecal import mg_unit_rule
-
     mg_unit = mg_unit_rule(ctx, order)
     if mg_unit is not None and mg_unit.severity == "high":
         return []

@@ -9,8 +9,10 @@ from typing import Any
 import pytest
 
 from service.checker import check_body
-from service.facts import OrderFacts
+from service.facts.drugs import route_of
 from service.fhirjson import parse_datetime_range
+from service.knowledge import load
+from service.model import OrderFacts
 from tests.support.builders import RXNORM, SNOMED, UCUM, baclofen_concept, dosage, order, parameters
 from tests.support.fhir_validate import validate
 
@@ -493,8 +495,5 @@ ROUTE_CASES = [
 
 @pytest.mark.parametrize(("route", "concept", "expected"), ROUTE_CASES)
 def test_route(route, concept, expected):
-    from service.dosing import route_of
-    from service.knowledge import load
-
     o = route_order(route, concept)
     assert route_of(o, o["medicationCodeableConcept"], None, load()) == expected

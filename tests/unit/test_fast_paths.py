@@ -18,11 +18,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from service import dosing
 from service.checker import check_body
+from service.clinical.ingredients import matches
+from service.facts import drugs, orders
 from service.fhir_input.normalise import _fix_datetimes, normalise_resource, normalised_copy
 from service.knowledge import KnowledgeError, frac, load
-from service.medications import matches
 from tests.support.builders import baclofen_concept, dosage, order, parameters, rule_ids
 
 KB = load()
@@ -142,7 +142,7 @@ def test_frac_refuses_what_is_not_a_number(value: Any) -> None:
         frac(value)
 
 
-# --- the engine reads each context order once, and only baclofen doses ----------------------
+# --- the facts stage reads each context order once, and only baclofen doses -----------------
 
 def other_drug(rid: str) -> dict[str, Any]:
     return order(dosage(), id=rid, status="active",
@@ -150,24 +150,46 @@ def other_drug(rid: str) -> dict[str, Any]:
                  authoredOn="2026-10-01T09:00:00Z")
 
 
-def test_each_context_order_is_read_once_and_only_baclofen(monkeypatch: Any) -> None:
-    reads: list[str] = []
-    real = dosing.read_order
-
-    def counting(resource: dict[str, Any], ref: str, *args: Any, **kw: Any) -> Any:
-        reads.append(ref)
-        return real(resource, ref, *args, **kw)
-
-    monkeypatch.setattr("service.engine.read_order", counting)
+def check_with_context_orders() -> dict[str, Any]:
+    """One baclofen order checked with an active baclofen order and two other drugs."""
     old = order(dosage(10, frequency=3), id="old-bac", status="active",
                 concept=baclofen_concept(), authoredOn="2026-10-01T09:00:00Z")
     body = parameters(order(dosage(10, frequency=3)),
                       context=[old, other_drug("tiz-1"), other_drug("tiz-2")])
     result, _req, _outcome = check_body(body, NOW, "us", KB)
+    return result
+
+
+def test_each_context_order_is_read_once_and_only_baclofen(monkeypatch: Any) -> None:
+    reads: list[str] = []
+    real = orders.read_order
+
+    def counting(resource: dict[str, Any], ref: str, *args: Any, **kw: Any) -> Any:
+        reads.append(ref)
+        return real(resource, ref, *args, **kw)
+
+    monkeypatch.setattr("service.facts.build.read_order", counting)
+    result = check_with_context_orders()
     assert sorted(reads) == ["MedicationRequest/old-bac", "MedicationRequest/ord-1"]
     # the context order is both a duplicate and the current regimen, from the one read
     assert "oral.duplicate" in rule_ids(result)
     assert "interaction.muscle-relaxant" in rule_ids(result)
+
+
+def test_each_medicine_is_identified_once_per_call(monkeypatch: Any) -> None:
+    """The order, the context order (another order, history and a medicine in use) and the
+    other drugs (medicines in use) are each identified once, whatever reads them."""
+    seen: list[str] = []
+    real = drugs.identify
+
+    def counting(resource: dict[str, Any], *args: Any, **kw: Any) -> Any:
+        seen.append(str(resource.get("id")))
+        return real(resource, *args, **kw)
+
+    monkeypatch.setattr("service.facts.drugs.identify", counting)
+    result = check_with_context_orders()
+    assert sorted(seen) == ["old-bac", "ord-1", "tiz-1", "tiz-2"]
+    assert "oral.duplicate" in rule_ids(result)
 
 
 @pytest.mark.parametrize(("codes", "expected"), [

@@ -1,5 +1,6 @@
-"""service/history.py: regimens from requests, statements and dispenses; the current regimen;
-new therapy; time on therapy with gaps shorter than 14 days joined."""
+"""service/facts/history.py and service/clinical/therapy.py: regimens from requests,
+statements and dispenses; the current regimen; new therapy; time on therapy with gaps shorter
+than 14 days joined."""
 
 from __future__ import annotations
 
@@ -9,10 +10,11 @@ from typing import Any
 
 import pytest
 
-from service.dosing import read_order
-from service.facts import MedicationHistory
-from service.history import build_history, current_regimen, level_at, time_on_therapy
+from service.clinical.therapy import current_regimen, level_at, time_on_therapy
+from service.facts.history import build_history
+from service.facts.orders import read_order
 from service.knowledge import load
+from service.model import MedicationHistory
 from tests.support.builders import dosage, order
 from tests.support.context_builders import dispense, history_request, statement
 
