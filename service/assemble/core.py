@@ -15,14 +15,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from ..dosing import is_baclofen, medication_of
+from ..checkrequest import CONTEXT_TYPES, CheckRequest, Item, ResourceIndex, item_for
 from ..errors import Problem, ServiceError
+from ..facts.drugs import medication_of
+from ..facts.products import is_baclofen
 from ..fhir_input.normalise import normalise_resource, normalised_copy, offset_text
 from ..fhirjson import JSON, as_dict, as_str
 from ..fhirref import parse_reference
 from ..knowledge import Knowledge
 from . import policy
-from .request import CONTEXT_TYPES, CheckRequest, Item, ResourceIndex, item_for
 from .validate import has_medication, usable_context, validate_model
 
 log = logging.getLogger("baclofen_check.assemble")

@@ -2,8 +2,8 @@
 models (invalid content no rule reads is left out, with an information issue), and the shape of
 the context elements the rules read.
 
-Used only by the assembler (service/assemble/core.py) and by the renderer's check of id-less
-resources (``model_problem``).
+Used only by the assembler (service/assemble/core.py); the renderer's check of id-less
+resources is service/fhirmodel.py.
 """
 
 from __future__ import annotations
@@ -12,17 +12,10 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from ..checkrequest import CONTEXT_TYPES, Item
 from ..errors import Problem, ServiceError, bad_request
 from ..fhirjson import JSON, parse_datetime_range
-from .request import CONTEXT_TYPES, Item
-
-
-def _expression(rtype: str, loc: tuple[Any, ...]) -> str:
-    path = rtype
-    for part in loc:
-        path += f"[{part}]" if isinstance(part, int) else f".{part}"
-    return path
-
+from ..fhirmodel import expression as fhirpath
 
 # Elements a rule reads that cannot be left out when invalid: without them the order or the
 # patient cannot be checked at all (400). Everything else that is invalid is left out with an
@@ -90,7 +83,7 @@ def validate_model(resource: JSON, what: str) -> list[Problem]:
 def _invalid(rtype: str, what: str, errors: list[Any]) -> ServiceError:
     problems = []
     for err in errors[:20]:
-        expression = _expression(rtype, tuple(err.get("loc", ())))
+        expression = fhirpath(rtype, tuple(err.get("loc", ())))
         problems.append(Problem(f"{what}: {expression}: {err.get('msg')}", "structure",
                                 expression))
     return ServiceError(400, problems)
@@ -111,7 +104,7 @@ def _protected(rtype: str, loc: tuple[Any, ...]) -> bool:
 def _prune(resource: JSON, rtype: str, what: str, loc: tuple[Any, ...], err: Any
            ) -> Problem | None:
     """Leave out the invalid element at ``loc``; the information issue names it."""
-    expression = _expression(rtype, loc)
+    expression = fhirpath(rtype, loc)
     parent: Any = resource
     for part in loc[:-1]:
         try:
@@ -234,26 +227,6 @@ def usable_context(item: Item) -> str | None:
                 k in period and parse_datetime_range(period[k]) is None
                 for k in ("start", "end")):
             return f"{t}.{period_key} is not a Period of FHIR dateTimes"
-    return None
-
-
-def model_problem(resource: JSON, rtype: str) -> str | None:
-    """Why ``resource`` is not a valid R4 ``rtype`` (the first error), or None."""
-    # function-level: the R4B model package is large; commands that never validate (the
-    # review's grouping, the watch receiver) do not pay for loading it
-    from fhir.resources.R4B import get_fhir_model_class
-
-    try:
-        get_fhir_model_class(rtype).model_validate(resource)
-    except ValidationError as exc:
-        errors = exc.errors()
-        if not errors:
-            return "it is not valid FHIR"
-        where = _expression(rtype, tuple(errors[0].get("loc", ())))
-        more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
-        return f"it is not valid FHIR: {where}: {errors[0].get('msg')}{more}"
-    except (ValueError, TypeError, RecursionError) as exc:
-        return f"it is not valid FHIR: {type(exc).__name__}"
     return None
 
 

@@ -13,7 +13,7 @@ from flask.testing import FlaskClient
 
 from service.cds.discovery import SERVICES, prefetch_templates
 from service.cds.prefetch import gather, render, token_values
-from service.cds.request import build_request, parse_call
+from service.cds.request import from_hook, parse_call
 from service.knowledge import load
 from tests.support import builders as b
 from tests.support.cdsclient import (
@@ -356,7 +356,7 @@ def _request(body: dict[str, Any]) -> Any:
     service = SERVICES[SIGN]
     call = parse_call(body, service)
     data = gather(call, prefetch_templates(load()), None)
-    return build_request(call, data, datetime(2026, 11, 25, 10, tzinfo=UTC), "us")
+    return from_hook(call, data, datetime(2026, 11, 25, 10, tzinfo=UTC), "us")
 
 
 def test_null_prefetch_means_nothing_there() -> None:

@@ -28,9 +28,9 @@ from bench.population import (
     write_export,
 )
 from service.checker import check_body
+from service.checkrequest import CONTEXT_TYPES
 from service.cli import main
 from service.errors import ServiceError
-from service.fhir_input.request import CONTEXT_TYPES
 from service.population.review import progress_bar
 from tests.support.browser import OUTPUT, browser, wait  # noqa: F401 - the browser fixture
 from tests.support.fhir_validate import validate

@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
+from service.assemble.native import parse_body
 from service.engine import run_check
-from service.fhir_input.request import parse_body
 from service.knowledge import load
 from service.output.fhir import result_bundle
 from tests.support.builders import baclofen_concept, by_rule, dosage, order, parameters

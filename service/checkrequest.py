@@ -1,7 +1,8 @@
 """The CheckRequest every front door hands to the engine, and the references inside it.
 
-Plain data: no FHIR models, no Flask. ``service/assemble/core.py`` is the one place one is
-built.
+Plain data at the bottom layer (no FHIR models, no Flask), so the engine, the facts and the
+output read it without importing the assembler; ``service/assemble/core.py`` is the one place
+one is built.
 """
 
 from __future__ import annotations
@@ -13,9 +14,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from ..errors import Problem
-from ..fhirjson import JSON, as_dict, as_str, dicts
-from ..fhirref import relative
+from .errors import Problem
+from .fhirjson import JSON, as_dict, as_str, dicts
+from .fhirref import relative
 
 CONTEXT_TYPES = frozenset({
     "Observation", "MedicationRequest", "MedicationStatement", "MedicationDispense",
