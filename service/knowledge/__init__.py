@@ -359,7 +359,7 @@ def _is_number(value: str) -> bool:
 
 def _severity_text(kb: Knowledge, level: str, raises: tuple[Raise, ...],
                    numbers: Mapping[str, Fraction], path: str) -> str:
-    """``moderate; high when the daily dose > 100 mg/day (us), 120 mg/day (uk)``; a yes/no
+    """For people: ``moderate; high when the daily dose > X mg/day (us), Y mg/day (uk)``; a yes/no
     measure's text may name numbers of the rule (``{older_age}``)."""
     by_level: dict[str, list[str]] = {}
     for i, r in enumerate(raises):
@@ -477,7 +477,7 @@ def rule_knowledge(kb: Knowledge, rule_id: str) -> list[tuple[str, str]]:
         if stages:
             rows.append(("CKD stages", "; ".join(
                 f"{k} {v}" for k, v in {**stages["icd10"], **stages["snomed"]}.items())
-                + " mL/min (no renal value within 365 days)"))
+                + f" mL/min (no renal value within {renal['max_age_days']} days)"))
         dialysis, tx = pc.get("dialysis", {}), pc.get("kidney_transplant", {})
         if dialysis:
             rows.append(("dialysis/ESRD", (

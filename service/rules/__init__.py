@@ -94,8 +94,9 @@ def _renal_kind(source: str) -> str:
 
 def suggest_oral(ctx: RuleContext, cap_mg_day: Fraction, current_per_day: Fraction | None
                  ) -> Correction | None:
-    """A dose that can be given: at most ``cap_mg_day`` and the single maximum, in 3-4 doses,
-    rounded down to the suggestion step (clinical-rules section 5)."""
+    """A dose that can be given: at most ``cap_mg_day`` and the profile's single maximum, in
+    ``dosing.usual_doses_per_day`` doses, rounded down to ``dosing.suggestion_step_mg``
+    (clinical-rules section 5)."""
     dosing = ctx.kb.typed.dosing
     step = dosing.suggestion_step_mg
     usual = list(dosing.usual_doses_per_day)

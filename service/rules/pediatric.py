@@ -12,8 +12,8 @@ from .describe import age_text, describe_step, step_daily, step_label, worst_dai
 
 
 def is_child(ctx: RuleContext) -> bool:
-    """Below 12 (us) or 18 (uk), judged on the youngest possible age (a partial birth date
-    makes the rule fire when any age in its range would)."""
+    """Below the profile's ``pediatric_age_below``, judged on the youngest possible age (a
+    partial birth date makes the rule fire when any age in its range would)."""
     age = ctx.patient.age
     return age is not None and age.low_years < ctx.profile.num("pediatric_age_below")
 
