@@ -470,8 +470,9 @@ def self_fetch_section(server: Server, proxy_base: str, token: str, now: datetim
     import requests
 
     from service.cds.discovery import prefetch_templates
-    from service.fhir_input.fetch import Deadline, FhirClient
+    from service.fhir_input.fetch import FhirClient
     from service.knowledge import load
+    from service.outbound.deadline import Deadline
 
     templates = prefetch_templates(load())
     queries = {k: v.replace("{{context.patientId}}", payloads.PATIENT_ID)

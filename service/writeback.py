@@ -31,9 +31,11 @@ from datetime import datetime
 from typing import Any
 
 from .errors import Problem, ServiceError
-from .fhir_input.fetch import Deadline, FetchFailure, FhirClient, fetch_all
+from .fhir_input.fetch import FhirClient
 from .fhirjson import JSON
 from .fhirref import parse_reference
+from .outbound.deadline import Deadline, FetchFailure
+from .outbound.pool import fetch_all
 from .output.fhir import FINDING_SYSTEM
 from .store import PersistedIssue, Store
 

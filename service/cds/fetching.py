@@ -11,9 +11,11 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from ..config import Settings
-from ..fhir_input import fetch
-from ..fhir_input.fetch import Deadline
+from ..fhir_input.fetch import FhirClient
 from ..fhirjson import JSON
+from ..outbound.allowlist import allowed
+from ..outbound.deadline import Deadline
+from ..outbound.pool import fetch_all
 from .request import HookCall, KeyData
 
 READ_KEYS = frozenset({"patient"})
@@ -34,10 +36,10 @@ def is_this_service(server: str, public_base_url: str) -> bool:
 def fetch_keys(call: HookCall, urls: Mapping[str, str], settings: Settings, deadline: Deadline
                ) -> dict[str, KeyData]:
     server = call.fhir_server
-    if server is None or not fetch.allowed(server, settings.fhir_allowlist) \
+    if server is None or not allowed(server, settings.fhir_allowlist) \
             or is_this_service(server, settings.public_base_url):
         return {key: KeyData([], failed=True) for key in urls}
-    client = fetch.FhirClient(server, call.fhir_token, settings.fhir_allowlist,
+    client = FhirClient(server, call.fhir_token, settings.fhir_allowlist,
                               settings.max_request_bytes)
     def reader(url: str) -> Callable[[], list[JSON]]:
         return lambda: [client.read(url, deadline)]
@@ -48,7 +50,7 @@ def fetch_keys(call: HookCall, urls: Mapping[str, str], settings: Settings, dead
     calls: dict[str, Callable[[], Any]] = {
         key: (reader if is_read(key) else searcher)(url) for key, url in urls.items()
     }
-    results = fetch.fetch_all(calls, deadline)
+    results = fetch_all(calls, deadline)
     out: dict[str, KeyData] = {}
     for key in urls:
         value = results.get(key)

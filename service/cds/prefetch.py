@@ -88,7 +88,7 @@ def gather(call: HookCall, templates: Mapping[str, str], fetcher: Fetcher | None
 def _under(url: str, base: str | None) -> bool:
     if base is None:
         return False
-    from ..fhir_input.fetch import allowed
+    from ..outbound.allowlist import allowed
 
     return allowed(url, (base,))
 

@@ -45,7 +45,7 @@ JWKS_MAX_BYTES = 1_000_000
 
 
 class Budget(Protocol):
-    """The request's outbound deadline (service/fhir_input/fetch.Deadline)."""
+    """The request's outbound deadline (service/outbound/deadline.Deadline)."""
 
     def remaining(self) -> float: ...
 

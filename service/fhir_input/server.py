@@ -25,7 +25,9 @@ from ..errors import ServiceError
 from ..fhirjson import JSON, as_dict, as_str
 from ..fhirref import parse_reference, unversioned
 from ..knowledge import Knowledge
-from .fetch import Deadline, FetchFailure, FhirClient, fetch_all
+from ..outbound.deadline import Deadline, FetchFailure
+from ..outbound.pool import fetch_all
+from .fetch import FhirClient
 
 PATIENT_KEY = "patient"
 

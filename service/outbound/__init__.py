@@ -5,10 +5,15 @@
 - ``smart-backend``: SMART Backend Services (service/outbound/smart.py), our keys in
   service/outbound/keys.py, published at ``GET /.well-known/jwks.json``.
 
-Every call the service makes to FHIR_SERVER_URL goes through ``fhir_server_client`` (the
-by-id check, write-back) or, for code with its own HTTP client (Bulk Data downloads),
+Every call the service makes to FHIR_SERVER_URL goes through
+``fhir_input.fetch.fhir_server_client`` (the by-id check, write-back; its authorization comes
+from here) or, for code with its own HTTP client (Bulk Data downloads),
 ``fhir_server_headers``. The CDS self-fetch never does: it uses the EHR's
 ``fhirAuthorization``.
+
+The outbound HTTP client is in this package too: allowlist.py (FHIR_ALLOWLIST), pool.py
+(connections and threads per process), deadline.py (one deadline per request, the typed
+failures), client.py (the calls).
 """
 
 from __future__ import annotations
@@ -17,15 +22,21 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from ..config import Settings
-    from ..fhir_input.fetch import Authorizer, Deadline, FhirClient
+    from .client import Authorizer
+    from .deadline import Deadline
     from .keys import SigningKey
     from .smart import ClientConfig, SmartBackendClient
 
 JWKS_PATH = "/.well-known/jwks.json"
 
 
+# The imports of .smart and .keys below are inside the functions on purpose: service/config.py
+# imports service/outbound/settings.py, so this package's __init__ runs whenever the settings
+# are loaded and must not pull in the SMART client (jwt, cryptography, the HTTP client) with
+# them.
+
 def smart_config(settings: Settings) -> ClientConfig:
-    from .smart import ClientConfig
+    from .smart import ClientConfig  # lazy: see above
 
     if settings.fhir_server_url is None or not settings.smart_client_id or \
             not settings.smart_private_keys:
@@ -43,7 +54,7 @@ def smart_client(settings: Settings) -> SmartBackendClient | None:
     and its keys read, on first use. Raises keys.KeyFileError for unusable keys."""
     if settings.fhir_server_auth != "smart-backend":
         return None
-    from .smart import client_for
+    from .smart import client_for  # lazy: see above
 
     return client_for(smart_config(settings))
 
@@ -52,15 +63,9 @@ def fhir_server_authorizer(settings: Settings) -> Authorizer | None:
     return smart_client(settings)
 
 
-def fhir_server_client(settings: Settings) -> FhirClient:
-    """The client for every call the service makes to FHIR_SERVER_URL."""
-    from ..fhir_input.fetch import FhirClient
-
-    if settings.fhir_server_url is None:
-        raise ValueError("FHIR_SERVER_URL is not configured")
-    token = settings.fhir_server_token if settings.fhir_server_auth == "bearer" else None
-    return FhirClient(settings.fhir_server_url, token, settings.fhir_allowlist,
-                      settings.max_request_bytes, auth=fhir_server_authorizer(settings))
+def server_token(settings: Settings) -> str | None:
+    """The static bearer token of FHIR_SERVER_URL (FHIR_SERVER_AUTH ``bearer``), else None."""
+    return settings.fhir_server_token if settings.fhir_server_auth == "bearer" else None
 
 
 def fhir_server_headers(settings: Settings, deadline: Deadline,
@@ -69,9 +74,9 @@ def fhir_server_headers(settings: Settings, deadline: Deadline,
     client (e.g. Bulk Data ``$export`` status and file downloads): ``{}`` for ``none``, the
     static token for ``bearer``, a SMART access token for ``smart-backend`` (cached per
     process). After a ``401``, call again with ``refused`` = the header value that was
-    refused, for a new token, and retry once. Raises fetch.FetchFailure (``auth``; ``timeout``
-    past the deadline) when no token can be had. Send it only to URLs under FHIR_ALLOWLIST
-    (fetch.allowed)."""
+    refused, for a new token, and retry once. Raises deadline.FetchFailure (``auth``;
+    ``timeout`` past the deadline) when no token can be had. Send it only to URLs under
+    FHIR_ALLOWLIST (allowlist.allowed)."""
     authorizer = fhir_server_authorizer(settings)
     if authorizer is not None:
         return {"Authorization": authorizer.authorization(deadline, refused)}
@@ -88,10 +93,10 @@ def published_keys(settings: Settings) -> tuple[SigningKey, ...]:
     client = smart_client(settings)
     if client is not None:
         return client.keys
-    from .keys import load_keys
+    from .keys import load_keys  # lazy: see above
 
     return load_keys(settings.smart_private_keys)
 
 
-__all__ = ["fhir_server_client", "fhir_server_headers", "fhir_server_authorizer",
-           "published_keys", "smart_client", "JWKS_PATH"]
+__all__ = ["fhir_server_headers", "fhir_server_authorizer", "published_keys", "server_token",
+           "smart_client", "JWKS_PATH"]

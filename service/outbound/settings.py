@@ -35,7 +35,7 @@ class OAuthIssuer:
 
 
 def _error(message: str) -> Exception:
-    from ..config import ConfigError
+    from ..config import ConfigError  # not at the top: service/config.py imports this module
 
     return ConfigError(message)
 
@@ -79,7 +79,7 @@ def api_auth(value: Any, issuers: Mapping[str, OAuthIssuer]) -> str:
 
 
 def oauth_issuers(value: Any) -> dict[str, OAuthIssuer]:
-    from ..config import json_object
+    from ..config import json_object  # not at the top: service/config.py imports this module
 
     data = json_object("OAUTH_ISSUERS", value)
     return {issuer: _issuer(issuer, entry) for issuer, entry in data.items()}

@@ -11,12 +11,12 @@ later features add) carries an access token got this way when ``FHIR_SERVER_AUTH
   (at most 5 are allowed), a fresh ``jti``, header ``kid`` and ``jku`` (our published key set,
   ``PUBLIC_BASE_URL/.well-known/jwks.json``), signed with the first key of
   ``SMART_PRIVATE_KEYS`` (RS384 or ES384).
-- Both calls are outbound calls like any other (service/fhir_input/fetch.py): the URL must
+- Both calls are outbound calls like any other (service/outbound/client.py): the URL must
   be under ``FHIR_ALLOWLIST`` (which includes ``SMART_TOKEN_URL`` when it is set), the
   request's deadline bounds them, redirects are never followed and answers are size-capped.
 - One token per process, shared by its threads, until ``expires_in`` minus a margin; while one
   thread asks for a token the others wait for it (each within its own deadline). A ``401``
-  from the FHIR server gets one new token and one retry (fetch.FhirClient.request).
+  from the FHIR server gets one new token and one retry (fhir_input.fetch.FhirClient.request).
 - A failure is a ``FetchFailure`` (``auth``, or ``timeout`` past the deadline) whose message
   names the authorization step; it counts in
   ``baclofen_check_outbound_fhir_failures_total{operation="token",reason="auth"}``.
@@ -26,6 +26,7 @@ later features add) carries an access token got this way when ``FHIR_SERVER_AUTH
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import re
@@ -40,8 +41,11 @@ import jwt
 
 from .. import metrics
 from ..errors import ServiceError
-from ..fhir_input.fetch import Deadline, FetchFailure, FhirClient, allowed
 from ..jsonbody import parse_json_text
+from .allowlist import allowed
+from .client import HttpClient
+from .deadline import Deadline, FetchFailure
+from .keys import load_keys
 
 log = logging.getLogger("baclofen_check.smart")
 
@@ -92,12 +96,11 @@ class _Token:
 
 
 class SmartBackendClient:
-    """The access token for one FHIR server; an ``Authorizer`` for fetch.FhirClient."""
+    """The access token for one FHIR server; an ``Authorizer`` (service/outbound/client.py) for
+    fhir_input.fetch.FhirClient."""
 
     def __init__(self, config: ClientConfig, clock: Callable[[], float] = time.monotonic,
                  wall_clock: Callable[[], float] = time.time) -> None:
-        from .keys import load_keys
-
         self.config = config
         self.keys = load_keys(config.keys_path)
         self._clock = clock
@@ -141,9 +144,9 @@ class SmartBackendClient:
 
     # --- the two calls ----------------------------------------------------------------------
 
-    def _http(self) -> FhirClient:
+    def _http(self) -> HttpClient:
         cfg = self.config
-        return FhirClient(cfg.fhir_base, None, cfg.allowlist, min(cfg.max_bytes, TOKEN_MAX_BYTES))
+        return HttpClient(cfg.allowlist, min(cfg.max_bytes, TOKEN_MAX_BYTES))
 
     def token_url(self, deadline: Deadline) -> str:
         cfg = self.config
@@ -232,8 +235,6 @@ class SmartBackendClient:
 def _oauth_error(raw: bytes) -> str | None:
     """The OAuth ``error`` code of an error answer (RFC 6749 5.2), when it is a plain code;
     ``error_description`` is never repeated (it is the server's free text)."""
-    import json
-
     try:
         data = json.loads(raw) if raw else None
     except ValueError:

@@ -37,8 +37,10 @@ from urllib.parse import quote, urlencode
 import requests
 
 from ..config import Settings
-from ..fhir_input.fetch import Deadline, FetchFailure, FhirClient, allowed
+from ..fhir_input.fetch import FhirClient
 from ..knowledge import Knowledge
+from ..outbound.allowlist import allowed
+from ..outbound.deadline import Deadline, FetchFailure
 from .export import READ_TYPES
 
 EXPORT_TIMEOUT_S = 3600.0
@@ -274,7 +276,7 @@ def _whole_records(pids: list[str], client: FhirClient, dest: Path, kb: Knowledg
                    timeout_s: float, progress: Callable[[str, int, int], None] | None
                    ) -> int:
     """Each patient's whole record by the by-id searches, written as NDJSON per type."""
-    from ..fhir_input.fetch import fetch_all
+    from ..outbound.pool import fetch_all
 
     dest.mkdir(parents=True, exist_ok=True)
     streams: dict[str, Any] = {}
@@ -333,7 +335,7 @@ def export_to(base_url: str, dest: Path, settings: Settings, group: str | None,
 
 def _client(base_url: str, settings: Settings) -> FhirClient:
     try:
-        from ..outbound import fhir_server_client
+        from ..fhir_input.fetch import fhir_server_client
     except ImportError:
         return FhirClient(base_url, settings.fhir_server_token, settings.fhir_allowlist
                           or (base_url,), settings.max_request_bytes)

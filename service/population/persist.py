@@ -75,7 +75,7 @@ def order_issues(out: Path) -> Iterator[tuple[list[tuple[str, dict[str, Any]]], 
 
 
 def persist_findings(out: Path, base_url: str, settings: Settings, now: datetime) -> str:
-    from ..fhir_input.fetch import Deadline
+    from ..outbound.deadline import Deadline
     from ..store import Store
     from ..writeback import persist_many
     from .bulk import _client

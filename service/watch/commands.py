@@ -68,9 +68,9 @@ def _since(text: str) -> datetime:
 
 def watch_cmd(args: argparse.Namespace, out: TextIO = sys.stdout,
               settings: Settings | None = None, *, kb: Knowledge) -> int:
-    from ..fhir_input.fetch import FetchFailure
+    from ..fhir_input.fetch import fhir_server_client
     from ..logs import configure_logging
-    from ..outbound import fhir_server_client
+    from ..outbound.deadline import FetchFailure
 
     configure_logging()  # JSON lines on standard error, as the service's
     settings = settings or load_settings()

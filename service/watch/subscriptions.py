@@ -28,10 +28,11 @@ from datetime import datetime, timedelta
 from urllib.parse import parse_qsl, quote
 
 from ..config import Settings
-from ..fhir_input.fetch import Deadline, FetchFailure, FhirClient
+from ..fhir_input.fetch import FhirClient
 from ..fhirjson import JSON, as_dict, as_str
 from ..fhirref import versioned
 from ..knowledge import Knowledge
+from ..outbound.deadline import Deadline, FetchFailure
 from . import metrics
 from .queue import Trigger, WatchStore
 from .receiver import patient_of

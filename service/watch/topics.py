@@ -34,10 +34,11 @@ from urllib.parse import parse_qsl, quote
 from sqlalchemy import delete, select
 
 from ..config import Settings
-from ..fhir_input.fetch import Deadline, FetchFailure, FhirClient
+from ..fhir_input.fetch import FhirClient
 from ..fhirjson import JSON, as_dict, as_str
 from ..fhirref import parse_reference, versioned
 from ..knowledge import Knowledge
+from ..outbound.deadline import Deadline, FetchFailure
 from .queue import Trigger, WatchStore, watch_state
 
 log = logging.getLogger("baclofen_check.watch")

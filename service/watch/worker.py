@@ -33,11 +33,12 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from ..config import Settings
 from ..errors import ServiceError
-from ..fhir_input.fetch import Deadline, FetchFailure, FhirClient
+from ..fhir_input.fetch import FhirClient, fhir_server_client
 from ..fhir_input.request import ResourceIndex
 from ..fhirjson import JSON
 from ..findings import Finding
 from ..knowledge import Knowledge
+from ..outbound.deadline import Deadline, FetchFailure
 from ..store import Store, record, record_key
 from . import metrics
 from .queue import Entry, FindingChange, WatchStore
@@ -156,8 +157,6 @@ class Worker:
 
     def __init__(self, settings: Settings, store: Store, ws: WatchStore, kb: Knowledge,
                  client: Callable[[], FhirClient] | None = None) -> None:
-        from ..outbound import fhir_server_client
-
         self.settings, self.store, self.ws, self.kb = settings, store, ws, kb
         self.client = client or (lambda: fhir_server_client(settings))
         self.owner = owner_id()

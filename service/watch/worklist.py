@@ -56,11 +56,12 @@ from sqlalchemy import (
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 
-from ..fhir_input.fetch import Deadline, FetchFailure, FhirClient
+from ..fhir_input.fetch import FhirClient
 from ..fhirjson import JSON as FhirJSON
 from ..fhirjson import as_dict, as_str
 from ..fhirref import split_version, unversioned
 from ..findings import SEVERITY_RANK
+from ..outbound.deadline import Deadline, FetchFailure
 from ..store import _ID, UTCDateTime
 from .queue import WatchStore, metadata, watch_findings, watch_rechecks
 

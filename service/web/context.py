@@ -10,7 +10,7 @@ from flask import current_app, g
 
 from ..clock import app_clock
 from ..config import Settings
-from ..fhir_input.fetch import Deadline
+from ..outbound.deadline import Deadline
 from ..store import Store
 
 

@@ -59,12 +59,11 @@ def check() -> Response:
     body = read_json(request, cfg.max_request_bytes)
     now = context.now()
     if cfg.fhir_server_url:
-        from ..fhir_input.fetch import Deadline
+        from ..fhir_input.fetch import fhir_server_client
         from ..fhir_input.server import with_server_patient
-        from ..outbound import fhir_server_client
 
         body = with_server_patient(body, fhir_server_client(cfg),
-                                   Deadline(cfg.outbound_timeout_s))
+                                   context.outbound_deadline())
     result, req, _outcome = check_result(body, now, profile)
     if confined() is not None:
         require_patient(req.patient.resource.get("id") if req.patient else None,
@@ -169,9 +168,8 @@ def record_check(endpoint: str, caller: str, now: datetime, req: CheckRequest,
 def check_by_id(order_id: str) -> Response:
     """Check an order that lives on FHIR_SERVER_URL; ``?persist=true`` writes the
     DetectedIssues back (service/writeback.py)."""
-    from ..fhir_input.fetch import Deadline
+    from ..fhir_input.fetch import fhir_server_client
     from ..fhir_input.server import read_from_server
-    from ..outbound import fhir_server_client
 
     started = time.perf_counter()   # the one latency start of this request (store.record)
     cfg = settings()
@@ -186,7 +184,7 @@ def check_by_id(order_id: str) -> Response:
             "checking an order by id needs FHIR_SERVER_URL, which is not configured",
             "not-supported")])
     now = context.now()
-    deadline = Deadline(cfg.outbound_timeout_s)
+    deadline = context.outbound_deadline()
     client = fhir_server_client(cfg)
     kb = load()
     req = read_from_server(client, order_id, deadline, now, profile, kb,

@@ -158,8 +158,8 @@ def resolve(finding_id: str) -> Response:
 def _write(ws: Any, settings: Settings, record: dict[str, Any]) -> None:
     """The mitigation (and the Task) on the server now; when it cannot be written, the
     resolution stays recorded as pending and the worker's sync writes it later."""
-    from ..fhir_input.fetch import Deadline, FetchFailure
-    from ..outbound import fhir_server_client
+    from ..fhir_input.fetch import fhir_server_client
+    from ..outbound.deadline import Deadline, FetchFailure
 
     try:
         wl.write_resolution(ws, settings, fhir_server_client(settings), record,

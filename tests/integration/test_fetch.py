@@ -8,7 +8,10 @@ from typing import Any
 import pytest
 
 from service import metrics
-from service.fhir_input.fetch import Deadline, FetchFailure, FhirClient, allowed, fetch_all
+from service.fhir_input.fetch import FhirClient
+from service.outbound.allowlist import allowed
+from service.outbound.deadline import Deadline, FetchFailure
+from service.outbound.pool import fetch_all
 from tests.support.httpstub import StubServer, stub_server
 from tests.support.services import Sekmet
 

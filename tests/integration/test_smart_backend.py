@@ -27,9 +27,9 @@ from flask import Flask
 
 from service import create_app
 from service.config import ConfigError
-from service.fhir_input.fetch import Deadline, FetchFailure
 from service.metrics import OUTBOUND, OUTBOUND_FAILURES
 from service.outbound import fhir_server_headers, smart_client
+from service.outbound.deadline import Deadline, FetchFailure
 from service.outbound.smart import ASSERTION_TYPE, forget_all
 from tests.support.builders import by_rule, dosage, order, patient, rule_ids
 from tests.support.cdsclient import hook_call

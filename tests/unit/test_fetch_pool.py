@@ -17,8 +17,10 @@ from typing import Any
 
 import pytest
 
-from service.fhir_input import fetch
-from service.fhir_input.fetch import MAX_PARALLEL, Deadline, FetchFailure, FhirClient, fetch_all
+from service.fhir_input.fetch import FhirClient
+from service.outbound import pool
+from service.outbound.deadline import Deadline, FetchFailure
+from service.outbound.pool import MAX_PARALLEL, fetch_all
 from tests.support.httpstub import serving
 
 
@@ -219,8 +221,8 @@ def test_one_request_runs_at_most_max_parallel_calls_at_once() -> None:
 def test_the_worker_threads_and_connections_are_made_once_per_process() -> None:
     with keep_alive_server() as server:
         fetch_all({"a": lambda: _port(server.client())}, Deadline(10))
-        shared = fetch._shared
+        shared = pool._shared
         executor, adapter = shared.executor, shared.adapter
         fetch_all({"b": lambda: _port(server.client())}, Deadline(10))
         assert executor is not None and adapter is not None
-        assert (fetch._shared.executor, fetch._shared.adapter) == (executor, adapter)
+        assert (pool._shared.executor, pool._shared.adapter) == (executor, adapter)

@@ -1,5 +1,5 @@
 """A FHIR server that keeps sending a body slowly must not hold outbound calls past their
-deadline, nor stop other requests' outbound calls (service/fhir_input/fetch.py).
+deadline, nor stop other requests' outbound calls (service/outbound/: client.py, pool.py).
 
 A body is read as it comes, with the deadline checked after every read, and a call made while
 every pooled worker thread is busy runs on a thread of its own. Real sockets on loopback."""
@@ -15,8 +15,10 @@ from typing import Any
 
 import pytest
 
-from service.fhir_input import fetch
-from service.fhir_input.fetch import MAX_PARALLEL, Deadline, FhirClient, fetch_all
+from service.fhir_input.fetch import FhirClient
+from service.outbound import pool
+from service.outbound.deadline import Deadline, FetchFailure
+from service.outbound.pool import MAX_PARALLEL, fetch_all
 from tests.support.httpstub import serving
 
 
@@ -64,8 +66,8 @@ def test_calls_outliving_their_deadline_do_not_starve_a_later_request(
     base, stop = trickling_server
     # a small process-wide limit, so that one request's calls fill it (the default, 128, is
     # filled the same way by 8 such requests)
-    monkeypatch.setattr(fetch, "MAX_IN_FLIGHT", MAX_PARALLEL)
-    monkeypatch.setattr(fetch, "_shared", fetch._Shared())
+    monkeypatch.setattr(pool, "MAX_IN_FLIGHT", MAX_PARALLEL)
+    monkeypatch.setattr(pool, "_shared", pool._Shared())
     client = FhirClient(base, None, [base], 10_000_000)
     try:
         slow = Deadline(0.5)
@@ -92,7 +94,7 @@ def test_a_body_sent_slowly_is_cut_off_at_the_deadline(
     def read() -> None:
         try:
             client.read("Patient/slow", Deadline(0.5))
-        except fetch.FetchFailure as failure:
+        except FetchFailure as failure:
             outcome.append(failure)
 
     reader = threading.Thread(target=read, daemon=True)
@@ -105,14 +107,14 @@ def test_a_body_sent_slowly_is_cut_off_at_the_deadline(
 
 def test_a_call_runs_on_its_own_thread_when_every_pooled_thread_is_stuck(
         monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(fetch, "MAX_IN_FLIGHT", 4)
-    monkeypatch.setattr(fetch, "_shared", fetch._Shared())
+    monkeypatch.setattr(pool, "MAX_IN_FLIGHT", 4)
+    monkeypatch.setattr(pool, "_shared", pool._Shared())
     release = threading.Event()
     try:
         stuck = Deadline(0.2)
         first = fetch_all({f"k{n}": (lambda: release.wait(30)) for n in range(4)}, stuck)
         assert {getattr(r, "reason", None) for r in first.values()} == {"timeout"}
-        assert fetch._shared.busy == 4  # the four pooled threads are still waiting
+        assert pool._shared.busy == 4  # the four pooled threads are still waiting
         later = Deadline(3)
         second = fetch_all({"a": lambda: "read", "b": lambda: 42}, later)
         assert second == {"a": "read", "b": 42}
