@@ -10,13 +10,13 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from fractions import Fraction
 
-from ..knowledge import Knowledge, frac
+from ..knowledge import Knowledge
 from ..model import Regimen, Route, TherapyTime
 
 
 def gap_days(kb: Knowledge) -> Fraction:
-    """14 days: a regimen ended within it is current; shorter gaps join (knowledge file)."""
-    return frac(kb.data["history"]["gap_days"])
+    """``history.gap_days``: a regimen ended within it is current; shorter gaps join."""
+    return kb.typed.history.gap_days
 
 
 def days_delta(value: Fraction) -> timedelta:
@@ -25,9 +25,9 @@ def days_delta(value: Fraction) -> timedelta:
 
 def current_regimen(regimens: Iterable[Regimen], at: datetime, route: Route, kb: Knowledge
                     ) -> Regimen | None:
-    """The newest regimen of ``route`` active at ``at`` or ended within the 14 days before it.
+    """The newest regimen of ``route`` active at ``at`` or ended within ``gap_days`` before it.
 
-    choice: "within the 14 days" includes an end exactly 14 days before. Regimens starting
+    choice: "within" includes an end exactly ``gap_days`` before. Regimens starting
     after ``at`` are not current. The newest is the latest start (unknown starts count as
     oldest); on a tie a regimen with a readable daily dose, then a MedicationRequest, wins.
     """
@@ -75,8 +75,8 @@ def level_at(regimen: Regimen, t: datetime) -> DoseLevel:
 def time_on_therapy(regimens: Iterable[Regimen], route: Route, until: datetime,
                     kb: Knowledge) -> TherapyTime | None:
     """Continuous exposure to ``route`` baclofen up to ``until``, joining gaps shorter than
-    14 days. None when no regimen of that route is active at ``until`` or ended within the
-    14 days before it."""
+    ``gap_days``. None when no regimen of that route is active at ``until`` or ended within
+    ``gap_days`` before it."""
     gap = days_delta(gap_days(kb))
     spans = sorted(
         ((r.start, min(r.end, until) if r.end else until, r.ref)
@@ -120,7 +120,7 @@ def same_dose_since(regimens: Iterable[Regimen], current: Regimen, at: datetime,
 
     A refill or a renewal at the same daily dose does not restart the clock: regimens of the
     same route and the same daily dose that join ``current`` (overlapping, or gaps shorter
-    than 14 days) are followed back to the earliest start. None when a start is unknown.
+    than ``gap_days``) are followed back to the earliest start. None when a start is unknown.
     choice: this is the start the titration interval is measured from.
     """
     level = level_at(current, at)
