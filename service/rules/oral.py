@@ -56,11 +56,13 @@ def max_single(ctx: RuleContext, order: OrderFacts) -> Finding | None:
     dose_text = f"{fmt_beside(dose, cap)} mg"
     correction = suggest_oral(ctx, daily, None) if daily else None
     todo = f" Give at most {mg(cap)} per dose"
-    most_doses = max(ctx.kb.typed.dosing.usual_doses_per_day)
+    usual = ctx.kb.typed.dosing.usual_doses_per_day
+    most_doses = max(usual)
     if correction and correction.dose_mg * correction.per_day == daily:
         todo += f", for example {correction.label}."
     elif daily is not None and daily <= cap * most_doses:
-        todo += ", dividing the daily dose into 3 or 4 doses."
+        todo += (f", dividing the daily dose into {' or '.join(fmt(n) for n in usual)} "
+                 "doses.")
         correction = None
     else:
         # the daily dose cannot be divided into doses within the limit: do not suggest it
@@ -121,7 +123,7 @@ def frequency(ctx: RuleContext, order: OrderFacts) -> Finding | None:
             return ctx.finding(
                 "oral.frequency", "low", order,
                 summary=f"Baclofen {mg_day(daily)} in {fmt(per_day)} dose(s) a day{label}: "
-                        f"usually divided 3-4 times a day",
+                        f"usually divided {fmt(min_per_day)}-{fmt(max_per_day)} times a day",
                 detail=f"{mg_day(daily)} is given {times_per_day(per_day)}{label}; baclofen is "
                        f"short-acting and doses of {mg_day(daily_from)} or more are usually "
                        f"divided into {fmt(min_per_day)} to {fmt(max_per_day)} doses a day."
