@@ -8,7 +8,7 @@ time, usable status, LOINC, a condition that counts).
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from datetime import datetime, timedelta, tzinfo
 from fractions import Fraction
 from typing import Any
@@ -26,7 +26,8 @@ from ..fhirjson import (
     parse_datetime_range,
     parse_instant,
 )
-from ..knowledge import Knowledge, frac
+from ..knowledge import Knowledge
+from ..knowledge.sections import Height
 from ..model import AgeFacts, PatientFacts
 
 
@@ -60,16 +61,10 @@ def patient_facts(
     resources = list(context)
     gender = as_str(patient.get("gender"))
     age = age_at(patient.get("birthDate"), at)
-    spec = kb.data["patient_context"]
-    child = age is None or age.low_years < frac(spec["weight"]["child_age_below"])
-    limits = {
-        what: frac(spec[what]["child_max_age_days" if child else "adult_max_age_days"])
-        for what in ("weight", "height")
-    }
-    weight = _measure(resources, "weight", kb.units["weight_kg_per_unit"], now,
-                      limits["weight"], kb)
-    height = _measure(resources, "height", kb.units["height_cm_per_unit"], now,
-                      limits["height"], kb)
+    pc = kb.typed.patient_context
+    child = age is None or age.low_years < pc.weight.child_age_below
+    weight = _measure(resources, pc.weight, kb.typed.units.weight_kg_per_unit, now, child, kb)
+    height = _measure(resources, pc.height, kb.typed.units.height_cm_per_unit, now, child, kb)
     return PatientFacts(
         ref=ref,
         age=age,
@@ -107,22 +102,23 @@ def observation_time(obs: JSON, tz: tzinfo | None) -> datetime | None:
 
 
 def usable_result(obs: JSON, kb: Knowledge) -> bool:
-    return as_str(obs.get("status")) in kb.data["patient_context"]["usable_result_statuses"]
+    return as_str(obs.get("status")) in kb.typed.patient_context.usable_result_statuses
 
 
 def has_loinc(obs: JSON, codes: Any, kb: Knowledge) -> bool:
-    return has_code(obs.get("code"), kb.data["patient_context"]["loinc_system"], codes)
+    return has_code(obs.get("code"), kb.typed.patient_context.loinc_system, codes)
 
 
 def _measure(
-    resources: Iterable[Resource], what: str, per_unit: dict[str, Any], at: datetime,
-    max_days: Fraction, kb: Knowledge,
+    resources: Iterable[Resource], spec: Height, per_unit: Mapping[str, Fraction], at: datetime,
+    child: bool, kb: Knowledge,
 ) -> tuple[Fraction, str, datetime] | None:
-    """The newest usable result of ``what`` (weight or height), converted by ``per_unit``."""
-    spec = kb.data["patient_context"][what]
+    """The newest usable result of a weight or height (``spec``) within its freshness for a
+    child or an adult, converted by ``per_unit``."""
+    max_days = spec.child_max_age_days if child else spec.adult_max_age_days
     best: tuple[Fraction, str, datetime] | None = None
     for ref, obs in resources:
-        if obs.get("resourceType") != "Observation" or not has_loinc(obs, spec["loinc"], kb):
+        if obs.get("resourceType") != "Observation" or not has_loinc(obs, spec.loinc, kb):
             continue
         if not usable_result(obs, kb):
             continue
@@ -138,7 +134,7 @@ def _measure(
         if factor is None:
             continue
         if best is None or t > best[2]:
-            best = (value * frac(factor), ref, t)
+            best = (value * factor, ref, t)
     return best
 
 
@@ -147,22 +143,22 @@ def pregnancy_refs(resources: Iterable[Resource], at: datetime, kb: Knowledge
     """An Observation coded ``pregnancy.observation_loinc`` valued ``pregnant_snomed`` within
     ``observation_max_age_days``, or a Condition that counts coded ``pregnant_snomed`` or whose
     text names pregnancy (``words``) (clinical-rules section 2)."""
-    spec = kb.data["patient_context"]["pregnancy"]
-    snomed = kb.recognition["snomed_system"]
+    spec = kb.typed.patient_context.pregnancy
+    snomed = kb.typed.recognition.snomed_system
     out: list[str] = []
     for ref, r in resources:
         if r.get("resourceType") == "Observation":
-            if not has_loinc(r, spec["observation_loinc"], kb) or not usable_result(r, kb):
+            if not has_loinc(r, spec.observation_loinc, kb) or not usable_result(r, kb):
                 continue
-            if not has_code(r.get("valueCodeableConcept"), snomed, spec["pregnant_snomed"]):
+            if not has_code(r.get("valueCodeableConcept"), snomed, spec.pregnant_snomed):
                 continue
             t = observation_time(r, at.tzinfo)
-            if t is not None and elapsed_days(t, at) <= frac(spec["observation_max_age_days"]):
+            if t is not None and elapsed_days(t, at) <= spec.observation_max_age_days:
                 out.append(ref)
         elif r.get("resourceType") == "Condition" and condition_counts(r, kb):
             texts = " ".join(concept_texts(r.get("code"))).lower()
-            if has_code(r.get("code"), snomed, spec["pregnant_snomed"]) or any(
-                w in texts for w in spec["words"]
+            if has_code(r.get("code"), snomed, spec.pregnant_snomed) or any(
+                w in texts for w in spec.words
             ):
                 out.append(ref)
     return tuple(out)
@@ -170,12 +166,9 @@ def pregnancy_refs(resources: Iterable[Resource], at: datetime, kb: Knowledge
 
 def _icd10_codes(concept: Any, kb: Knowledge) -> list[str]:
     """ICD-10(-CM) codes of a concept, upper case, without the dot."""
-    systems = set(kb.data["patient_context"]["icd10_systems"])
+    systems = set(kb.typed.patient_context.icd10_systems)
     return [str(c.get("code")).replace(".", "").strip().upper() for c in codings(concept)
             if as_str(c.get("system")) in systems and as_str(c.get("code"))]
-
-
-_NEGATIONS = ("not ", "no ", "never", "stopped", "weaned", "formula")
 
 
 def breastfeeding_refs(resources: Iterable[Resource], at: datetime, kb: Knowledge
@@ -184,32 +177,32 @@ def breastfeeding_refs(resources: Iterable[Resource], at: datetime, kb: Knowledg
     coded as breastfeeding or whose text names it (clinical-rules section 2).
 
     choice: an Observation counts by its code or its value; a value that is false or whose
-    text says no, not, never, stopped, weaned or formula does not count (a "breastfeeding
-    status: not breastfeeding" result is not breastfeeding)."""
-    spec = kb.data["patient_context"]["breastfeeding"]
-    snomed = kb.recognition["snomed_system"]
-    icd = {c.replace(".", "").upper() for c in spec["icd10"]}
+    text holds one of ``breastfeeding.negation_words`` does not count."""
+    spec = kb.typed.patient_context.breastfeeding
+    snomed = kb.typed.recognition.snomed_system
+    icd = {c.replace(".", "").upper() for c in spec.icd10}
+    negations = spec.negation_words
     out: list[str] = []
     for ref, r in resources:
         rtype = r.get("resourceType")
         code_text = " ".join(concept_texts(r.get("code"))).lower()
         coded = bool(set(_icd10_codes(r.get("code"), kb)) & icd) or has_code(
-            r.get("code"), snomed, spec["snomed"])
+            r.get("code"), snomed, spec.snomed)
         if rtype == "Condition" and condition_counts(r, kb):
-            if coded or any(w in code_text for w in spec["words"]):
+            if coded or any(w in code_text for w in spec.words):
                 out.append(ref)
         elif rtype == "Observation" and usable_result(r, kb):
             t = observation_time(r, at.tzinfo)
-            if t is None or elapsed_days(t, at) > frac(spec["observation_max_age_days"]):
+            if t is None or elapsed_days(t, at) > spec.observation_max_age_days:
                 continue
             value = r.get("valueBoolean")
             value_text = " ".join(concept_texts(r.get("valueCodeableConcept")) + [
                 as_str(r.get("valueString")) or ""]).lower()
-            if value is False or any(n in f" {value_text}" for n in _NEGATIONS):
+            if value is False or any(n in f" {value_text}" for n in negations):
                 continue
-            value_coded = has_code(r.get("valueCodeableConcept"), snomed, spec["snomed"])
+            value_coded = has_code(r.get("valueCodeableConcept"), snomed, spec.snomed)
             if coded or value_coded or any(w in code_text + " " + value_text
-                                           for w in spec["words"]):
+                                           for w in spec.words):
                 out.append(ref)
     return tuple(out)
 
@@ -217,10 +210,10 @@ def breastfeeding_refs(resources: Iterable[Resource], at: datetime, kb: Knowledg
 def alcohol_refs(resources: Iterable[Resource], kb: Knowledge) -> tuple[str, ...]:
     """An active Condition ICD-10-CM F10.* other than in remission, a SNOMED alcohol use
     disorder code, or text naming it (clinical-rules section 2)."""
-    spec = kb.data["patient_context"]["alcohol_use_disorder"]
-    snomed = kb.recognition["snomed_system"]
-    prefix = str(spec["icd10_prefix"]).replace(".", "").upper()
-    remission = {c.replace(".", "").upper() for c in spec["icd10_remission"]}
+    spec = kb.typed.patient_context.alcohol_use_disorder
+    snomed = kb.typed.recognition.snomed_system
+    prefix = spec.icd10_prefix.replace(".", "").upper()
+    remission = {c.replace(".", "").upper() for c in spec.icd10_remission}
     out: list[str] = []
     for ref, r in resources:
         if r.get("resourceType") != "Condition" or not condition_counts(r, kb):
@@ -228,9 +221,9 @@ def alcohol_refs(resources: Iterable[Resource], kb: Knowledge) -> tuple[str, ...
         codes = _icd10_codes(r.get("code"), kb)
         text = " ".join(concept_texts(r.get("code"))).lower()
         if any(c.startswith(prefix) and c not in remission for c in codes) or has_code(
-                r.get("code"), snomed, spec["snomed"]) or (
+                r.get("code"), snomed, spec.snomed) or (
                 not codes and "remission" not in text
-                and any(w in text for w in spec["words"])):
+                and any(w in text for w in spec.words)):
             out.append(ref)
     return tuple(out)
 
@@ -238,9 +231,9 @@ def alcohol_refs(resources: Iterable[Resource], kb: Knowledge) -> tuple[str, ...
 def condition_counts(condition: JSON, kb: Knowledge) -> bool:
     """clinicalStatus active, recurrence or relapse (or absent); verificationStatus not
     refuted or entered-in-error (clinical-rules section 2)."""
-    spec = kb.data["patient_context"]
+    spec = kb.typed.patient_context
     clinical = [as_str(c.get("code")) for c in codings(condition.get("clinicalStatus"))]
-    if clinical and not any(c in spec["condition_active_statuses"] for c in clinical):
+    if clinical and not any(c in spec.condition_active_statuses for c in clinical):
         return False
     verification = [as_str(c.get("code")) for c in codings(condition.get("verificationStatus"))]
-    return not any(v in spec["condition_excluded_verification"] for v in verification)
+    return not any(v in spec.condition_excluded_verification for v in verification)

@@ -456,8 +456,8 @@ def kidney_states(resources: Iterable[Resource], check_time: datetime, kb: Knowl
     longer count and a dialysis Procedure counts only when performed after it
     (clinical-rules section 2).
 
-    choice: a Procedure without a date, or with status not-done or entered-in-error, does not
-    count (its time cannot be judged)."""
+    choice: a Procedure without a date, or with a status in
+    ``dialysis.procedure_excluded_statuses``, does not count (its time cannot be judged)."""
     pc = kb.typed.patient_context
     spec, tx = pc.dialysis, pc.kidney_transplant
     snomed = kb.typed.recognition.snomed_system
@@ -486,7 +486,7 @@ def kidney_states(resources: Iterable[Resource], check_time: datetime, kb: Knowl
                 conditions.append(ConditionEvidence(ref, _condition_label(ref, r)))
         elif rtype == "Procedure":
             status = as_str(r.get("status"))
-            if status in {"not-done", "entered-in-error"}:
+            if status in spec.procedure_excluded_statuses:
                 continue
             if names_tx:
                 transplants.append((ConditionEvidence(

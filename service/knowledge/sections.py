@@ -178,6 +178,7 @@ class Dialysis(ConditionCodes):
     procedure_words: Codes
     procedure_max_age_days: Fraction
     ongoing_statuses: Codes
+    procedure_excluded_statuses: Codes
 
 
 @dataclass(frozen=True)
@@ -197,6 +198,7 @@ class Pregnancy:
 @dataclass(frozen=True)
 class Breastfeeding(ConditionCodes):
     observation_max_age_days: Fraction
+    negation_words: Codes
 
 
 @dataclass(frozen=True)
