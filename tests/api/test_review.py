@@ -31,6 +31,7 @@ from service.checker import check_body
 from service.checkrequest import CONTEXT_TYPES
 from service.cli import main
 from service.errors import ServiceError
+from service.knowledge import load
 from service.population.review import progress_bar
 from tests.support.browser import OUTPUT, browser, wait  # noqa: F401 - the browser fixture
 from tests.support.fhir_validate import validate
@@ -52,7 +53,7 @@ def native() -> dict[str, Any]:
             {"resource": r} for r in record + referenced_medications(record)
             if r["resourceType"] in READ]}
         try:
-            result, req, _outcome = check_body(bundle, REFERENCE, "us")
+            result, req, _outcome = check_body(bundle, REFERENCE, "us", load())
         except ServiceError as exc:
             assert exc.status == 422, exc
             expected[pid] = None

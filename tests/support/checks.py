@@ -13,6 +13,7 @@ from flask.testing import FlaskClient
 
 from service import create_app
 from service.checker import check_body
+from service.knowledge import load
 from tests.support.builders import issues
 from tests.support.fhir_validate import validate
 
@@ -28,7 +29,8 @@ def post_check(client: FlaskClient, body: Any, **kw: Any) -> Any:
 
 def run(body: dict[str, Any], profile: str = "us") -> dict[str, Any]:
     """Check in-process and validate everything emitted."""
-    result, _req, _out = check_body(body, datetime(2026, 11, 25, 10, tzinfo=UTC), profile)
+    result, _req, _out = check_body(body, datetime(2026, 11, 25, 10, tzinfo=UTC), profile,
+                                    load())
     validate(result)
     return result
 

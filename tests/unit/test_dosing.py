@@ -22,7 +22,7 @@ NOW = datetime(2026, 11, 25, 10, tzinfo=UTC)
 def facts(o: dict[str, Any], context: list[dict[str, Any]] | None = None,
           now: datetime = NOW) -> OrderFacts:
     """Read one order through the real parse and engine path (and validate the output)."""
-    result, _req, outcome = check_body(parameters(o, context=context), now, "us")
+    result, _req, outcome = check_body(parameters(o, context=context), now, "us", load())
     validate(result)
     return outcome.orders[0]
 
@@ -220,7 +220,8 @@ def test_medication_reference_to_a_bundled_medication_by_type_and_id():
     o.pop("medicationCodeableConcept")
     o["medicationReference"] = {"reference": "Medication/m10"}
     result, _req, outcome = check_body(
-        bundle(patient(), o, tablet_medication(ratio(10, "mg"), mid="m10")), NOW, "us")
+        bundle(patient(), o, tablet_medication(ratio(10, "mg"), mid="m10")), NOW, "us",
+        load())
     validate(result)
     assert outcome.orders[0].is_baclofen
     assert outcome.orders[0].lines[0].dose_mg == 30
@@ -243,7 +244,7 @@ def test_medication_reference_to_a_bundled_medication_by_urn_uuid():
          "resource": o,
          "request": {"method": "POST", "url": "MedicationRequest"}},
     ]}
-    result, _req, outcome = check_body(body, NOW, "us")
+    result, _req, outcome = check_body(body, NOW, "us", load())
     validate(result)
     assert outcome.orders[0].lines[0].dose_mg == 30
 
@@ -417,7 +418,7 @@ def test_datetime_without_offset_is_read_in_the_check_time_offset():
     plus2 = timezone(timedelta(hours=2))
     o = order(dosage(), authoredOn="2026-11-25T08:00:00")
     body = parameters(o, check_time="2026-11-25T10:00:00+02:00")
-    _res, req, outcome = check_body(body, NOW, "us")
+    _res, req, outcome = check_body(body, NOW, "us", load())
     assert req.check_time.utcoffset() == timedelta(hours=2)
     assert outcome.orders[0].start == datetime(2026, 11, 25, 8, tzinfo=plus2)
 
@@ -425,7 +426,7 @@ def test_datetime_without_offset_is_read_in_the_check_time_offset():
 def test_datetime_without_offset_and_check_time_without_offset_is_utc():
     o = order(dosage(), authoredOn="2026-11-25T08:00:00")
     body = parameters(o, check_time="2026-11-25T10:00:00")
-    _res, _req, outcome = check_body(body, NOW, "us")
+    _res, _req, outcome = check_body(body, NOW, "us", load())
     assert outcome.orders[0].start == datetime(2026, 11, 25, 8, tzinfo=UTC)
 
 
@@ -433,7 +434,7 @@ def test_date_without_time_is_midnight():
     plus2 = timezone(timedelta(hours=2))
     o = order(dosage(), authoredOn="2026-11-20")
     body = parameters(o, check_time="2026-11-25T10:00:00+02:00")
-    _res, _req, outcome = check_body(body, NOW, "us")
+    _res, _req, outcome = check_body(body, NOW, "us", load())
     assert outcome.orders[0].start == datetime(2026, 11, 20, tzinfo=plus2)
 
 

@@ -13,6 +13,7 @@ from service.assemble.native import parse_body
 from service.checker import check_body
 from service.errors import ServiceError
 from service.fhir_input.normalise import normalise_dosage, normalise_resource
+from service.knowledge import load
 from tests.support.builders import bundle, dosage, issues, order, outcome, parameters, patient
 from tests.support.checks import found, found_ids, post_check
 from tests.support.fhir_validate import validate
@@ -130,7 +131,7 @@ def test_order_without_intent_and_stu3_dose_is_checked():
     o["dosageInstruction"] = [{"doseQuantity": {"value": 30, "unit": "mg"},
                                "timing": {"repeat": {"frequency": 4, "period": 1,
                                                      "periodUnit": "d"}}}]
-    result, _req, _out = check_body(parameters(o), NOW, "us")
+    result, _req, _out = check_body(parameters(o), NOW, "us", load())
     validate(result)
     assert found_ids(result) == ["oral.max-daily", "oral.max-single"]
 
@@ -180,7 +181,7 @@ def test_review_mode_checks_active_baclofen_orders_only():
 
 def test_bundle_without_type_is_accepted():
     result, _req, _out = check_body(bundle(patient(), order(dosage(30, "mg", 4)), type_=None),
-                                    NOW, "us")
+                                    NOW, "us", load())
     validate(result)
     assert "oral.max-daily" in found_ids(result)
 
@@ -197,7 +198,7 @@ def test_contained_medication_resolves_by_hash_id():
     o["contained"] = [{"resourceType": "Medication", "id": "m1",
                        "code": {"text": "baclofen 10 MG Oral Tablet"}}]
     o["medicationReference"] = {"reference": "#m1"}
-    result, _req, outcome_ = check_body(parameters(o), NOW, "us")
+    result, _req, outcome_ = check_body(parameters(o), NOW, "us", load())
     validate(result)
     assert outcome_.orders[0].is_baclofen
     assert outcome_.orders[0].lines[0].dose_mg == 20
@@ -207,7 +208,7 @@ def test_unresolvable_medication_reference_with_display():
     o = order(dosage(30, "mg", 4))
     del o["medicationCodeableConcept"]
     o["medicationReference"] = {"reference": "Medication/elsewhere", "display": "Baclofen 10mg"}
-    result, _req, outcome_ = check_body(parameters(o), NOW, "us")
+    result, _req, outcome_ = check_body(parameters(o), NOW, "us", load())
     validate(result)
     assert outcome_.orders[0].is_baclofen
     assert "oral.max-daily" in found_ids(result)
@@ -264,7 +265,7 @@ def test_unusable_context_is_skipped_with_a_warning(client, resource, name, why)
 def test_skipped_bundle_context_names_the_entry():
     b = bundle(patient(), order(dosage(30, "mg", 4)),
                {"resourceType": "Condition", "id": "c1", "subject": {"reference": "Patient/pat-1"}})
-    result, _req, _out = check_body(b, NOW, "us")
+    result, _req, _out = check_body(b, NOW, "us", load())
     validate(result)
     oo = outcome(result)
     assert oo is not None
@@ -276,7 +277,7 @@ def test_skipped_bundle_context_names_the_entry():
 def test_skipped_context_order_is_not_a_duplicate():
     bad = order(dosage(20, "mg", 3), id="m1", status="active")
     bad["dosageInstruction"] = "20 mg tid"
-    result, _req, _out = check_body(parameters(order(), context=[bad]), NOW, "us")
+    result, _req, _out = check_body(parameters(order(), context=[bad]), NOW, "us", load())
     validate(result)
     assert "oral.duplicate" not in found_ids(result)
 
@@ -326,7 +327,8 @@ def test_context_about_another_patient_is_skipped_with_a_warning():
                    subject={"reference": "Patient/someone-else"})
     ours = order(dosage(20, "mg", 3), id="ours", status="active",
                  subject={"reference": "https://ehr.example/fhir/Patient/pat-1/_history/3"})
-    result, req, _out = check_body(parameters(order(), context=[theirs, ours]), NOW, "us")
+    result, req, _out = check_body(parameters(order(), context=[theirs, ours]), NOW, "us",
+                                   load())
     validate(result)
     assert [c.ref for c in req.context] == ["MedicationRequest/ours"]
     dup = [di for di in issues(result) if di["identifier"][0]["value"] == "oral.duplicate"]
@@ -344,7 +346,7 @@ def test_bundle_context_about_another_patient_is_skipped():
     b = bundle(patient(), order(dosage(10, "mg", 3)),
                order(dosage(20, "mg", 3), id="theirs", status="active",
                      subject={"reference": "Patient/p-2"}))
-    result, req, _out = check_body(b, NOW, "us")
+    result, req, _out = check_body(b, NOW, "us", load())
     validate(result)
     assert req.context == []
     assert "oral.duplicate" not in found_ids(result)
@@ -352,7 +354,7 @@ def test_bundle_context_about_another_patient_is_skipped():
 
 def test_non_baclofen_drafts_in_a_bundle_are_information():
     b = bundle(patient(), order(concept={"text": "tizanidine 4 mg tablet"}))
-    result, _req, _out = check_body(b, NOW, "us")
+    result, _req, _out = check_body(b, NOW, "us", load())
     validate(result)
     assert issues(result) == []
     oo = outcome(result)
@@ -365,7 +367,7 @@ def test_a_skipped_bundled_medication_gives_no_strength():
     o["medicationReference"] = {"reference": "Medication/m10", "display": "baclofen tablet"}
     bad_med = {"resourceType": "Medication", "id": "m10", "code": {"text": "baclofen"},
                "ingredient": "baclofen 10 mg per tablet"}
-    result, _req, outcome_ = check_body(bundle(patient(), o, bad_med), NOW, "us")
+    result, _req, outcome_ = check_body(bundle(patient(), o, bad_med), NOW, "us", load())
     validate(result)
     assert outcome_.orders[0].lines[0].dose_mg is None
     assert found_ids(result) == ["order.unverifiable-dose"]

@@ -18,6 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from service.checker import check_body
+from service.knowledge import load
 from tests.support.builders import UCUM, baclofen_concept, issues, order, parameters, patient
 from tests.support.context_builders import ICD10, obs
 from tests.support.fhir_validate import validate
@@ -32,7 +33,7 @@ ATC = "http://www.whocc.no/atc"
 
 
 def findings(body: dict[str, Any]) -> dict[str, str]:
-    result = check_body(body, NOW, "us")[0]
+    result = check_body(body, NOW, "us", load())[0]
     validate(result)
     out: dict[str, str] = {}
     for di in issues(result):

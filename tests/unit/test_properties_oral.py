@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 
 from service import create_app
 from service.checker import check_body
+from service.knowledge import load
 from tests.support.builders import UCUM, baclofen_concept, issues, order, parameters
 from tests.support.checks import AUTH, TOKEN
 from tests.support.fhir_validate import validate
@@ -59,7 +60,7 @@ def mg_dosage(dose: Decimal, per_day: int, unit: str = "mg") -> dict[str, Any]:
 def result_for(lines: list[dict[str, Any]], profile: str, concept: Any = None
                ) -> dict[str, Any]:
     body = parameters(order(*lines, concept=concept), profile=profile)
-    result = check_body(body, NOW, profile)[0]
+    result = check_body(body, NOW, profile, load())[0]
     validate(result)
     return result
 

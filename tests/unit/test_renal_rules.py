@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from service.checker import check_body
+from service.knowledge import load
 from tests.support.builders import by_rule, dosage, issues, order, parameters, patient
 from tests.support.checks import post_check, run
 from tests.support.context_builders import (
@@ -197,7 +198,7 @@ def test_mild_cap_is_not_rounded():
 def test_suggested_corrections(dose, freq, context, label, dose_mg, per_day):
     body = parameters(order(dosage(dose, "mg", freq)), pat=ADULT,
                       context=[history_request(dose, freq, start="2026-09-01"), *context])
-    result, _req, outcome = check_body(body, NOW, "us")
+    result, _req, outcome = check_body(body, NOW, "us", load())
     validate(result)
     (finding,) = [f for f in outcome.findings if f.rule_id.startswith("renal.")]
     assert finding.correction is not None
