@@ -3,7 +3,7 @@
 An adapter (one per door, each beside its door) only says where the pieces come from: the
 orders (or a whole record to choose them from), the Patient, the context resources, the keys
 that could not be read, the mode, the hook, the check time and the profile. Here, for all of
-them and once: the tolerant normaliser (service/fhir_input/normalise.py), the validation of
+them and once: the tolerant normaliser (service/assemble/normalise.py), the validation of
 what must be valid (service/assemble/validate.py), the context checks, the references, and
 every refusal through the status table (service/assemble/policy.py).
 """
@@ -19,11 +19,11 @@ from ..checkrequest import CONTEXT_TYPES, CheckRequest, Item, ResourceIndex, ite
 from ..errors import Problem, ServiceError
 from ..facts.drugs import medication_of
 from ..facts.products import is_baclofen
-from ..fhir_input.normalise import normalise_resource, normalised_copy, offset_text
 from ..fhirjson import JSON, as_dict, as_str
 from ..fhirref import parse_reference
 from ..knowledge import Knowledge
 from . import policy
+from .normalise import normalise_resource, normalised_copy, offset_text
 from .validate import has_medication, usable_context, validate_model
 
 log = logging.getLogger("baclofen_check.assemble")

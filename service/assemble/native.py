@@ -13,10 +13,10 @@ from typing import Any
 
 from ..checkrequest import CheckRequest
 from ..errors import Problem
-from ..fhir_input.normalise import conform_cardinality
 from ..fhirjson import JSON, as_dict, as_str, parse_datetime_range
 from ..knowledge import Knowledge
 from .core import Pieces, Source, assemble
+from .normalise import conform_cardinality
 from .policy import refuse_one
 
 _ORDERS = "Parameters.parameter.where(name='order')"

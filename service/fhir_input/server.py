@@ -1,7 +1,8 @@
 """An order that lives on FHIR_SERVER_URL -> CheckRequest (``POST /MedicationRequest/{id}/$check``).
 
-``read_order`` reads (this module's part); ``from_server`` is the by-id door's adapter, which
-says where the pieces are and leaves the building to service/assemble/.
+``read_order`` reads (this module's part); the by-id door's adapter, service/assemble/byid.py,
+says where the pieces are, builds them and answers what the reads refused (ReadRefused)
+through the status table.
 
 The order is read first (its subject names the patient); then the patient and every kind of
 context the rules read are fetched in parallel, with the same queries the CDS Hooks service
@@ -12,16 +13,13 @@ failed read is named in ``CheckRequest.unavailable`` (the ``context.unavailable`
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 from urllib.parse import quote
 
-from ..assemble import CONTEXT_TYPES, CheckRequest, Pieces, Source, assemble
-from ..assemble.policy import refuse_one
-from ..cds.discovery import PATIENT, prefetch_templates
-from ..errors import ServiceError
+from ..checkrequest import CONTEXT_TYPES, CheckRequest
 from ..fhirjson import JSON, as_dict, as_str
 from ..fhirref import parse_reference, unversioned
 from ..knowledge import Knowledge
@@ -29,38 +27,43 @@ from ..outbound.deadline import Deadline, FetchFailure
 from ..outbound.pool import fetch_all
 from .fetch import FhirClient
 
-PATIENT_KEY = "patient"
+PATIENT_KEY = "patient"   # the read of the order's patient among the calls
 
 
-def upstream_error(what: str, failure: FetchFailure, door: str = "by-id") -> ServiceError:
-    """502 (504 when the deadline passed) naming the call that failed."""
+class ReadRefused(Exception):
+    """What the reads found that stops the check: ``problem`` is its row in the status table
+    (service/assemble/policy.py), where the door's adapter turns it into the answer."""
+
+    def __init__(self, problem: str, message: str, expression: str | None = None,
+                 code: str = "invalid") -> None:
+        super().__init__(message)
+        self.problem, self.message, self.expression, self.code = (problem, message, expression,
+                                                                  code)
+
+
+def upstream_error(what: str, failure: FetchFailure) -> ReadRefused:
+    """The failed read, naming the call (502; 504 when the deadline passed)."""
     timeout = failure.reason == "timeout"
-    return refuse_one("upstream-timeout" if timeout else "upstream-failed", door,
-                      f"could not read {what} from the FHIR server: {failure.message}",
-                      code="timeout" if timeout else "transient")
+    return ReadRefused("upstream-timeout" if timeout else "upstream-failed",
+                       f"could not read {what} from the FHIR server: {failure.message}",
+                       code="timeout" if timeout else "transient")
 
 
-def _patient_id(order: JSON, base_url: str, door: str) -> str:
+def order_patient_id(order: JSON, base_url: str) -> str:
+    """The id of the Patient the order's subject names on the server at ``base_url``."""
     ref = as_str(as_dict(order.get("subject")).get("reference"))
     if ref is None:
-        raise refuse_one("order-names-no-patient", door,
-                         "the order names no patient (MedicationRequest.subject)",
-                         "MedicationRequest.subject", "required")
+        raise ReadRefused("order-names-no-patient",
+                          "the order names no patient (MedicationRequest.subject)",
+                          "MedicationRequest.subject", "required")
     if ref.startswith(base_url + "/"):
         ref = ref[len(base_url) + 1:]
     target = parse_reference(ref)
     if target is None or target.type != "Patient" or target.relative != unversioned(ref):
-        raise refuse_one("order-names-no-patient", door,
-                         f"the order's subject {ref!r} is not a Patient on the FHIR server",
-                         "MedicationRequest.subject", "processing")
+        raise ReadRefused("order-names-no-patient",
+                          f"the order's subject {ref!r} is not a Patient on the FHIR server",
+                          "MedicationRequest.subject", "processing")
     return target.id
-
-
-def context_queries(kb: Knowledge, patient_id: str) -> dict[str, str]:
-    """The context reads for one patient: the CDS Hooks prefetch queries, minus the patient."""
-    pid = quote(patient_id, safe="")
-    return {key: query.replace(PATIENT, pid) for key, query in prefetch_templates(kb).items()
-            if key != PATIENT_KEY}
 
 
 @dataclass
@@ -73,28 +76,28 @@ class ServerRecord:
     unavailable: list[str] = field(default_factory=list)
 
 
-def read_order(client: FhirClient, order_id: str, deadline: Deadline, kb: Knowledge,
-               check_patient: Callable[[str], None] | None = None,
-               door: str = "by-id") -> ServerRecord:
-    """Read one order and everything its check needs. ``check_patient`` is called with the
-    order's patient id before anything else is read (it raises to refuse: an access token
-    confined to another patient)."""
+def read_order(client: FhirClient, order_id: str, deadline: Deadline,
+               queries: Callable[[str], Mapping[str, str]],
+               check_patient: Callable[[str], None] | None = None) -> ServerRecord:
+    """Read one order and everything its check needs (``queries``: key -> search, for the
+    order's patient id); raises ReadRefused when the order, its medication or its patient
+    cannot be had. ``check_patient`` is called with the order's patient id before anything
+    else is read (it raises to refuse: an access token confined to another patient)."""
     try:
         order = client.read(f"MedicationRequest/{quote(order_id, safe='')}", deadline)
     except FetchFailure as failure:
-        raise upstream_error(f"the order MedicationRequest/{order_id}", failure,
-                             door) from failure
+        raise upstream_error(f"the order MedicationRequest/{order_id}", failure) from failure
     if order.get("resourceType") != "MedicationRequest" or order.get("id") != order_id:
-        raise refuse_one("upstream-wrong-answer", door,
-                         f"the FHIR server answered a {order.get('resourceType')} for "
-                         f"MedicationRequest/{order_id}", code="transient")
-    pid = _patient_id(order, client.base_url, door)
+        raise ReadRefused("upstream-wrong-answer",
+                          f"the FHIR server answered a {order.get('resourceType')} for "
+                          f"MedicationRequest/{order_id}", code="transient")
+    pid = order_patient_id(order, client.base_url)
     if check_patient is not None:
         check_patient(pid)
 
     calls: dict[str, Callable[[], Any]] = {
         PATIENT_KEY: lambda: client.read(f"Patient/{quote(pid, safe='')}", deadline)}
-    for key, query in context_queries(kb, pid).items():
+    for key, query in queries(pid).items():
         calls[key] = (lambda q: lambda: client.search(q, deadline))(query)
     med_ref = as_str(as_dict(order.get("medicationReference")).get("reference"))
     if med_ref and med_ref.startswith("Medication/"):
@@ -103,8 +106,8 @@ def read_order(client: FhirClient, order_id: str, deadline: Deadline, kb: Knowle
 
     medication = results.pop("orderMedication", None)
     if isinstance(medication, FetchFailure):  # without it the order cannot be understood
-        raise upstream_error(f"the order's medication {med_ref}", medication, door)
-    patient = _patient_answer(results.pop(PATIENT_KEY), pid, door)
+        raise upstream_error(f"the order's medication {med_ref}", medication)
+    patient = _patient_answer(results.pop(PATIENT_KEY), pid)
 
     unavailable: list[str] = []   # policy "context-read-failed": named, never refused
     context: dict[str, JSON] = {}
@@ -122,60 +125,46 @@ def read_order(client: FhirClient, order_id: str, deadline: Deadline, kb: Knowle
     return ServerRecord(order, patient, list(context.values()), unavailable)
 
 
-def _patient_answer(answer: Any, pid: str, door: str) -> JSON:
-    if isinstance(answer, FetchFailure):
-        raise upstream_error(f"the patient Patient/{pid}", answer, door)
-    if answer.get("resourceType") != "Patient":
-        raise refuse_one("upstream-wrong-answer", door,
-                         f"the FHIR server answered a {answer.get('resourceType')} for "
-                         f"Patient/{pid}", code="transient")
-    patient: JSON = answer
-    return patient
-
-
-def from_server(record: ServerRecord, now: datetime, profile: str, door: str = "by-id",
-                mode: str | None = None) -> CheckRequest:
-    """The by-id adapter: the order read, its patient, the context searched; a draft is
-    checked as an order, anything else is reviewed."""
-    if mode is None:
-        mode = "order" if record.order.get("status") == "draft" else "review"
-    return assemble(Pieces(
-        door, "parameters", now, profile, orders=[Source(record.order)],
-        patient=Source(record.patient), context=[Source(r) for r in record.context],
-        unavailable=list(record.unavailable), mode=mode))
-
-
-def with_server_patient(body: Any, client: FhirClient, deadline: Deadline) -> Any:
-    """A Parameters body without a ``patient`` gets the Patient its first order's subject
-    names, read from the FHIR server (interfaces.md section 2: the patient is 1..1 unless the
-    service can read it). Other bodies are returned unchanged. A failed read is 502/504."""
-    if not isinstance(body, dict) or body.get("resourceType") != "Parameters":
-        return body
-    params = body.get("parameter")
-    if not isinstance(params, list) or any(
-        isinstance(p, dict) and p.get("name") == "patient" for p in params
-    ):
-        return body
-    orders: list[JSON] = [p["resource"] for p in params
-                          if isinstance(p, dict) and p.get("name") == "order"
-                          and isinstance(p.get("resource"), dict)]
-    if not orders:
-        return body
-    try:
-        pid = _patient_id(orders[0], client.base_url, "parameters")
-    except ServiceError:
-        return body  # the parser says what is wrong with the order
+def read_patient(client: FhirClient, pid: str, deadline: Deadline) -> JSON:
     try:
         answer: Any = client.read(f"Patient/{quote(pid, safe='')}", deadline)
     except FetchFailure as failure:
         answer = failure
-    patient = _patient_answer(answer, pid, "parameters")
-    return {**body, "parameter": [*params, {"name": "patient", "resource": patient}]}
+    return _patient_answer(answer, pid)
+
+
+def _patient_answer(answer: Any, pid: str) -> JSON:
+    if isinstance(answer, FetchFailure):
+        raise upstream_error(f"the patient Patient/{pid}", answer)
+    if answer.get("resourceType") != "Patient":
+        raise ReadRefused("upstream-wrong-answer",
+                          f"the FHIR server answered a {answer.get('resourceType')} for "
+                          f"Patient/{pid}", code="transient")
+    patient: JSON = answer
+    return patient
 
 
 def read_from_server(client: FhirClient, order_id: str, deadline: Deadline, now: datetime,
                      profile: str, kb: Knowledge,
                      check_patient: Callable[[str], None] | None = None) -> CheckRequest:
-    """The old name: ``read_order`` then the by-id adapter ``from_server`` (a shim while
-    web/fhir_api.py and watch/worker.py, edited by others in this session, still call it)."""
-    return from_server(read_order(client, order_id, deadline, kb, check_patient), now, profile)
+    """The old name of the by-id adapter, service/assemble/byid.py ``from_server``: a shim
+    while web/fhir_api.py and watch/worker.py, edited by others in this session, still call
+    it."""
+    from ..assemble.byid import from_server  # function-level: a shim reaching up, see above
+
+    return from_server(client, order_id, deadline, now, profile, kb, check_patient)
+
+
+def with_server_patient(body: Any, client: FhirClient, deadline: Deadline) -> Any:
+    """The old place of service/assemble/byid.py ``with_server_patient`` (a shim, as above)."""
+    from ..assemble.byid import with_server_patient as adapter  # function-level: the shim
+
+    return adapter(body, client, deadline)
+
+
+def context_queries(kb: Knowledge, patient_id: str) -> dict[str, str]:
+    """The old place of service/assemble/queries.py ``context_queries`` (a shim while
+    population/bulk.py, under edit by others, imports it from here)."""
+    from ..assemble.queries import context_queries as queries  # function-level: the shim
+
+    return queries(kb, patient_id)

@@ -20,7 +20,7 @@ from flask.testing import FlaskClient
 from hypothesis import given
 from hypothesis import strategies as st
 
-from service.fhir_input.normalise import conform_cardinality, normalise_resource
+from service.assemble.normalise import conform_cardinality, normalise_resource
 from service.metrics import INPUT_LEFT_OUT
 from tests.support.cdsclient import EXT, SELECT, SIGN, cards, hook_call, post, searchset
 from tests.support.checks import post_check

@@ -18,10 +18,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from service.assemble.normalise import _fix_datetimes, normalise_resource, normalised_copy
 from service.checker import check_body
 from service.clinical.ingredients import matches
 from service.facts import drugs, orders
-from service.fhir_input.normalise import _fix_datetimes, normalise_resource, normalised_copy
 from service.knowledge import KnowledgeError, frac, load
 from tests.support.builders import baclofen_concept, dosage, order, parameters, rule_ids
 

@@ -10,9 +10,9 @@ from typing import Any
 import pytest
 
 from service.assemble.native import parse_body
+from service.assemble.normalise import normalise_dosage, normalise_resource
 from service.checker import check_body
 from service.errors import ServiceError
-from service.fhir_input.normalise import normalise_dosage, normalise_resource
 from service.knowledge import load
 from tests.support.builders import bundle, dosage, issues, order, outcome, parameters, patient
 from tests.support.checks import found, found_ids, post_check
