@@ -64,6 +64,7 @@ from ..wording import (
     cockcroft_gault_how,
     condition_label,
     creatinine_text,
+    day,
     dialysis_procedure_text,
     estimate_age_text,
     estimated_renal_text,
@@ -179,8 +180,7 @@ def read_renal(
             continue
         age_days = elapsed_days(at, check_time)
         if age_days > max_days:
-            notes.append(renal_note("too-old", ref=ref, day=at.date().isoformat(),
-                                    days=max_days))
+            notes.append(renal_note("too-old", ref=ref, day=day(at), days=max_days))
             continue
         reading = _read_value(obs)
         if reading is None or reading.value <= 0:
