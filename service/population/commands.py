@@ -8,6 +8,8 @@ import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
+from ..config import load_settings
+from ..fhirjson import parse_instant
 from ..knowledge import Knowledge
 
 
@@ -49,9 +51,9 @@ def _fail(message: str) -> int:
 
 
 def review_cmd(args: argparse.Namespace, kb: Knowledge) -> int:
-    from ..config import load_settings
-    from ..fhirjson import parse_instant
-    from .review import Options, progress_bar, review
+    # the imports in this function are lazy: the CLI builds every command's parser from this
+    # module, and only a review loads the checker, the bulk client, Spark or the write-back
+    from .review import Options, progress_bar, review  # lazy: only a review
 
     if args.spark_master and args.engine != "spark":
         return _fail("--spark-master goes with --engine spark")
@@ -75,7 +77,7 @@ def review_cmd(args: argparse.Namespace, kb: Knowledge) -> int:
     location = args.export_dir
     export_dir = Path(location) if location else None
     if args.fhir_server:
-        from .bulk import BulkError, export_to
+        from .bulk import BulkError, export_to  # lazy: only a review
 
         try:
             export_dir = export_to(args.fhir_server, out / "export", settings, args.group,
@@ -92,7 +94,7 @@ def review_cmd(args: argparse.Namespace, kb: Knowledge) -> int:
                       max(1, args.jobs), settings.max_request_bytes, args.memory_limit,
                       progress_bar(), source)
     if args.engine == "spark":
-        from .spark import SparkReviewError, spark_review
+        from .spark import SparkReviewError, spark_review  # lazy: only a review
 
         try:
             summary = spark_review(options, kb, location if source == location
@@ -102,7 +104,7 @@ def review_cmd(args: argparse.Namespace, kb: Knowledge) -> int:
     else:
         summary = review(options, kb)
     if args.persist:
-        from .persist import PersistError, persist_findings
+        from .persist import PersistError, persist_findings  # lazy: only a review
 
         base = args.fhir_server or settings.fhir_server_url
         if not base:

@@ -32,6 +32,7 @@ patient has no Patient resource.
 
 from __future__ import annotations
 
+import gzip
 import os
 import re
 import tempfile
@@ -102,7 +103,7 @@ class LoadStats:
 
 
 def _is_resource_type(name: str) -> bool:
-    from fhir.resources.R4B import get_fhir_model_class
+    from fhir.resources.R4B import get_fhir_model_class  # lazy: loads the FHIR models
 
     try:
         get_fhir_model_class(name)
@@ -156,7 +157,6 @@ def screening_terms(kb: Knowledge) -> list[str]:
 def _newline(path: Path) -> str:
     """The file's line ending (DuckDB's reader counts a CR of CRLF as a line of its own
     unless told)."""
-    import gzip
 
     opener: Any = gzip.open if path.name.endswith(".gz") else open
     try:
@@ -177,7 +177,7 @@ class ExportReader:
 
     def __init__(self, directory: Path, kb: Knowledge, max_line_bytes: int,
                  memory_limit: str = "128MB", workdir: Path | None = None) -> None:
-        import duckdb
+        import duckdb  # lazy: only a review loads DuckDB
 
         self.directory = directory
         self.kb = kb
@@ -226,7 +226,7 @@ class ExportReader:
                              f"{self.memory_limit}); run again with a larger --memory-limit")
 
     def load(self) -> None:
-        import duckdb
+        import duckdb  # lazy: only a review loads DuckDB
 
         try:
             self._load()
@@ -245,7 +245,7 @@ class ExportReader:
         self._select()
 
     def _load_file(self, fno: int, f: ExportFile) -> None:
-        import duckdb
+        import duckdb  # lazy: only a review loads DuckDB
 
         con = self.con
         before = self._scan_id()
@@ -467,7 +467,7 @@ class ExportReader:
                 yield current
 
     def _chunk(self, low: str, high: str) -> list[Any]:
-        import duckdb
+        import duckdb  # lazy: only a review loads DuckDB
 
         try:
             return self.con.execute("""

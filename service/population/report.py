@@ -28,11 +28,11 @@ def _svg(fig: Any) -> str:
 
 
 def _figure(width: float, height: float) -> Any:
-    import matplotlib
+    import matplotlib  # lazy: matplotlib is heavy, and only the report draws
 
     matplotlib.rcParams["svg.fonttype"] = "none"     # text stays text (searchable)
     matplotlib.rcParams["svg.hashsalt"] = "baclofen-check"  # the same ids on every run
-    from matplotlib.figure import Figure
+    from matplotlib.figure import Figure  # after the rcParams above are set
 
     return Figure(figsize=(width, height), dpi=100)
 

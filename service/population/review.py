@@ -22,21 +22,26 @@ from __future__ import annotations
 
 import heapq
 import json
+import logging
+import multiprocessing
 import os
 import resource
 import sys
 import time
+from collections import deque
 from collections.abc import Callable, Iterator
+from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any, TextIO
 
-from ..knowledge import Knowledge
+from ..knowledge import Knowledge, load
 from ..output.fhir import iso
 from .check import SEVERITIES, PatientResult, check_record
 from .export import ExportReader, Problem, Record
+from .report import write_report
 
 WINDOW_PATIENTS = 64
 TOP_PATIENTS = 100
@@ -127,24 +132,18 @@ _KB: Knowledge | None = None
 def _warm() -> int:
     """Run in each worker before the export is opened: load the knowledge and the models."""
     global _KB
-    from ..knowledge import load
-
     _KB = load()
     return os.getpid()
 
 
 def _check_window(records: list[Record], check_time: datetime, profile: str
                   ) -> list[PatientResult]:
-    from ..knowledge import load
-
     kb = _KB or load()
     out = []
     for record in records:
         try:
             out.append(check_record(record, check_time, profile, kb))
         except Exception as exc:  # noqa: BLE001 - one patient must not stop the review
-            import logging
-
             logging.getLogger("baclofen_check.review").exception(
                 "review of a patient failed", extra={"error_type": type(exc).__name__})
             failed = PatientResult(record.pid)
@@ -176,8 +175,6 @@ def check_all(records: Iterator[Record], check_time: datetime, profile: str, kb:
         for record in records:
             emit(check_record(record, check_time, profile, kb))
         return
-    from collections import deque
-
     pending: deque[Any] = deque()
     for window in _windows(records, WINDOW_PATIENTS):
         pending.append(pool.submit(_check_window, window, check_time, profile))
@@ -206,9 +203,6 @@ def _peak_memory_mb() -> dict[str, float]:
 
 def review(options: Options, kb: Knowledge) -> dict[str, Any]:
     """Run the review; returns the summary (also written to summary.json)."""
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
-
     started = time.perf_counter()
     out = options.out_dir
     out.mkdir(parents=True, exist_ok=True)
@@ -275,7 +269,6 @@ def finish(options: Options, kb: Knowledge, tally: Tally, stats: Any, problems: 
     summary = _summary(options, kb, tally, stats, problems, started, grouped, finished)
     out = options.out_dir
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
-    from .report import write_report
 
     write_report(out / "report.html", summary, _top(tally), tally.points)
     return summary

@@ -39,9 +39,11 @@ import sys
 import time
 from collections.abc import Iterable, Iterator
 from datetime import datetime
+from importlib.metadata import PackageNotFoundError, version
 from typing import Any
+from urllib.parse import unquote
 
-from ..knowledge import Knowledge
+from ..knowledge import Knowledge, load
 from .check import PatientResult
 from .export import (
     MEDICATION_USERS,
@@ -71,8 +73,6 @@ class SparkReviewError(Exception):
 # --- the Spark session ------------------------------------------------------------------------
 
 def _package_version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
     try:
         return version("baclofen-check")
     except PackageNotFoundError:
@@ -86,7 +86,7 @@ def session(master: str | None) -> tuple[Any, bool]:
     given; under ``spark-submit`` the master it was given; else ``local[*]``. In local mode
     the Python workers run this interpreter (``sys.executable``)."""
     try:
-        from pyspark.sql import SparkSession
+        from pyspark.sql import SparkSession  # lazy: pyspark is optional and heavy
     except ImportError as exc:
         raise SparkReviewError(
             "the spark engine needs PySpark and Java 17: pip install 'baclofen-check[spark]'"
@@ -128,8 +128,6 @@ def _first_line(exc: BaseException) -> str:
 def _identity(_index: int) -> tuple[str, str, str]:
     """Run on an executor: the package, knowledge and Python versions it checks with (and the
     knowledge loaded for the tasks that follow)."""
-    from ..knowledge import load
-
     return _package_version(), load().version, ".".join(map(str, sys.version_info[:2]))
 
 
@@ -177,12 +175,10 @@ def _line_offsets(raw: Any, names: list[str]) -> dict[tuple[str, int], tuple[int
     """(file name, split start) -> (file number, what turns the row id into the line number):
     the rows of a split are consecutive ids in its partition, the splits of a file follow
     each other."""
-    from pyspark.sql import functions as F
+    from pyspark.sql import functions as F  # lazy: pyspark is optional and heavy
 
     rows = raw.groupBy("name", "block").agg(F.min("mono").alias("first"),
                                             F.count("*").alias("n")).collect()
-    from urllib.parse import unquote
-
     number = {name: n for n, name in enumerate(names)}
 
     def fno(name: str) -> int:   # (a name as Spark gives it: URL-encoded in some versions)
@@ -316,8 +312,8 @@ class _Grouped:
     def load(self) -> Any:
         """Read, check the lines, de-duplicate and select: the records to check (a DataFrame
         of ``pid, lines``)."""
-        from pyspark import StorageLevel
-        from pyspark.sql import functions as F
+        from pyspark import StorageLevel  # lazy: pyspark is optional and heavy
+        from pyspark.sql import functions as F  # lazy: pyspark is optional and heavy
 
         spark = self.spark
         files, skipped = list_export(spark, self.location)
@@ -355,7 +351,7 @@ class _Grouped:
 
     def _line_problems(self, lines: Any) -> None:
         """The lines read per file, the types left, and the lines not read (one job)."""
-        from pyspark.sql import functions as F
+        from pyspark.sql import functions as F  # lazy: pyspark is optional and heavy
 
         counts = lines.filter(F.col("kind") != REJECTED).groupBy("fno", "kind", "rtype") \
             .agg(F.count("*").alias("line")).select(F.lit(True).alias("count"), "kind", "fno",
@@ -393,7 +389,7 @@ class _Grouped:
     def _resource_problems(self, res: Any) -> None:
         """Resources read by type, patients, the resources written in different versions and
         those that name no patient (one job)."""
-        from pyspark.sql import functions as F
+        from pyspark.sql import functions as F  # lazy: pyspark is optional and heavy
 
         counts = res.filter("keep").groupBy("rtype", F.col("rid").isNull().alias("noid")) \
             .agg(F.count("*").alias("n")).select(
@@ -431,7 +427,7 @@ class _Grouped:
     def _select(self, res: Any) -> Any:
         """The records of the patients to check (``stats.candidates`` is counted by the check:
         one result per record)."""
-        from pyspark.sql import functions as F
+        from pyspark.sql import functions as F  # lazy: pyspark is optional and heavy
 
         patients = res.filter((F.col("rtype") == "Patient") & F.col("rid").isNotNull()) \
             .select(F.col("rid").alias("pid")).distinct()
@@ -482,7 +478,7 @@ def spark_review(options: Options, kb: Knowledge, location: str,
 
 def _run(spark: Any, options: Options, kb: Knowledge, location: str, started: float
          ) -> dict[str, Any]:
-    from pyspark import StorageLevel
+    from pyspark import StorageLevel  # lazy: pyspark is optional and heavy
 
     check_executors(spark, kb)
     sc = spark.sparkContext

@@ -60,7 +60,7 @@ from sqlalchemy import (
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 
-from ..store import _ID, Store, UTCDateTime
+from ..store import _ID, _LOCK_KEY, Store, UTCDateTime
 
 metadata = MetaData()
 # choice: the triggers kept per entry (the first ones; ``events`` counts them all)
@@ -195,8 +195,6 @@ class WatchStore:
     def create(self) -> WatchStore:
         """Create the tables that do not exist (idempotent; under the store's schema lock on
         PostgreSQL, in one ``BEGIN IMMEDIATE`` transaction on SQLite)."""
-        from ..store import _LOCK_KEY
-
         with self.store._writer(), self.engine.begin() as conn:
             if self.engine.dialect.name == "postgresql":
                 conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _LOCK_KEY})

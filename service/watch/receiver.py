@@ -30,6 +30,7 @@ from ..fhirref import parse_reference, versioned
 from ..web.body import JSON_TYPES, check_size, media_type, parse_json_text
 from . import metrics
 from .queue import Trigger, WatchStore
+from .topics import focus_refs, keep_focus, signature_ok
 
 bp = Blueprint("watch", __name__)
 log = logging.getLogger("baclofen_check.watch")
@@ -64,8 +65,6 @@ def _settings() -> Settings:
 def _check_token(settings: Settings) -> None:
     signature = request.headers.get("X-Hub-Signature")
     if settings.watch_notify_hmac_secret and signature:   # signed instead (issue 20)
-        from .topics import signature_ok
-
         check_size(request, settings.max_request_bytes)
         if signature_ok(settings.watch_notify_hmac_secret, signature,
                         request.get_data(cache=True)):
@@ -143,8 +142,6 @@ def events_of(body: Any, now: datetime) -> tuple[str, list[Event]]:
     events = [e for e in _resource_events(changed, "notification", now)
               if e.patient_ref is not None]
     if not changed:  # id-only (or empty) notification: the patients are not named
-        from .topics import focus_refs
-
         focus = focus_refs(status) if status is not None else []
         if focus:    # the worker reads each focus from the server (service/watch/topics.py)
             return "bundle-ids", [Event(None, Trigger("focus", ref, now), None)
@@ -199,8 +196,6 @@ def _receive(path_type: str | None = None, path_id: str | None = None) -> Respon
     try:
         for event in events:
             if event.patient_ref is None and event.trigger.kind == "focus":
-                from .topics import keep_focus
-
                 keep_focus(ws, str(event.trigger.resource), now)
                 continue
             if event.patient_ref is None:
