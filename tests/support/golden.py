@@ -87,21 +87,9 @@ def _native(body: dict[str, Any]) -> Callable[[FlaskClient], Any]:
     def answer(client: FlaskClient) -> Any:
         resp = client.post("/MedicationRequest/$check", json=body,
                            headers={"Content-Type": "application/fhir+json"})
-        return {"status": resp.status_code, "body": _echoes_sorted(resp.get_json())}
+        return {"status": resp.status_code, "body": resp.get_json()}
     return answer
 
-
-def _echoes_sorted(result: Any) -> Any:
-    """The result Bundle with the input resources it carries back (those without an id, after
-    the findings) in fullUrl order: service/output/fhir.py's result_bundle walks a set of
-    references, so their order is not the same from one process to the next."""
-    if not isinstance(result, dict) or not isinstance(result.get("entry"), list):
-        return result
-    findings = [e for e in result["entry"]
-                if e["resource"]["resourceType"] in {"DetectedIssue", "OperationOutcome"}]
-    echoes = sorted((e for e in result["entry"] if e not in findings),
-                    key=lambda e: str(e.get("fullUrl")))
-    return {**result, "entry": findings + echoes}
 
 
 def _cards(body: dict[str, Any], service: str) -> Callable[[FlaskClient], Any]:
