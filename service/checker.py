@@ -8,12 +8,12 @@ from typing import Any
 from .engine import CheckOutcome, run_check
 from .fhir_input.request import CheckRequest, parse_body
 from .fhirjson import JSON
-from .knowledge import Knowledge, load
+from .knowledge import Knowledge
 from .output.fhir import ResultBundle, render_result
 
 
 def check_body(
-    body: Any, now: datetime, profile: str, kb: Knowledge | None = None
+    body: Any, now: datetime, profile: str, kb: Knowledge
 ) -> tuple[JSON, CheckRequest, CheckOutcome]:
     """Parse, check and render. Raises ServiceError for input that cannot be checked."""
     result, req, outcome = check_result(body, now, profile, kb)
@@ -21,11 +21,11 @@ def check_body(
 
 
 def check_result(
-    body: Any, now: datetime, profile: str, kb: Knowledge | None = None
+    body: Any, now: datetime, profile: str, kb: Knowledge
 ) -> tuple[ResultBundle, CheckRequest, CheckOutcome]:
     """``check_body`` with each finding beside its DetectedIssue entry (what the audit trail
-    and write-back read)."""
-    knowledge = kb or load()
+    and write-back read). ``kb``: the caller's knowledge (create_app's, the CLI's)."""
+    knowledge = kb
     req = parse_body(body, now, profile)
     outcome = run_check(req, knowledge)
     return render_result(req, outcome, knowledge), req, outcome

@@ -10,6 +10,7 @@ from flask import current_app, g
 
 from ..clock import app_clock
 from ..config import Settings
+from ..knowledge import Knowledge
 from ..outbound.deadline import Deadline
 from ..store import Store
 
@@ -17,6 +18,12 @@ from ..store import Store
 def settings() -> Settings:
     s: Settings = current_app.config["SETTINGS"]
     return s
+
+
+def knowledge() -> Knowledge:
+    """The app's knowledge, read and checked once by create_app."""
+    kb: Knowledge = current_app.extensions["knowledge"]
+    return kb
 
 
 def store() -> Store | None:

@@ -64,7 +64,7 @@ def check() -> Response:
 
         body = with_server_patient(body, fhir_server_client(cfg),
                                    context.outbound_deadline())
-    result, req, _outcome = check_result(body, now, profile)
+    result, req, _outcome = check_result(body, now, profile, context.knowledge())
     if confined() is not None:
         require_patient(req.patient.resource.get("id") if req.patient else None,
                         "the request's Patient")
