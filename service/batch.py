@@ -24,13 +24,14 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import IO, Any
 
-from .checker import check_result
+from .assemble import CheckRequest
+from .assemble.native import parse_body
+from .engine import run_check
 from .errors import Problem, ServiceError
-from .fhir_input.request import CheckRequest
 from .fhirjson import JSON
 from .jsonbody import parse_json_text
 from .knowledge import Knowledge
-from .output.fhir import IssueEntry, operation_outcome
+from .output.fhir import IssueEntry, operation_outcome, render_result
 
 log = logging.getLogger("baclofen_check.batch")
 CHUNK = 64 * 1024
@@ -85,6 +86,13 @@ class LineResult:
     issues: list[IssueEntry] = field(default_factory=list)   # each finding, its DetectedIssue
 
 
+def from_line(raw: bytes, now: datetime, profile: str, kb: Knowledge) -> CheckRequest:
+    """The NDJSON line's adapter: the line's JSON is a native body (a Parameters or a Bundle),
+    at the ``ndjson`` door of the status table."""
+    body: Any = parse_json_text(raw)
+    return parse_body(body, now, profile, kb, door="ndjson")
+
+
 def check_lines(
     lines: Iterator[bytes | TooLong],
     now: Callable[[], datetime],
@@ -117,8 +125,8 @@ def check_lines(
                 "checked", "too-costly")]), None, seen)
             continue
         try:
-            body: Any = parse_json_text(raw)
-            checked, req, _outcome = check_result(body, now(), profile, kb)
+            req = from_line(raw, now(), profile, kb)
+            checked = render_result(req, run_check(req, kb), kb)
         except ServiceError as exc:
             tally.errors += 1
             yield LineResult(number, operation_outcome([

@@ -9,20 +9,17 @@ knowledge version, so a changed dose or new knowledge is a new finding and is sh
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable, Collection, Mapping
+from datetime import datetime
 
-from ..dosing import names_baclofen
-from ..errors import ServiceError
-from ..fhir_input.normalise import normalised_copy
-from ..fhir_input.request import ResourceIndex, validate_model
+from ..assemble import CheckRequest, ResourceIndex
+from ..facts.drugs import names_baclofen
 from ..fhirjson import JSON, as_dict, as_str
 from ..fhirref import parse_reference
 from ..knowledge import Knowledge
 from ..output.cards import CardRecord, Rendered
-from .request import KeyData
+from .request import HookCall, KeyData, from_hook
 
-log = logging.getLogger("baclofen_check.cds")
 REVIEW_KEY = "medicationRequests"
 
 
@@ -52,23 +49,18 @@ def review_orders(data: Mapping[str, KeyData], patient_id: str, kb: Knowledge) -
             continue
         if names_baclofen(res, index.resolve, kb):
             seen.add(key)
-            if _checkable(res):
-                orders.append(res)
+            orders.append(res)
     return orders
 
 
-def _checkable(order: JSON) -> bool:
-    """An order of the record whose status, patient, medicine or route cannot be read is left
-    out of the review (logged by id) instead of refusing the whole chart open: it is the
-    record's content, not the caller's request."""
-    try:
-        validate_model(normalised_copy(order, "Z"), "a reviewed order")
-    except ServiceError:
-        log.warning("an active baclofen order of the record cannot be read; not reviewed",
-                    extra={"event": "review-order-unreadable",
-                           "order_refs": [f"MedicationRequest/{order.get('id')}"]})
-        return False
-    return True
+def from_patient_view(call: HookCall, data: Mapping[str, KeyData], now: datetime,
+                      profile: str, kb: Knowledge) -> CheckRequest:
+    """The patient-view adapter: the orders are the record's active baclofen orders, the
+    rest as for every hook; review mode. An order of the record whose status, patient,
+    medicine or route cannot be read is left out (logged by id) instead of refusing the chart
+    open: it is the record's content, not the caller's request (service/assemble/policy.py)."""
+    return from_hook(call, data, now, profile, review_orders(data, call.patient_id, kb),
+                     "review")
 
 
 def finding_ids(record: CardRecord) -> list[str]:

@@ -1,11 +1,12 @@
 """One patient's record -> the native Bundle path, in review mode (no DuckDB, no files).
 
 This is the half another engine reuses: it takes the record's resource lines (JSON text with
-the file and line each came from) and returns plain data. The record becomes a ``collection``
-Bundle and goes through ``checker.check_result``, exactly as ``POST /MedicationRequest/$check``
-with a Bundle: the same parsing (every active baclofen MedicationRequest is an order, review
-mode), engine and renderer. Draft MedicationRequests are left out (they are not orders yet,
-and a draft would turn the Bundle into an order-time check), with an information note.
+the file and line each came from) and returns plain data. ``from_export`` is the Bulk Data
+door's adapter: the record's resources go to the assembler as a whole record, exactly as the
+entries of a Bundle to ``POST /MedicationRequest/$check``: the same reading (every active
+baclofen MedicationRequest is an order, review mode), engine and renderer. Draft
+MedicationRequests are left out (they are not orders yet, and a draft would turn the review
+into an order-time check), with an information note.
 """
 
 from __future__ import annotations
@@ -16,11 +17,13 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from ..checker import check_result
+from ..assemble import CheckRequest, Pieces, Source, assemble
+from ..engine import run_check
 from ..errors import Problem, ServiceError
 from ..fhirjson import JSON
 from ..jsonbody import parse_json_text
 from ..knowledge import Knowledge, frac
+from ..output.fhir import render_result
 from .export import Record
 
 SEVERITIES = ("high", "moderate", "low")
@@ -63,11 +66,14 @@ def _outcome(pid: str, problems: list[Problem], where: dict[str, str],
     return json.dumps({"resourceType": "OperationOutcome", "issue": issues})
 
 
-def record_bundle(record: Record, notes: list[Problem] | None = None,
-                  where: dict[str, str] | None = None) -> JSON:
-    """The record as a ``collection`` Bundle (drafts and unreadable lines left out, each
-    named in ``notes``)."""
-    entries: list[JSON] = []
+def from_export(record: Record, check_time: datetime, profile: str, kb: Knowledge,
+                notes: list[Problem] | None = None, where: dict[str, str] | None = None
+                ) -> CheckRequest:
+    """The Bulk Data patient's adapter: the record's resources are a whole record (as a
+    Bundle's entries), reviewed; drafts and unreadable lines are left out, each named in
+    ``notes``; ``where`` gets the file and line of each resource."""
+    sources: list[Source] = []
+    skipped: list[Problem] = []
     for item in record.lines:
         place = f"{item.file} line {item.line}"
         try:
@@ -79,17 +85,24 @@ def record_bundle(record: Record, notes: list[Problem] | None = None,
             continue
         if not isinstance(resource, dict):
             continue
+        if not isinstance(resource.get("resourceType"), str):
+            entry = f"Bundle.entry[{len(sources) + len(skipped)}]"
+            skipped.append(Problem(f"{entry} skipped: it holds no resource", "structure", entry,
+                                   "warning"))
+            continue
         ref = f"{resource.get('resourceType')}/{resource.get('id')}"
         if where is not None:
             where.setdefault(ref, place)
         if resource.get("resourceType") == "MedicationRequest" and \
                 resource.get("status") == "draft":
+            # a draft is not an order yet, and would turn the review into an order-time check
             if notes is not None:
                 notes.append(Problem(f"{ref} is a draft order: not reviewed", "informational",
                                      None, "information"))
             continue
-        entries.append({"resource": resource})
-    return {"resourceType": "Bundle", "type": "collection", "entry": entries}
+        sources.append(Source(resource, f"Bundle.entry[{len(sources) + len(skipped)}].resource"))
+    return assemble(Pieces("bulk", "bundle", check_time, profile, record=sources, kb=kb,
+                           notes=skipped))
 
 
 def check_record(record: Record, check_time: datetime, profile: str, kb: Knowledge
@@ -98,9 +111,10 @@ def check_record(record: Record, check_time: datetime, profile: str, kb: Knowled
     result = PatientResult(record.pid)
     notes: list[Problem] = []
     where: dict[str, str] = {}
-    bundle = record_bundle(record, notes, where)
     try:
-        rendered, req, outcome = check_result(bundle, check_time, profile, kb)
+        req = from_export(record, check_time, profile, kb, notes, where)
+        outcome = run_check(req, kb)
+        rendered = render_result(req, outcome, kb)
     except ServiceError as exc:
         nothing = exc.status == 422 and any(p.code == "not-found" and
                                             p.message.startswith("nothing to check")

@@ -3,7 +3,7 @@ WATCH_CHECK_S looks after the Subscriptions and catches up.
 
 A re-check of one patient: search its active MedicationRequests on FHIR_SERVER_URL (with their
 Medications) and keep the baclofen ones; for each, the by-id review check with write-back
-(service/fhir_input/server.py, service/writeback.py: ``PUT DetectedIssue/bc-<finding>``,
+(service/assemble/byid.py, service/writeback.py: ``PUT DetectedIssue/bc-<finding>``,
 stale findings cancelled, nothing rewritten on a repeat), recorded in the audit store with
 endpoint ``watch``, the trigger's kind as ``hook`` and the triggering resource as
 ``hookInstance``. The result (per finding ``new``, ``unchanged`` or ``cancelled``) and the
@@ -31,10 +31,11 @@ from urllib.parse import quote
 
 from sqlalchemy.exc import SQLAlchemyError
 
+from ..assemble import CheckRequest, ResourceIndex
+from ..assemble.byid import from_server
 from ..config import Settings
 from ..errors import ServiceError
 from ..fhir_input.fetch import FhirClient, fhir_server_client
-from ..fhir_input.request import ResourceIndex
 from ..fhirjson import JSON
 from ..findings import Finding
 from ..knowledge import Knowledge
@@ -69,7 +70,7 @@ class RecheckResult:
 def active_baclofen_orders(client: FhirClient, patient_ref: str, kb: Knowledge,
                            deadline: Deadline) -> list[JSON]:
     """The patient's active baclofen MedicationRequests on the server."""
-    from ..dosing import names_baclofen
+    from ..facts.drugs import names_baclofen
 
     pid = patient_ref.split("/", 1)[1]
     found = client.search(f"MedicationRequest?patient={quote(pid, safe='')}&status=active"
@@ -80,6 +81,14 @@ def active_baclofen_orders(client: FhirClient, patient_ref: str, kb: Knowledge,
     return [r for r in found if r.get("resourceType") == "MedicationRequest"
             and r.get("status") == "active" and patient_of(r) == patient_ref
             and isinstance(r.get("id"), str) and names_baclofen(r, index.resolve, kb)]
+
+
+def from_notification(client: FhirClient, order_id: str, deadline: Deadline, now: datetime,
+                      profile: str, kb: Knowledge) -> CheckRequest:
+    """The re-check's adapter: an active order of the notified patient, read from the server
+    as by id, reviewed (the re-check is of the therapy going on)."""
+    return from_server(client, order_id, deadline, now, profile, kb, door="watch",
+                       mode="review")
 
 
 def _change(order_ref: str, finding_id: str, change: str, server_id: str | None,
@@ -106,7 +115,6 @@ def recheck(entry: Entry, settings: Settings, client: FhirClient, store: Store,
     when it should be tried again, LeaseLost when another worker has taken the entry (the
     lease is renewed before each order, so that a slow re-check keeps it)."""
     from ..engine import run_check
-    from ..fhir_input.server import read_from_server
     from ..output.fhir import render_result
     from ..writeback import persist
 
@@ -126,7 +134,7 @@ def recheck(entry: Entry, settings: Settings, client: FhirClient, store: Store,
         now = datetime.now(UTC)
         deadline = Deadline(seconds)
         try:
-            req = read_from_server(client, order_id, deadline, now, settings.profile, kb)
+            req = from_notification(client, order_id, deadline, now, settings.profile, kb)
         except ServiceError as exc:
             if exc.status >= 500:
                 raise

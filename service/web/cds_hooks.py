@@ -22,8 +22,8 @@ from ..cds.discovery import SERVICES, CdsService, discovery, prefetch_templates
 from ..cds.feedback import parse_feedback
 from ..cds.fetching import fetch_keys
 from ..cds.prefetch import gather
-from ..cds.request import build_request, medication_reads, parse_call
-from ..cds.review import alerts_not_repeated, review_orders
+from ..cds.request import from_hook, medication_reads, parse_call
+from ..cds.review import alerts_not_repeated, from_patient_view
 from ..config import Settings
 from ..engine import run_check
 from ..errors import Problem, ServiceError
@@ -78,11 +78,8 @@ def call_service(service_id: str) -> Response:
     data = gather(call, templates, lambda c, urls: fetch_keys(
         c, urls, cfg, outbound_deadline()))
     checked = now()
-    if service.review:
-        call.orders_json = review_orders(data, call.patient_id, kb)
-    req = build_request(call, data, checked, cfg.profile)
-    if service.review:
-        req.mode = "review"
+    req = (from_patient_view(call, data, checked, cfg.profile, kb) if service.review
+           else from_hook(call, data, checked, cfg.profile))
     _count_left_out(req)
     outcome = run_check(req, kb)
     status = "preliminary" if service.hook == "order-select" else "final"
