@@ -37,7 +37,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, TextIO
 
-from ..knowledge import Knowledge, load
+from ..knowledge import Knowledge
 from ..output.fhir import iso
 from .check import SEVERITIES, PatientResult, check_record
 from .export import ExportReader, Problem, Record
@@ -126,19 +126,21 @@ def _neg(pid: str) -> str:
 
 # --- worker processes -----------------------------------------------------------------------
 
+# The review's knowledge, set by review() before it forks the workers, which inherit it (a
+# Knowledge holds read-only mappings, which do not pickle).
 _KB: Knowledge | None = None
 
 
 def _warm() -> int:
-    """Run in each worker before the export is opened: load the knowledge and the models."""
-    global _KB
-    _KB = load()
+    """Run in each worker before the export is opened (so each is forked before DuckDB starts
+    its threads)."""
     return os.getpid()
 
 
 def _check_window(records: list[Record], check_time: datetime, profile: str
                   ) -> list[PatientResult]:
-    kb = _KB or load()
+    kb = _KB
+    assert kb is not None, "set by review() before the workers are forked"
     out = []
     for record in records:
         try:
@@ -203,6 +205,8 @@ def _peak_memory_mb() -> dict[str, float]:
 
 def review(options: Options, kb: Knowledge) -> dict[str, Any]:
     """Run the review; returns the summary (also written to summary.json)."""
+    global _KB
+    _KB = kb
     started = time.perf_counter()
     out = options.out_dir
     out.mkdir(parents=True, exist_ok=True)
