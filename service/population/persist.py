@@ -23,7 +23,11 @@ from typing import Any
 
 from ..config import Settings
 from ..errors import ServiceError
+from ..outbound.deadline import Deadline
 from ..output.fhir import FINDING_SYSTEM
+from ..store import Store
+from ..writeback import persist_many
+from .bulk import _client
 
 BATCH_ORDERS = 50
 
@@ -75,11 +79,6 @@ def order_issues(out: Path) -> Iterator[tuple[list[tuple[str, dict[str, Any]]], 
 
 
 def persist_findings(out: Path, base_url: str, settings: Settings, now: datetime) -> str:
-    from ..outbound.deadline import Deadline
-    from ..store import Store
-    from ..writeback import persist_many
-    from .bulk import _client
-
     client = _client(base_url, settings)
     store = Store(settings.database_url, settings.audit_retention_days)
     counts = {"orders": 0, "batches": 0, "written": 0, "kept": 0, "cancelled": 0}

@@ -41,10 +41,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _open(settings: Settings) -> tuple[Any, Any]:
-    from ..clock import wall_clock
-    from ..startup import open_audit_store
-    from . import worklist
-    from .queue import WatchStore
+    from ..clock import wall_clock  # lazy: only this watch command
+    from ..startup import open_audit_store  # lazy: only this watch command
+    from . import worklist  # lazy: only this watch command
+    from .queue import WatchStore  # lazy: only this watch command
 
     if settings.fhir_server_url is None:
         raise SystemExit("baclofen-check: the watch needs FHIR_SERVER_URL")
@@ -68,9 +68,9 @@ def _since(text: str) -> datetime:
 
 def watch_cmd(args: argparse.Namespace, out: TextIO = sys.stdout,
               settings: Settings | None = None, *, kb: Knowledge) -> int:
-    from ..fhir_input.fetch import fhir_server_client
-    from ..logs import configure_logging
-    from ..outbound.deadline import FetchFailure
+    from ..fhir_input.fetch import fhir_server_client  # lazy: only this watch command
+    from ..logs import configure_logging  # lazy: only this watch command
+    from ..outbound.deadline import FetchFailure  # lazy: only this watch command
 
     configure_logging()  # JSON lines on standard error, as the service's
     settings = settings or load_settings()
@@ -79,7 +79,7 @@ def watch_cmd(args: argparse.Namespace, out: TextIO = sys.stdout,
         client = fhir_server_client(settings)
         now = datetime.now(UTC)
         if args.watch_command == "subscribe" and getattr(args, "topics", False):
-            from . import topics
+            from . import topics  # lazy: only this watch command
 
             try:
                 made = topics.subscribe(client, settings, kb, ws, now, args.content,
@@ -90,7 +90,7 @@ def watch_cmd(args: argparse.Namespace, out: TextIO = sys.stdout,
             out.write(json.dumps(made) + "\n")
             return 0
         if args.watch_command == "subscribe":
-            from .subscriptions import subscribe
+            from .subscriptions import subscribe  # lazy: only this watch command
 
             try:
                 done = subscribe(client, settings, kb, ws, now, remove=args.remove)
@@ -101,7 +101,7 @@ def watch_cmd(args: argparse.Namespace, out: TextIO = sys.stdout,
                                   "kept": done.kept, "deleted": done.deleted}) + "\n")
             return 0
         if args.watch_command == "catch-up":
-            from .subscriptions import catch_up
+            from .subscriptions import catch_up  # lazy: only this watch command
 
             since = _since(args.since)
             try:
@@ -111,10 +111,10 @@ def watch_cmd(args: argparse.Namespace, out: TextIO = sys.stdout,
                 return 1
             out.write(json.dumps({"changed": found.found, "queued": found.queued}) + "\n")
             return 0
-        from .worker import Worker
+        from .worker import Worker  # lazy: only this watch command
 
         if args.metrics_port:
-            from prometheus_client import start_http_server
+            from prometheus_client import start_http_server  # lazy: only this watch command
 
             start_http_server(args.metrics_port, addr="127.0.0.1")
         worker = Worker(settings, store, ws, kb)

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from urllib.parse import parse_qsl, quote
 
+from ..cds.discovery import PATIENT, prefetch_templates
 from ..config import Settings
 from ..fhir_input.fetch import FhirClient
 from ..fhirjson import JSON, as_dict, as_str
@@ -35,7 +36,7 @@ from ..knowledge import Knowledge
 from ..outbound.deadline import Deadline, FetchFailure
 from . import metrics
 from .queue import Trigger, WatchStore
-from .receiver import patient_of
+from .receiver import CATCH_UP_REQUESTED, patient_of
 
 log = logging.getLogger("baclofen_check.watch")
 TAG_SYSTEM = "urn:baclofen-check:watch"
@@ -55,8 +56,6 @@ _NOT_CRITERIA = frozenset({"patient", "subject", "_sort", "_count", "_include"})
 
 def criteria(kb: Knowledge) -> list[str]:
     """The Subscription criteria, one per resource type the rules read."""
-    from ..cds.discovery import PATIENT, prefetch_templates
-
     by_type: dict[str, list[list[tuple[str, str]]]] = {}
     for query in prefetch_templates(kb).values():
         path, _, qs = query.partition("?")
@@ -264,8 +263,6 @@ def catch_up(client: FhirClient, settings: Settings, kb: Knowledge, ws: WatchSto
 
 def catch_up_due(ws: WatchStore, now: datetime) -> bool:
     """A ping or an id-only notification asked for a catch-up since the last one."""
-    from .receiver import CATCH_UP_REQUESTED
-
     _, asked = ws.get(CATCH_UP_REQUESTED)
     _, done = ws.get("catch-up-done")
     return asked is not None and (done is None or asked > done)

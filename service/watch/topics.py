@@ -128,7 +128,7 @@ def discover(client: FhirClient, deadline: Deadline) -> list[Topic]:
 
 
 def _our_criteria(kb: Knowledge) -> dict[str, list[list[tuple[str, str]]]]:
-    from .subscriptions import criteria
+    from .subscriptions import criteria  # cycle: via receiver
 
     out: dict[str, list[list[tuple[str, str]]]] = {}
     for crit in criteria(kb):
@@ -139,7 +139,7 @@ def _our_criteria(kb: Knowledge) -> dict[str, list[list[tuple[str, str]]]]:
 
 def wanted(settings: Settings, kb: Knowledge, topics: list[Topic], content: str) -> list[JSON]:
     """One backport Subscription per topic that triggers on a type the rules read."""
-    from .subscriptions import TAG_SYSTEM, endpoint
+    from .subscriptions import TAG_SYSTEM, endpoint  # cycle: via receiver
 
     if content not in CONTENTS:
         raise ValueError(f"content must be one of {', '.join(CONTENTS)}")
@@ -179,7 +179,7 @@ def wanted(settings: Settings, kb: Knowledge, topics: list[Topic], content: str)
 
 def ours(client: FhirClient, deadline: Deadline) -> list[JSON]:
     """The topic-based Subscriptions on the server that carry our tag."""
-    from .subscriptions import TAG_SYSTEM
+    from .subscriptions import TAG_SYSTEM  # cycle: via receiver
 
     tag = {"system": TAG_SYSTEM, "code": TAG_CODE}
     query = "Subscription?_tag=" + quote(f"{TAG_SYSTEM}|{TAG_CODE}", safe="") + "&_count=100"
@@ -202,7 +202,7 @@ def subscribe(client: FhirClient, settings: Settings, kb: Knowledge, ws: WatchSt
               ) -> dict[str, list[str]]:
     """Make the server's topic-based Subscriptions of this service what ``wanted`` says (or
     none with ``remove``). Raises FetchFailure when the server refuses."""
-    from .subscriptions import CURSOR, _delete, criteria
+    from .subscriptions import CURSOR, _delete, criteria  # cycle: via receiver
 
     deadline = Deadline(max(settings.outbound_timeout_s, 10.0))
     done: dict[str, list[str]] = {"created": [], "updated": [], "kept": [], "deleted": []}
@@ -290,7 +290,7 @@ def read_focus(ws: WatchStore, client: FhirClient, settings: Settings, now: date
     """The worker's part: read each waiting focus from the server and queue its patient (a
     focus gone from the server is dropped; one that cannot be read now waits). Returns how
     many were queued."""
-    from .receiver import patient_of
+    from .receiver import patient_of  # cycle: via receiver
 
     s = watch_state.c
     with ws.engine.connect() as conn:
