@@ -162,7 +162,7 @@ def engine_section(seconds: float, workdir: Path) -> dict[str, Any]:
     from service import create_app
     from service.cds.discovery import SERVICES, prefetch_templates
     from service.cds.prefetch import gather
-    from service.cds.request import build_request, medication_reads, parse_call
+    from service.cds.request import from_hook, medication_reads, parse_call
     from service.checker import check_body
     from service.engine import run_check
     from service.knowledge import load
@@ -186,7 +186,7 @@ def engine_section(seconds: float, workdir: Path) -> dict[str, Any]:
         # what service/web/cds_hooks.py call_service does, without Flask and the store
         call = parse_call(json.loads(sign), service)
         data = gather(call, {**templates, **medication_reads(call)}, None)
-        req = build_request(call, data, now, "us")
+        req = from_hook(call, data, now, "us")
         return render_cards(req, run_check(req, kb), kb, "final")
 
     _quiet_logs(workdir)

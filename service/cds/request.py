@@ -266,6 +266,3 @@ def from_hook(call: HookCall, data: Mapping[str, KeyData], now: datetime, profil
                        else "prefetch.patient"),
         reviewed=orders is not None))
 
-
-# the old name, while tests/ and bench/ still call it (the tests are being reorganised)
-build_request = from_hook

@@ -12,10 +12,11 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 
+from ..checkrequest import CheckRequest, Item
 from ..engine import CheckOutcome
 from ..errors import Problem
-from ..fhir_input.request import CheckRequest, Item, model_problem
 from ..fhirjson import JSON, walk
+from ..fhirmodel import model_problem
 from ..findings import Finding
 from ..knowledge import Knowledge
 

@@ -24,10 +24,10 @@ from ..cds.fetching import fetch_keys
 from ..cds.prefetch import gather
 from ..cds.request import from_hook, medication_reads, parse_call
 from ..cds.review import alerts_not_repeated, from_patient_view
+from ..checkrequest import CheckRequest
 from ..config import Settings
 from ..engine import run_check
 from ..errors import Problem, ServiceError
-from ..fhir_input.request import CheckRequest
 from ..knowledge import load
 from ..output.cards import Rendered, render_cards
 from ..store import record, record_key
