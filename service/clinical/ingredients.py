@@ -29,6 +29,14 @@ def _any_of(ingredients: tuple[str, ...]) -> re.Pattern[str]:
     return re.compile(r"\b(?:" + "|".join(re.escape(i.lower()) for i in ingredients) + r")\b")
 
 
+@lru_cache(maxsize=256)
+def _ends_any(suffixes: tuple[str, ...]) -> re.Pattern[str]:
+    """One pattern that finds a word of three letters or more before any of ``suffixes``, at
+    the end of the word: a name without one has no suffix word (the usual case), in one
+    search."""
+    return re.compile(r"[a-z]{3}(?:" + "|".join(re.escape(s) for s in suffixes) + r")(?![a-z])")
+
+
 def matches(names: tuple[str, ...], ingredients: list[str], suffixes: list[str]) -> list[str]:
     """The ingredient names (or suffix words) found as whole words in ``names``."""
     found: list[str] = []
@@ -41,7 +49,7 @@ def matches(names: tuple[str, ...], ingredients: list[str], suffixes: list[str])
                 if any(low in n for n in names) and any(
                         _whole_word(low).search(n) for n in names):
                     found.append(ingredient)
-    if suffixes:
+    if suffixes and any(_ends_any(tuple(suffixes)).search(n) for n in names):
         words = [word for n in names for word in _LETTERS.findall(n)]
         for suffix in suffixes:
             for word in words:

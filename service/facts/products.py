@@ -51,17 +51,26 @@ def atc_codes(concepts: Iterable[JSON], kb: Knowledge) -> list[str]:
             if as_str(c.get("system")) == system and as_str(c.get("code"))]
 
 
+@lru_cache(maxsize=8)
+def _baclofen_codes(kb: Knowledge) -> tuple[str, frozenset[str], frozenset[str]]:
+    """(the RxNorm system, the baclofen RxNorm codes, the baclofen ATC codes upper case) of a
+    knowledge file, gathered once (it is only read)."""
+    rec = kb.recognition
+    rxnorm = list(rec["baclofen_rxnorm"]) + list(rec.get("baclofen_product_rxnorm") or [])
+    return (rec["rxnorm_system"], frozenset(rxnorm),
+            frozenset(str(c).upper() for c in rec.get("baclofen_atc", [])))
+
+
 def is_baclofen(concept: JSON, med: JSON | None, kb: Knowledge,
                 names: Iterable[str] | None = None) -> bool:
     """RxNorm ingredient 1292 or a listed baclofen product code, WHO ATC M03BX01, or a name:
     the word baclofen or a baclofen brand at the start of a word. ``names``: the medicine's
     names when already read (``names_of``)."""
-    rec = kb.recognition
+    system, rxnorm, atc = _baclofen_codes(kb)
     concepts = concepts_of(concept, med)
-    rxnorm = list(rec["baclofen_rxnorm"]) + list(rec.get("baclofen_product_rxnorm") or [])
-    if any(has_code(c, rec["rxnorm_system"], rxnorm) for c in concepts):
+    if any(has_code(c, system, rxnorm) for c in concepts):
         return True
-    if set(atc_codes(concepts, kb)) & {str(c).upper() for c in rec.get("baclofen_atc", [])}:
+    if set(atc_codes(concepts, kb)) & atc:
         return True
     pattern = word_start(baclofen_words(kb))
     return any(pattern.search(name)
@@ -102,9 +111,15 @@ def brand_ingredients(names: Iterable[str], kb: Knowledge) -> list[tuple[str, st
 
 def atc_ingredient_names(codes: Iterable[str], kb: Knowledge) -> list[str]:
     """Ingredient names of full ATC codes listed in the knowledge file."""
-    table = {str(k).upper(): str(v)
-             for k, v in (kb.data.get("atc_ingredients") or {}).get("codes", {}).items()}
+    table = _atc_table(kb)
     return [table[c] for c in codes if c in table]
+
+
+@lru_cache(maxsize=8)
+def _atc_table(kb: Knowledge) -> dict[str, str]:
+    """Full ATC code (upper case) -> ingredient name, from the knowledge file, built once."""
+    return {str(k).upper(): str(v)
+            for k, v in (kb.data.get("atc_ingredients") or {}).get("codes", {}).items()}
 
 
 __all__ = ["atc_codes", "atc_ingredient_names", "brand_ingredients", "concepts_of",
