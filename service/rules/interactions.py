@@ -28,14 +28,13 @@ def ingredients_in(ctx: RuleContext, use: MedicationUse, ingredients: list[str],
 
 def class_hits(ctx: RuleContext, rule_id: str, uses: tuple[MedicationUse, ...]
                ) -> list[tuple[MedicationUse, list[str]]]:
-    spec = ctx.kb.interaction_classes[rule_id]
+    spec = ctx.kb.typed.interactions[rule_id]
     hits = []
     for use in uses:
         if use.baclofen:
             continue
-        found = ingredients_in(ctx, use, list(spec.get("ingredients", [])),
-                               list(spec.get("suffixes", [])),
-                               list(spec.get("atc_prefixes", [])))
+        found = ingredients_in(ctx, use, list(spec.ingredients), list(spec.suffixes),
+                               list(spec.atc_prefixes))
         if found:
             hits.append((use, found))
     return hits
@@ -45,19 +44,19 @@ def _finding(ctx: RuleContext, rule_id: str, order: OrderFacts,
              hits: list[tuple[MedicationUse, list[str]]], baclofen_first: bool,
              baclofen_refs: tuple[str, ...] = ()) -> Finding:
     spec = ctx.kb.rule(rule_id)
-    cls = ctx.kb.interaction_classes[rule_id]
+    cls = ctx.kb.typed.interactions[rule_id]
     drugs = sorted({name for _, found in hits for name in found})
-    severity = spec.severity if spec.severity in {"low", "moderate", "high"} else "moderate"
+    severity = spec.grade()
     refs = tuple(u.ref for u, _ in hits if u.ref != order.ref)
     implicated = refs if baclofen_first else baclofen_refs
     which = ", ".join(drugs)
-    kind = cls["one"] if len(drugs) == 1 else cls["label"]
+    kind = cls.one if len(drugs) == 1 else cls.label
     advice = ("Review the need for both, use the lowest doses and monitor for sedation and "
               "falls." if severity != "low" else "Monitor blood pressure and for dizziness.")
     return ctx.finding(
         rule_id, severity, order,
         summary=f"Baclofen with {which} ({kind})"[:139],
-        detail=f"Baclofen with {which} ({kind}): {cls['effect']}. {advice}",
+        detail=f"Baclofen with {which} ({kind}): {cls.effect}. {advice}",
         implicated=implicated,
         evidence=refs if baclofen_first else baclofen_refs,
     )
@@ -67,7 +66,7 @@ def rules(ctx: RuleContext, order: OrderFacts) -> list[Finding]:
     """For a baclofen order: every class found among the other medicines in use."""
     others = tuple(u for u in ctx.medications if u.ref != order.ref)
     out = []
-    for rule_id in ctx.kb.interaction_classes:
+    for rule_id in ctx.kb.typed.interactions:
         hits = class_hits(ctx, rule_id, others)
         if hits:
             out.append(_finding(ctx, rule_id, order, hits, baclofen_first=True))
@@ -85,7 +84,7 @@ def draft_rules(ctx: RuleContext, order: OrderFacts) -> list[Finding]:
         return []
     own = tuple(u for u in ctx.medications if u.ref == order.ref)
     out = []
-    for rule_id in ctx.kb.interaction_classes:
+    for rule_id in ctx.kb.typed.interactions:
         hits = class_hits(ctx, rule_id, own)
         if hits:
             out.append(_finding(ctx, rule_id, order, hits, baclofen_first=False,
@@ -95,19 +94,18 @@ def draft_rules(ctx: RuleContext, order: OrderFacts) -> list[Finding]:
 
 def cns_burden(ctx: RuleContext, order: OrderFacts, others: tuple[MedicationUse, ...]
                ) -> Finding | None:
-    spec = ctx.kb.data["cns_active"]
+    spec = ctx.kb.typed.cns_active
     age = ctx.patient.age
-    if age is None or age.high_years < int(spec["older_age"]):
+    if age is None or age.high_years < spec.older_age:
         return None
     classes: dict[str, tuple[list[str], list[str]]] = {}
-    own_prefixes = spec.get("atc_prefixes") or {}
-    for name, members in spec["classes"].items():
-        prefixes = list(own_prefixes.get(name, []))
-        if isinstance(members, str) and members.startswith("from "):
-            source = ctx.kb.interaction_classes[members[5:]]
-            members = source["ingredients"]
-            prefixes += list(source.get("atc_prefixes", []))
-        classes[name] = (list(members), prefixes)
+    for name, listed in spec.classes.items():
+        prefixes = list(spec.atc_prefixes.get(name, ()))
+        if isinstance(listed, str):   # "from <interaction rule id>" (checked at load)
+            source = ctx.kb.typed.interactions[listed.removeprefix("from ").strip()]
+            listed = source.ingredients
+            prefixes += list(source.atc_prefixes)
+        classes[name] = (list(listed), prefixes)
     # clinical-rules section 8: counted by ingredient, so one drug in two orders is one drug
     drugs: dict[str, tuple[MedicationUse, str]] = {}
     for use in others:
@@ -116,14 +114,15 @@ def cns_burden(ctx: RuleContext, order: OrderFacts, others: tuple[MedicationUse,
         for cls, (members, prefixes) in classes.items():
             for ingredient in ingredients_in(ctx, use, members, [], prefixes):
                 drugs.setdefault(ingredient, (use, cls))
-    if len(drugs) < int(spec["min_other_drugs"]):
+    if len(drugs) < spec.min_other_drugs:
         return None
     listed = "; ".join(f"{ingredient} ({cls}: {u.name})"
                        for ingredient, (u, cls) in drugs.items())
     total = len(drugs) + 1
     return ctx.finding(
         "geriatric.cns-burden", "moderate", order,
-        summary=f"Baclofen makes {total} CNS-active drugs for a patient aged 65 or over",
+        summary=f"Baclofen makes {total} CNS-active drugs for a patient aged "
+                f"{spec.older_age} or over",
         detail=f"With baclofen the patient ({age_text(age, 'old')}) would take "
                f"{total} CNS-active drugs: baclofen and {listed}. Beers 2023 advises avoiding "
                f"three or more CNS-active drugs together (falls, fractures); deprescribe where "
