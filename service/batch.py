@@ -18,10 +18,14 @@ memory does not grow with the number of lines.
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
+import multiprocessing
+from collections import deque
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import IO, Any
 
 from .assemble import CheckRequest
@@ -160,13 +164,9 @@ def _check_window(window: list[bytes], start: int, fixed: datetime | None, profi
                   ) -> tuple[list[str], Summary]:
     """Check one window of non-blank lines in a worker process: the output lines as JSON
     text, and the window's tally. ``start`` is the number of lines before the window."""
-    import json
-    from datetime import UTC
-    from datetime import datetime as dt
-
     assert _WORKER_KB is not None, "set by check_file_parallel before the fork"
     tally = Summary()
-    results = check_lines(iter(window), lambda: fixed or dt.now(UTC), profile, _WORKER_KB,
+    results = check_lines(iter(window), lambda: fixed or datetime.now(UTC), profile, _WORKER_KB,
                           None, tally, start)
     return [json.dumps(line.result) for line in results], tally
 
@@ -180,10 +180,6 @@ def check_file_parallel(
     ``jobs`` windows in flight. ``emit(text, answered)`` receives each output line."""
     global _WORKER_KB
     _WORKER_KB = kb
-    import multiprocessing
-    from collections import deque
-    from concurrent.futures import Future, ProcessPoolExecutor
-
     pending: deque[Future[tuple[list[str], Summary]]] = deque()
     answered = 0
 
