@@ -21,9 +21,8 @@ def expression(rtype: str, loc: tuple[Any, ...]) -> str:
 
 def model_problem(resource: JSON, rtype: str) -> str | None:
     """Why ``resource`` is not a valid R4 ``rtype`` (the first error), or None."""
-    # function-level: the R4B model package is large; commands that never validate (the
-    # review's grouping, the watch receiver) do not pay for loading it
-    from fhir.resources.R4B import get_fhir_model_class
+    # commands that never validate (the review's grouping, the watch receiver) do not pay
+    from fhir.resources.R4B import get_fhir_model_class  # lazy: the R4B models are large
 
     try:
         get_fhir_model_class(rtype).model_validate(resource)

@@ -255,9 +255,9 @@ def _from_record(p: Pieces, normalised: _Normalise) -> CheckRequest:
 def _active_baclofen(items: list[Item], index: ResourceIndex, kb: Knowledge | None
                      ) -> list[Item]:
     if kb is None:
-        # function-level: the global knowledge only where a caller gave none (the native
-        # parse_body of tests and tools); every front door of the service passes its own
-        from ..knowledge import load
+        # the global knowledge only where a caller gave none (parse_body called by tests and
+        # tools); every front door of the service passes its own
+        from ..knowledge import load  # lazy: a fallback, not a dependency of the assembler
 
         kb = load()
     out = []

@@ -40,9 +40,8 @@ def parse_body(body: Any, now: datetime, default_profile: str, kb: Knowledge | N
         return from_parameters(body, now, default_profile, door or "parameters")
     if rtype == "Bundle":
         return from_bundle(body, now, default_profile, door or "bundle", kb)
-    # function-level: the R4B model package is large and only a body of another resource
-    # type needs it here (to tell an unknown type from one that cannot be checked)
-    from fhir.resources.R4B import get_fhir_model_class
+    # only a body of another resource type needs the models here (unknown or not checkable?)
+    from fhir.resources.R4B import get_fhir_model_class  # lazy: the R4B models are large
 
     try:
         get_fhir_model_class(rtype)

@@ -18,7 +18,7 @@ from __future__ import annotations
 import re
 import types
 import typing
-from datetime import tzinfo
+from datetime import datetime, tzinfo
 from functools import cache
 from typing import Any
 
@@ -32,8 +32,6 @@ _MAX_DEPTH = 64
 def offset_text(tz: tzinfo | None) -> str:
     if tz is None:
         return "Z"
-    from datetime import datetime
-
     delta = datetime(2000, 1, 1, tzinfo=tz).utcoffset()
     if not delta:
         return "Z"
@@ -77,7 +75,7 @@ Shape = dict[str, tuple[bool, str | None]]
 def _shape(type_name: str) -> Shape | None:
     """The elements of an R4 type (resource, datatype or backbone element) and their
     cardinality, read once from its fhir.resources R4B model; None for an unknown type."""
-    from fhir.resources.R4B import get_fhir_model_class
+    from fhir.resources.R4B import get_fhir_model_class  # lazy: the R4B models are large
 
     try:
         model = get_fhir_model_class(type_name)

@@ -39,9 +39,8 @@ def validate_model(resource: JSON, what: str) -> list[Problem]:
     could not be checked instead of judging half a line). Invalid content in what a rule needs
     to check at all (the order's status, patient or medicine, a dosage route, the patient's
     birth date or gender) is a 400 naming every bad field."""
-    # function-level: the R4B model package is large; commands that never validate (the
-    # review's grouping, the watch receiver) do not pay for loading it
-    from fhir.resources.R4B import get_fhir_model_class
+    # commands that never validate (the review's grouping, the watch receiver) do not pay
+    from fhir.resources.R4B import get_fhir_model_class  # lazy: the R4B models are large
 
     rtype = str(resource.get("resourceType"))
     try:

@@ -14,6 +14,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 from urllib.parse import quote
 
+from ..outbound.allowlist import allowed
 from .request import HookCall, KeyData, read_prefetch_value
 
 _TOKEN = re.compile(r"\{\{\s*([A-Za-z0-9_.]+)\s*\}\}")
@@ -88,8 +89,6 @@ def gather(call: HookCall, templates: Mapping[str, str], fetcher: Fetcher | None
 def _under(url: str, base: str | None) -> bool:
     if base is None:
         return False
-    from ..outbound.allowlist import allowed
-
     return allowed(url, (base,))
 
 

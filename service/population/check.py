@@ -20,9 +20,11 @@ from typing import Any
 from ..assemble import CheckRequest, Pieces, Source, assemble
 from ..engine import run_check
 from ..errors import Problem, ServiceError
+from ..facts.patient import patient_facts
+from ..facts.renal import read_renal
 from ..fhirjson import JSON
 from ..jsonbody import parse_json_text
-from ..knowledge import Knowledge, frac
+from ..knowledge import Knowledge
 from ..output.fhir import render_result
 from .export import Record
 
@@ -144,8 +146,6 @@ def check_record(record: Record, check_time: datetime, profile: str, kb: Knowled
 def _figures(result: PatientResult, req: Any, outcome: Any, kb: Knowledge) -> None:
     """Kidney band and daily dose for the summary and the report (read as the engine reads
     them for the first baclofen order)."""
-    from ..facts.patient import patient_facts
-    from ..facts.renal import read_renal
 
     baclofen = [o for o in outcome.orders if o.is_baclofen]
     if not baclofen:
@@ -160,7 +160,7 @@ def _figures(result: PatientResult, req: Any, outcome: Any, kb: Knowledge) -> No
     patient = patient_facts(req.patient.resource if req.patient else {},
                             req.patient.ref if req.patient else "Patient/unknown",
                             order.start, items, req.check_time, kb)
-    adult_from = frac(kb.data["patient_context"]["renal"]["cockcroft_gault"]["age_from"])
+    adult_from = kb.typed.patient_context.renal.cockcroft_gault.age_from
     egfr_only = patient.age is not None and patient.age.low_years < adult_from
     renal = read_renal(items, patient, req.check_time, kb, egfr_only)
     if renal.dialysis:

@@ -34,13 +34,17 @@ from sqlalchemy.exc import SQLAlchemyError
 from ..assemble import CheckRequest, ResourceIndex
 from ..assemble.byid import from_server
 from ..config import Settings
+from ..engine import run_check
 from ..errors import ServiceError
+from ..facts.drugs import names_baclofen
 from ..fhir_input.fetch import FhirClient, fhir_server_client
 from ..fhirjson import JSON
 from ..findings import Finding
 from ..knowledge import Knowledge
 from ..outbound.deadline import Deadline, FetchFailure
+from ..output.fhir import render_result
 from ..store import Store, record, record_key
+from ..writeback import persist
 from . import metrics
 from .queue import Entry, FindingChange, WatchStore
 from .receiver import patient_of
@@ -70,7 +74,6 @@ class RecheckResult:
 def active_baclofen_orders(client: FhirClient, patient_ref: str, kb: Knowledge,
                            deadline: Deadline) -> list[JSON]:
     """The patient's active baclofen MedicationRequests on the server."""
-    from ..facts.drugs import names_baclofen
 
     pid = patient_ref.split("/", 1)[1]
     found = client.search(f"MedicationRequest?patient={quote(pid, safe='')}&status=active"
@@ -114,9 +117,6 @@ def recheck(entry: Entry, settings: Settings, client: FhirClient, store: Store,
     """Re-check one patient (see the module text). Raises FetchFailure or ServiceError (5xx)
     when it should be tried again, LeaseLost when another worker has taken the entry (the
     lease is renewed before each order, so that a slow re-check keeps it)."""
-    from ..engine import run_check
-    from ..output.fhir import render_result
-    from ..writeback import persist
 
     seconds = max(settings.outbound_timeout_s, MIN_RECHECK_DEADLINE_S)
     result = RecheckResult()
