@@ -62,13 +62,14 @@ from ..fhirjson import as_dict, as_str
 from ..fhirref import split_version, unversioned
 from ..findings import SEVERITY_RANK
 from ..outbound.deadline import Deadline, FetchFailure
+from ..output.fhir import FINDING_SYSTEM, iso
 from ..store import _ID, UTCDateTime
+from ..wording import fmt, times_per_day
 from .queue import WatchStore, metadata, watch_findings, watch_rechecks
 
 log = logging.getLogger("baclofen_check.watch")
 
 INTERVENTION_SYSTEM = "urn:baclofen-check:intervention"
-FINDING_SYSTEM = "urn:baclofen-check:finding"
 # the outcomes a pharmacist records (interfaces.md section 6), with what the server shows
 OUTCOMES = {
     "dose-changed": "Dose changed",
@@ -464,8 +465,6 @@ def mitigation(record: dict[str, Any]) -> FhirJSON:
 
 
 def _iso(moment: datetime) -> str:
-    from ..output.fhir import iso
-
     return iso(moment)
 
 
@@ -726,7 +725,6 @@ def medication_summary(order: FhirJSON, medication: FhirJSON | None, kb: Any,
                        now: datetime) -> dict[str, Any]:
     """Product, dose as written with its frequency, daily mg (None when it cannot be read)."""
     from ..dosing import read_order
-    from ..wording import fmt, times_per_day
 
     ref = f"MedicationRequest/{order.get('id')}"
 

@@ -29,6 +29,7 @@ from ..config import Settings
 from ..engine import run_check
 from ..errors import Problem, ServiceError
 from ..knowledge import load
+from ..metrics import INPUT_LEFT_OUT
 from ..output.cards import Rendered, render_cards
 from ..store import record, record_key
 from .auth import authenticate_cds, install_jwks
@@ -130,8 +131,6 @@ def _count_left_out(req: CheckRequest) -> None:
                 if p.code == "informational" and p.expression and " left out" in p.message]
     if not left_out:
         return
-    from ..metrics import INPUT_LEFT_OUT
-
     for expression in left_out:
         INPUT_LEFT_OUT.labels(resource=expression.split(".", 1)[0]).inc()
     log.info("invalid elements left out: " + ", ".join(left_out[:20]),
