@@ -11,8 +11,8 @@ from flask import Flask
 from flask.testing import FlaskClient
 from hypothesis import settings as hypothesis_settings
 
-from service import create_app
-from tests.support.checks import TOKEN, WRITE_TOKEN
+from service import config, create_app
+from tests.support.checks import CLOCK, TOKEN, WRITE_TOKEN
 from tests.support.services import (  # noqa: F401 - session fixtures (real services)
     Postgres,
     postgres,
@@ -26,8 +26,18 @@ hypothesis_settings.register_profile("ci", derandomize=True)
 if os.environ.get("CI"):
     hypothesis_settings.load_profile("ci")
 
-# every app the tests make spools (service/spool.py) here, not under the working directory
-os.environ.setdefault("SPOOL_DIR", tempfile.mkdtemp(prefix="baclofen-check-test-spool-"))
+# The tests never see the shell's settings (BACLOFEN_PROFILE=uk or API_REQUIRE_AUTH=true
+# exported, say): create_app(mapping) reads only its mapping, and what a test of the CLI or of a
+# server it starts needs, it sets itself (monkeypatch.setenv, the server's env).
+for _name in config.NAMES:
+    os.environ.pop(_name, None)
+
+# every app the tests make spools (service/spool.py) here, not under the working directory:
+# SPOOL_DIR for the CLI and the servers the tests start, and the default of the apps'
+# mappings that name no SPOOL_DIR
+SPOOL_DIR = tempfile.mkdtemp(prefix="baclofen-check-test-spool-")
+os.environ["SPOOL_DIR"] = SPOOL_DIR
+config.DEFAULT_SPOOL_DIR = SPOOL_DIR
 
 
 @pytest.fixture
@@ -38,7 +48,7 @@ def app(tmp_path: Any) -> Iterator[Flask]:
         "CDS_REQUIRE_JWT": False,
         "DATABASE_URL": f"sqlite:///{tmp_path}/audit.sqlite3",
         "TESTING": True,
-    })
+    }, clock=CLOCK)
     yield app
 
 

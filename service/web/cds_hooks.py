@@ -86,7 +86,7 @@ def call_service(service_id: str) -> Response:
     status = "preliminary" if service.hook == "order-select" else "final"
     rendered = render_cards(req, outcome, kb, status, new_uuid=_card_uuids(call.hook_instance),
                             style=client_style())
-    if service.review:
+    if service.review and cfg.cds_repeat_after_h > 0:   # 0: every card, every time
         rendered = alerts_not_repeated(rendered, lambda ids: _returned(
             service, req, ids, checked - timedelta(hours=cfg.cds_repeat_after_h),
             call.hook_instance))

@@ -4,7 +4,7 @@ every call, and CORS for browser clients."""
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +16,7 @@ from service import create_app
 from service.store import get_store
 from tests.support import builders as b
 from tests.support.cdsclient import SIGN, cards, hook_call, post, topic
+from tests.support.checks import CLOCK_TIME
 
 WHEN = "2026-11-25T10:05:00Z"
 
@@ -30,7 +31,7 @@ def _cards(client: FlaskClient) -> list[dict[str, Any]]:
     preg = {"resourceType": "Observation", "id": "preg-1", "status": "final",
             "code": {"coding": [{"system": "http://loinc.org", "code": "82810-3"}]},
             "subject": {"reference": "Patient/pat-1"},
-            "effectiveDateTime": (datetime.now(UTC) - timedelta(days=20)).date().isoformat(),
+            "effectiveDateTime": (CLOCK_TIME - timedelta(days=20)).date().isoformat(),
             "valueCodeableConcept": {"coding": [{"system": b.SNOMED, "code": "77386006"}]}}
     body = hook_call(prn, high, patient=b.patient(birth_date="1995-01-01", gender="female"),
                      prefetch={"pregnancy": {"resourceType": "Bundle", "type": "searchset",

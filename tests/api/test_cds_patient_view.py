@@ -5,7 +5,7 @@ same patient within CDS_REPEAT_AFTER_H hours is not returned again."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +20,7 @@ from service.knowledge import load
 from service.store import get_store
 from tests.support import builders as b
 from tests.support.cdsclient import EXT, SIGN, VIEW, cards, hook_call, post, rules_in, searchset
-from tests.support.checks import post_check
+from tests.support.checks import CLOCK, CLOCK_TIME, post_check
 
 OXY = {"resourceType": "MedicationRequest", "id": "oxy", "status": "active", "intent": "order",
        "subject": {"reference": "Patient/pat-1"},
@@ -42,7 +42,7 @@ def view_call(*requests: dict[str, Any], patient: dict[str, Any] | None = None,
 def view_app(tmp_path: Path) -> Flask:
     return create_app({"CDS_REQUIRE_JWT": False, "TESTING": True,
                        "API_REQUIRE_AUTH": False,
-                       "DATABASE_URL": f"sqlite:///{tmp_path}/audit.sqlite3"})
+                       "DATABASE_URL": f"sqlite:///{tmp_path}/audit.sqlite3"}, clock=CLOCK)
 
 
 @pytest.fixture
@@ -100,7 +100,7 @@ def test_a_card_is_not_returned_again_within_the_period(view_app: Flask,
     # after CDS_REPEAT_AFTER_H (24 h by default) the card is shown again
     with get_store(view_app).engine.begin() as conn:
         conn.execute(text("UPDATE checks SET time = :t"),
-                     {"t": (datetime.now(UTC) - timedelta(hours=25)).replace(tzinfo=None)})
+                     {"t": (CLOCK_TIME - timedelta(hours=25)).replace(tzinfo=None)})
     again = cards(post(view, view_call(active()), VIEW))
     assert rules_in(again) == rules_in(first)
 
@@ -116,7 +116,8 @@ def test_a_retried_call_gets_its_cards_again(view: FlaskClient) -> None:
 
 def test_repeat_period_zero_always_shows(tmp_path: Path) -> None:
     client = create_app({"CDS_REQUIRE_JWT": False, "TESTING": True, "CDS_REPEAT_AFTER_H": "0",
-                         "DATABASE_URL": f"sqlite:///{tmp_path}/a.sqlite3"}).test_client()
+                         "DATABASE_URL": f"sqlite:///{tmp_path}/a.sqlite3"},
+                        clock=CLOCK).test_client()
     first = cards(post(client, view_call(active()), VIEW))
     assert rules_in(cards(post(client, view_call(active()), VIEW))) == rules_in(first)
 
@@ -171,7 +172,8 @@ def test_patient_view_calls_are_recorded(view_app: Flask, view: FlaskClient) -> 
 
 def test_epic_style_at_chart_open_replaces_the_active_order(tmp_path: Path) -> None:
     client = create_app({"CDS_REQUIRE_JWT": False, "TESTING": True, "CDS_CLIENT_STYLE": "epic",
-                         "DATABASE_URL": f"sqlite:///{tmp_path}/e.sqlite3"}).test_client()
+                         "DATABASE_URL": f"sqlite:///{tmp_path}/e.sqlite3"},
+                        clock=CLOCK).test_client()
     got = cards(post(client, view_call(active()), VIEW))
     card = next(c for c in got if c["source"]["topic"]["code"] == "oralmaxdaily")
     create, delete = card["suggestions"]

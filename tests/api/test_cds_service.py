@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -29,13 +29,14 @@ from tests.support.cdsclient import (
     topic,
     topics,
 )
+from tests.support.checks import CLOCK_TIME
 from tests.support.context_builders import obs
 
 FIXTURES = Path(__file__).resolve().parents[2] / "fixtures"
 OLD = "1940-03-01"  # 86 at the check time
-# CDS Hooks calls are checked at the time of the call, so results are dated relative to now
-# (a fixed date would turn stale after 90 days and change the cards).
-RECENT = (datetime.now(UTC) - timedelta(days=5)).strftime("%Y-%m-%dT08:00:00Z")
+# CDS Hooks calls are checked at the time of the call: the app's clock (tests.support.checks.
+# CLOCK), so the results are dated from its fixed time.
+RECENT = (CLOCK_TIME - timedelta(days=5)).strftime("%Y-%m-%dT08:00:00Z")
 
 
 # --- discovery ----------------------------------------------------------------------------

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import copy
 import json
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 from service.assemble.normalise import conform_cardinality, normalise_resource
 from service.metrics import INPUT_LEFT_OUT
 from tests.support.cdsclient import EXT, SELECT, SIGN, cards, hook_call, post, searchset
-from tests.support.checks import post_check
+from tests.support.checks import CLOCK_TIME, post_check
 
 FIXTURES = Path(__file__).resolve().parents[2] / "fixtures" / "real-clients"
 NAMES = sorted(p.stem for p in FIXTURES.glob("*.json"))
@@ -31,9 +31,10 @@ TWINNED = [n for n in NAMES if json.loads((FIXTURES / f"{n}.json").read_text())[
 
 
 def load(name: str) -> dict[str, Any]:
-    """A fixture with its dates set relative to now (CDS Hooks checks at the time of the
-    call): ``$now`` the order time, ``$today`` its date, ``$recent`` five days ago."""
-    now = datetime.now(UTC).replace(microsecond=0)
+    """A fixture with its dates set from the apps' fixed clock (CDS Hooks and the native call
+    without a checkTime check at the app's "now"): ``$now`` the order time, ``$today`` its
+    date, ``$recent`` five days before."""
+    now = CLOCK_TIME
     text = (FIXTURES / f"{name}.json").read_text()
     text = text.replace("$now", now.isoformat().replace("+00:00", "Z"))
     text = text.replace("$today", now.date().isoformat())

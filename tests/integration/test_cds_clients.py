@@ -17,6 +17,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +40,7 @@ from tests.support.cdsclient import (
     post,
     searchset,
 )
+from tests.support.checks import CLOCK, CLOCK_TIME
 from tests.support.services import Sekmet, free_port
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -66,7 +68,8 @@ def served(tmp_path_factory: pytest.TempPathFactory, sekmet: Sekmet) -> Iterator
     app = create_app({"CDS_REQUIRE_JWT": True, "PUBLIC_BASE_URL": base,
                       "CDS_TRUSTED_ISSUERS": json.dumps({ISSUER: str(tmp / "jwks.json")}),
                       "FHIR_ALLOWLIST": sekmet.base_url,
-                      "DATABASE_URL": f"sqlite:///{tmp}/audit.sqlite3", "TESTING": True})
+                      "DATABASE_URL": f"sqlite:///{tmp}/audit.sqlite3", "TESTING": True},
+                     clock=CLOCK)
     server = make_server("127.0.0.1", port, app, threaded=True)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
@@ -111,15 +114,14 @@ def test_medplum_client_against_the_real_fhir_server(served: Served, sekmet: Sek
     sekmet.put({"resourceType": "Observation", "id": f"{pid}-cr", "status": "final",
                 "code": {"coding": [{"system": "http://loinc.org", "code": "2160-0"}]},
                 "subject": {"reference": f"Patient/{pid}"},
-                "effectiveDateTime": time.strftime("%Y-%m-%dT08:00:00Z", time.gmtime(
-                    time.time() - 3 * 86400)),
+                "effectiveDateTime": (CLOCK_TIME - timedelta(days=3)).strftime(
+                    "%Y-%m-%dT08:00:00Z"),
                 "valueQuantity": {"value": 2.6, "unit": "mg/dL",
                                   "system": "http://unitsofmeasure.org", "code": "mg/dL"}})
     sekmet.put({"resourceType": "Observation", "id": f"{pid}-wt", "status": "final",
                 "code": {"coding": [{"system": "http://loinc.org", "code": "29463-7"}]},
                 "subject": {"reference": f"Patient/{pid}"},
-                "effectiveDateTime": time.strftime("%Y-%m-%d", time.gmtime(
-                    time.time() - 3 * 86400)),
+                "effectiveDateTime": (CLOCK_TIME - timedelta(days=3)).strftime("%Y-%m-%d"),
                 "valueQuantity": {"value": 55, "unit": "kg",
                                   "system": "http://unitsofmeasure.org", "code": "kg"}})
     sekmet.put({"resourceType": "MedicationRequest", "id": f"{pid}-oxy", "status": "active",

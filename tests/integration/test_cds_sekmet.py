@@ -10,6 +10,7 @@ same high/moderate findings.
 from __future__ import annotations
 
 import uuid
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,7 @@ from flask.testing import FlaskClient
 from service import create_app
 from tests.support import builders as b
 from tests.support.cdsclient import EXT, cards, hook_call, post
-from tests.support.checks import AUTH
+from tests.support.checks import AUTH, CLOCK, CLOCK_TIME
 from tests.support.services import Sekmet
 
 LOINC = "http://loinc.org"
@@ -29,9 +30,7 @@ LOINC = "http://loinc.org"
 
 def observation(pid: str, code: str, value: float, unit: str, days_ago: int = 3,
                 **extra: Any) -> dict[str, Any]:
-    from datetime import UTC, datetime, timedelta
-
-    when = (datetime.now(UTC) - timedelta(days=days_ago)).strftime("%Y-%m-%dT08:00:00Z")
+    when = (CLOCK_TIME - timedelta(days=days_ago)).strftime("%Y-%m-%dT08:00:00Z")
     return {"resourceType": "Observation", "id": f"{pid}-{code}-{value}".replace(".", "-"),
             "status": "final", "code": {"coding": [{"system": LOINC, "code": code}]},
             "subject": {"reference": f"Patient/{pid}"},
@@ -103,7 +102,8 @@ def fhir_app(tmp_path: Path, sekmet: Sekmet) -> Flask:
     return create_app({"CDS_REQUIRE_JWT": False, "API_REQUIRE_AUTH": True,
                        "API_TOKENS": AUTH["Authorization"].split()[1],
                        "FHIR_ALLOWLIST": sekmet.base_url, "OUTBOUND_TIMEOUT_S": 10,
-                       "DATABASE_URL": f"sqlite:///{tmp_path}/audit.sqlite3", "TESTING": True})
+                       "DATABASE_URL": f"sqlite:///{tmp_path}/audit.sqlite3", "TESTING": True},
+                      clock=CLOCK)
 
 
 def load_into(sekmet: Sekmet, resources: list[dict[str, Any]]) -> None:
@@ -174,9 +174,8 @@ def test_prefetch_self_fetch_and_native_agree(fhir_app: Flask, sekmet: Sekmet,
 
 
 def _now() -> str:
-    from datetime import UTC, datetime
-
-    return datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+    """The check time of the native calls: the app's (fixed) clock, as for the CDS calls."""
+    return CLOCK_TIME.isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 # --- every scenario fixture, loaded into the server ------------------------------------------

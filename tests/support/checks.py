@@ -13,6 +13,7 @@ from flask.testing import FlaskClient
 
 from service import create_app
 from service.checker import check_body
+from service.clock import fixed_clock
 from service.knowledge import load
 from tests.support.builders import issues
 from tests.support.fhir_validate import validate
@@ -20,6 +21,12 @@ from tests.support.fhir_validate import validate
 TOKEN = "test-token"
 WRITE_TOKEN = "writer-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
+
+# The check time of the tests (builders.CHECK_TIME): the clock of the apps they make
+# (create_app(..., clock=CLOCK)), so that a CDS call's "now" is fixed and its data are dated
+# from CLOCK_TIME, never from the wall clock.
+CLOCK_TIME = datetime(2026, 11, 25, 10, tzinfo=UTC)
+CLOCK = fixed_clock(CLOCK_TIME)
 
 
 def post_check(client: FlaskClient, body: Any, **kw: Any) -> Any:

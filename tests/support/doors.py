@@ -1,23 +1,24 @@
 """One scenario through both front doors: the native ``$check`` (Parameters) and CDS Hooks
 ``order-sign`` (the same resources as prefetch), each answering {rule id: severity}.
 
-CDS Hooks checks at the time of the call, so scenarios are dated relative to now (``ago``) and
-the native call is given the same check time.
+CDS Hooks checks at the time of the call: the app's clock, fixed at
+``tests.support.checks.CLOCK_TIME`` (the conftest ``client``). Scenarios are dated from it
+(``ago``), and the native call is given the same check time.
 """
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 from flask.testing import FlaskClient
 
 from tests.support import builders as b
 from tests.support.cdsclient import EXT, cards, hook_call, post, searchset
-from tests.support.checks import post_check
+from tests.support.checks import CLOCK_TIME, post_check
 from tests.support.fhir_validate import validate
 
-NOW = datetime.now(UTC).replace(microsecond=0)
+NOW = CLOCK_TIME
 
 # prefetch key per resource type (the service reads every key the same way)
 _KEY = {"Observation": "egfr", "Condition": "conditions", "Procedure": "procedures",
