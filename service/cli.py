@@ -13,7 +13,14 @@ from typing import Any, TextIO
 from .config import ConfigError, load_settings
 from .errors import Problem, ServiceError
 from .jsonbody import parse_json_text
-from .knowledge import Knowledge, KnowledgeError, load, recognition_rows, rule_knowledge
+from .knowledge import (
+    Knowledge,
+    KnowledgeError,
+    RuleSpec,
+    load,
+    recognition_rows,
+    rule_knowledge,
+)
 from .output.fhir import operation_outcome
 
 
@@ -307,27 +314,27 @@ def rules_cmd(out: TextIO, kb: Knowledge) -> int:
     return 0
 
 
-def related_knowledge(kb: Any, rule: Any) -> list[tuple[str, str]]:
+def related_knowledge(kb: Knowledge, rule: RuleSpec) -> list[tuple[str, str]]:
     """Knowledge a rule reads outside its own entry: kidney bands and caps, drug classes."""
     rows: list[tuple[str, str]] = []
     if rule.family == "renal":
-        renal = kb.data["patient_context"]["renal"]
+        renal = kb.typed.patient_context.renal
         rows.append(("bands", (
-            f"normal > {renal['band_normal_above']}, mild {renal['band_mild_from']}-"
-            f"{renal['band_normal_above']}, moderate {renal['band_moderate_from']} to < "
-            f"{renal['band_mild_from']}, severe < {renal['band_moderate_from']}, "
-            f"dialysis/ESRD < {renal['esrd_below']} mL/min")))
-        caps = ", ".join(f"{k} {v}" for k, v in renal["cap_fraction"].items())
+            f"normal > {renal.band_normal_above}, mild {renal.band_mild_from}-"
+            f"{renal.band_normal_above}, moderate {renal.band_moderate_from} to < "
+            f"{renal.band_mild_from}, severe < {renal.band_moderate_from}, "
+            f"dialysis/ESRD < {renal.esrd_below} mL/min")))
+        caps = ", ".join(f"{k} {v}" for k, v in renal.cap_fraction.items())
         rows.append(("caps", f"{caps} of the applicable cap; severe "
-                             f"{renal['severe_cap_mg_day']} mg/day; dialysis "
-                             f"{renal['dialysis_cap_mg_day']} mg/day"))
-    if rule.id in kb.interaction_classes:
-        cls = kb.interaction_classes[rule.id]
-        rows.append(("matches", ", ".join(cls["ingredients"])))
-        if cls.get("suffixes"):
-            rows.append(("suffixes", ", ".join(f"-{x}" for x in cls["suffixes"])))
+                             f"{renal.severe_cap_mg_day} mg/day; dialysis "
+                             f"{renal.dialysis_cap_mg_day} mg/day"))
+    cls = kb.typed.interactions.get(rule.id)
+    if cls is not None:
+        rows.append(("matches", ", ".join(cls.ingredients)))
+        if cls.suffixes:
+            rows.append(("suffixes", ", ".join(f"-{x}" for x in cls.suffixes)))
     if rule.id == "geriatric.cns-burden":
-        for name, members in kb.data["cns_active"]["classes"].items():
+        for name, members in kb.typed.cns_active.classes.items():
             text = members if isinstance(members, str) else ", ".join(members)
             rows.append(("CNS class", f"{name}: {text}"))
     return rows + rule_knowledge(kb, rule.id)

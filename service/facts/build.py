@@ -13,7 +13,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from ..fhirjson import JSON, parse_instant
-from ..knowledge import Knowledge, frac
+from ..knowledge import Knowledge
 from ..model import AgeFacts, CallFacts, OrderContext, OrderFacts, PatientFacts, RenalFacts
 from .drugs import Identified
 from .history import HistorySource
@@ -66,7 +66,7 @@ def build_facts(req: CallInput, kb: Knowledge) -> CallFacts:
         identified)
     patient_ref = req.patient.ref if req.patient else "Patient/unknown"
     patient_json = req.patient.resource if req.patient else {}
-    adult_from = frac(kb.data["patient_context"]["renal"]["cockcroft_gault"]["age_from"])
+    adult_from = kb.typed.patient_context.renal.cockcroft_gault.age_from
     by_age: dict[AgeFacts | None, tuple[PatientFacts, RenalFacts]] = {}
 
     def patient_at(start: datetime) -> tuple[PatientFacts, RenalFacts]:
