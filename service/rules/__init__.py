@@ -10,17 +10,17 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from fractions import Fraction
 
-from ..facts import (
+from ..findings import Correction, Finding, Judged, finding_id
+from ..knowledge import Knowledge, Profile
+from ..model import (
     EGFR_SOURCES,
     MedicationHistory,
+    MedicationUse,
     OrderFacts,
     PatientFacts,
     RenalCandidate,
     RenalFacts,
 )
-from ..findings import Correction, Finding, Judged, finding_id
-from ..knowledge import Knowledge, Profile
-from ..medications import MedicationUse
 from ..wording import floor_to_step, fmt, mg, mg_day, times_per_day
 
 

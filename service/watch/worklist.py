@@ -724,7 +724,7 @@ def _retry_resolutions(ws: WatchStore, settings: Any, client: FhirClient, deadli
 def medication_summary(order: FhirJSON, medication: FhirJSON | None, kb: Any,
                        now: datetime) -> dict[str, Any]:
     """Product, dose as written with its frequency, daily mg (None when it cannot be read)."""
-    from ..dosing import read_order
+    from ..facts.orders import read_order
 
     ref = f"MedicationRequest/{order.get('id')}"
 
