@@ -125,7 +125,7 @@ def route_of(order: JSON, concept: JSON, med: JSON | None, kb: Knowledge,
     """
     rec = kb.recognition
     snomed = rec["snomed_system"]
-    oral_words = set(rec["oral_route_words"])
+    oral_words = set(kb.typed.recognition.oral_route_words)
     coded_route = False
     for dosage in dicts(order.get("dosageInstruction")):
         route = as_dict(dosage.get("route"))

@@ -249,7 +249,7 @@ def _read_line(
     prn = dosage.get("asNeededBoolean") is True or isinstance(
         dosage.get("asNeededCodeableConcept"), dict
     )
-    bolus_words = set(kb.recognition["bolus_words"])
+    bolus_words = set(kb.typed.recognition.bolus_words)
     bolus_label = any(
         bolus_words & words(t)
         for t in concept_texts(timing.get("code")) + [as_str(dosage.get("text")) or ""]
