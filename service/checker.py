@@ -5,8 +5,9 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+from .assemble.native import parse_body
+from .checkrequest import CheckRequest
 from .engine import CheckOutcome, run_check
-from .fhir_input.request import CheckRequest, parse_body
 from .fhirjson import JSON
 from .knowledge import Knowledge
 from .output.fhir import ResultBundle, render_result
@@ -26,6 +27,6 @@ def check_result(
     """``check_body`` with each finding beside its DetectedIssue entry (what the audit trail
     and write-back read). ``kb``: the caller's knowledge (create_app's, the CLI's)."""
     knowledge = kb
-    req = parse_body(body, now, profile)
+    req = parse_body(body, now, profile, knowledge)
     outcome = run_check(req, knowledge)
     return render_result(req, outcome, knowledge), req, outcome

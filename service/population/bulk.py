@@ -57,7 +57,7 @@ def type_filter(kb: Knowledge) -> str:
     """One ``_typeFilter`` query for Observation: every code the rules read (the CDS
     prefetch's Observation queries, joined). Commas inside the query are escaped, so that a
     server splitting the parameter's list on commas keeps the query whole."""
-    from ..cds.discovery import prefetch_templates
+    from ..assemble.queries import prefetch_templates
 
     codes: list[str] = []
     for query in prefetch_templates(kb).values():
@@ -261,7 +261,7 @@ def _touched_patients(directory: Path) -> list[str]:
 
 def _record_calls(client: FhirClient, pid: str, kb: Knowledge, deadline: Deadline
                   ) -> dict[str, Callable[[], Any]]:
-    from ..fhir_input.server import context_queries
+    from ..assemble.queries import context_queries
 
     def read() -> list[Any]:
         return [client.read(f"Patient/{quote(pid, safe='')}", deadline)]

@@ -1,7 +1,7 @@
 """Being told, and catching up: the R4 rest-hook Subscriptions on FHIR_SERVER_URL.
 
 - ``criteria(kb)``: one Subscription criteria per kind of input the rules read, derived from
-  the CDS Hooks prefetch templates (service/cds/discovery.py): each template without its
+  the CDS Hooks prefetch templates (service/assemble/queries.py): each template without its
   patient, sort, page size and include; the templates of one resource type are merged (the
   code lists of the Observations are joined; a type read without a filter, Condition or
   Procedure, is subscribed to as a whole).
@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from urllib.parse import parse_qsl, quote
 
-from ..cds.discovery import PATIENT, prefetch_templates
+from ..assemble.queries import PATIENT, prefetch_templates
 from ..config import Settings
 from ..fhir_input.fetch import FhirClient
 from ..fhirjson import JSON, as_dict, as_str
