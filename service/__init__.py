@@ -17,13 +17,13 @@ def create_app(config: Mapping[str, Any] | None = None, clock: Clock | None = No
     ``config``: the settings (interfaces.md section 1); when given, the environment is not
     read at all; without it, the environment. ``clock``: what "now" is for every request
     (default: the wall clock). The start-up steps are service/startup.py's, in order."""
-    # imported here, not at the top: every ``import service.<module>`` (the CLI's offline
-    # check, the rules) runs this file first, and must not load the web layer with it
-    from . import startup, watch
-    from .knowledge import load
-    from .logs import install_request_logging
-    from .web import cds_hooks, cors, errors, fhir_api, ops, ui, wellknown
-    from .web.http_metrics import install as install_metrics
+    # lazy (each line below): every ``import service.<module>`` (the CLI's offline check, the
+    # rules) runs this file first, and must not load the web layer with it
+    from . import startup, watch  # lazy: see above
+    from .knowledge import load  # lazy: see above
+    from .logs import install_request_logging  # lazy: see above
+    from .web import cds_hooks, cors, errors, fhir_api, ops, ui, wellknown  # lazy: see above
+    from .web.http_metrics import install as install_metrics  # lazy: see above
 
     settings = load_settings() if config is None else settings_from(config)
     clock = clock or wall_clock
