@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json as stdjson
 import logging
+import select
+import socket
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -14,6 +16,7 @@ from flask import Blueprint, Response, current_app, g, json, request, stream_wit
 from werkzeug.exceptions import ClientDisconnected, RequestEntityTooLarge
 
 from .. import metrics
+from ..batch import check_lines, read_lines
 from ..checker import check_result
 from ..config import Settings
 from ..engine import run_check
@@ -23,6 +26,8 @@ from ..fhirjson import JSON
 from ..knowledge import load
 from ..output.fhir import IssueEntry, operation_outcome, render_result
 from ..store import get_store, record, record_key
+from ..writeback import cancellation_note
+from ..writeback import persist as write_back
 from . import context
 from .auth import authenticate, confined, require_patient
 from .body import read_json, require_json_type
@@ -78,8 +83,6 @@ def check_ndjson(cfg: Settings, caller: str, profile: str) -> Response:
     Bounded: MAX_REQUEST_BYTES per line, MAX_BATCH_LINES lines (blank ones too) and
     MAX_BATCH_BYTES for the whole body; a client that goes away stops the work (its socket is
     looked at every CLIENT_CHECK_LINES lines, and a write to it fails)."""
-    from ..batch import check_lines, read_lines
-
     request.max_content_length = cfg.max_batch_bytes  # a larger Content-Length is a 413 here
     kb = load()
     stream = request.stream
@@ -120,9 +123,6 @@ CLIENT_CHECK_LINES = 256
 
 def client_gone(sock: Any) -> bool:
     """The client closed its connection (or reset it): its socket reads as ended."""
-    import select
-    import socket
-
     if sock is None:
         return False
     try:
@@ -193,9 +193,6 @@ def check_by_id(order_id: str) -> Response:
     outcome = run_check(req, kb)
     result = render_result(req, outcome, kb)
     if persist:
-        from ..writeback import cancellation_note
-        from ..writeback import persist as write_back
-
         written = write_back([(e.finding.id, e.entry) for e in result.issues],
                              f"MedicationRequest/{order_id}", client,
                              get_store(current_app), deadline, now)
