@@ -1,7 +1,8 @@
 """Process CPU per typical order-sign call, and where it goes (cProfile, by own time).
 
     .venv/bin/python bench/cpu_sign.py [--calls 300] [--top 30] [--fresh] [--phases]
-                                       [--no-profile] [--sort tottime]
+                                       [--no-profile] [--sort tottime] [--callers NAME]
+                                       [--inline-store]
 
 CPU, not wall time: the machine is shared, so time.process_time() (user + system CPU of every
 thread of this process: the store's guard thread too) is read around N calls. The call is the
@@ -9,7 +10,10 @@ one bench/run.py's http section sends (bench/payloads.order_sign_call), through 
 client of create_app with the settings bench/step_profile.py uses (CDS_REQUIRE_JWT and
 API_REQUIRE_AUTH off, the audit store in a temporary SQLite file, the JSON logs to a file).
 Like wrk there, the same body is sent every time (a retried call, recorded once); --fresh
-gives each call its own hookInstance, so each is recorded.
+gives each call its own hookInstance, so each is recorded. As under ``baclofen-check serve``,
+the metrics are in prometheus-client's multiprocess mode (PROMETHEUS_MULTIPROC_DIR, a temporary
+directory, set before anything imports prometheus_client) and what the warm-up calls made is
+frozen out of the garbage collector's reach (gc.freeze, as service/gunicorn_conf.py does).
 
 Prints the CPU ms per call (best of three rounds, each of --calls calls, after 50 warm-up
 calls), then, unless --no-profile, a cProfile run of the same calls sorted by own time
@@ -22,7 +26,9 @@ from __future__ import annotations
 
 import argparse
 import cProfile
+import gc
 import json
+import os
 import pstats
 import sys
 import tempfile
@@ -34,6 +40,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
+# before prometheus_client is imported: it picks its value class then
+os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="baclofen-cpu-metrics-"))
 
 from bench import payloads  # noqa: E402
 from bench.run import SIGN_PATH, _quiet_logs  # noqa: E402
@@ -51,6 +59,11 @@ def main(argv: list[str] | None = None) -> int:
                         help="a new hookInstance per call (each call recorded)")
     parser.add_argument("--no-profile", action="store_true")
     parser.add_argument("--sort", default="tottime", help="pstats sort key")
+    parser.add_argument("--inline-store", action="store_true",
+                        help="store calls on the calling thread (store._Guard without timeout),"
+                             " so that cProfile sees them")
+    parser.add_argument("--callers", metavar="NAME",
+                        help="also who calls the functions matching NAME (a pstats pattern)")
     parser.add_argument("--phases", action="store_true",
                         help="also CPU ms per call in each step of the CDS endpoint")
     args = parser.parse_args(argv)
@@ -61,6 +74,8 @@ def main(argv: list[str] | None = None) -> int:
     app = create_app({"CDS_REQUIRE_JWT": False, "API_REQUIRE_AUTH": False,
                       "DATABASE_URL": f"sqlite:///{workdir / 'cpu.sqlite3'}"})
     client = app.test_client()
+    if args.inline_store:
+        app.extensions["store"].guard.timeout_s = None
     same = json.dumps(body).encode()
 
     def data() -> bytes:
@@ -75,6 +90,7 @@ def main(argv: list[str] | None = None) -> int:
 
     for _ in range(50):
         call()
+    gc.freeze()
     rounds = []
     for _ in range(3):
         c0, w0 = time.process_time(), time.perf_counter()
@@ -97,6 +113,8 @@ def main(argv: list[str] | None = None) -> int:
     profiler.disable()
     stats = pstats.Stats(profiler, stream=sys.stdout)
     stats.sort_stats(args.sort).print_stats(args.top)
+    if args.callers:
+        stats.print_callers(args.callers)
     return 0
 
 
