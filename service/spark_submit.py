@@ -1,7 +1,7 @@
 """The file to give ``spark-submit`` (it runs a Python application only from a ``.py`` file):
 
     spark-submit --master URL [spark options] \\
-      "$(python -c 'import service.population.spark_submit as m; print(m.__file__)')" \\
+      "$(python -c 'import service.spark_submit as m; print(m.__file__)')" \\
       review --engine spark --export-dir LOCATION --out DIR [review options]
 
 The arguments after the file are ``baclofen-check``'s; the review runs on the session that
