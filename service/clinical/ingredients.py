@@ -10,8 +10,8 @@ from ..knowledge import Knowledge
 
 
 def is_baclofen_atc(code: str, kb: Knowledge) -> bool:
-    """``code`` (upper case) is a baclofen ATC code of the knowledge file (M03BX01)."""
-    return code in {str(c).upper() for c in kb.recognition.get("baclofen_atc", [])}
+    """``code`` (upper case) is a baclofen ATC code (``recognition.baclofen_atc``)."""
+    return code in {c.upper() for c in kb.typed.recognition.baclofen_atc}
 
 
 @lru_cache(maxsize=4096)

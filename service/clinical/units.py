@@ -17,14 +17,14 @@ class UnitTable:
     """Unit words and codes from the knowledge data, looked up case-insensitively."""
 
     def __init__(self, kb: Knowledge):
-        units = kb.units
+        units = kb.typed.units
         self.mass: dict[str, str] = {}
-        for canonical, aliases in units["mass_aliases"].items():
+        for canonical, aliases in units.mass_aliases.items():
             for alias in aliases:
-                self.mass[str(alias).lower()] = canonical
-        self.mass_factor = {k: Fraction(str(v)) for k, v in units["mass_mg_per_unit"].items()}
-        self.volume = {str(a).lower() for a in units["volume_aliases"]}
-        self.count = {str(a).lower() for a in units["count_aliases"]}
+                self.mass[alias.lower()] = canonical
+        self.mass_factor = dict(units.mass_mg_per_unit)
+        self.volume = {a.lower() for a in units.volume_aliases}
+        self.count = {a.lower() for a in units.count_aliases}
 
     def kind(self, unit: str) -> UnitKind | None:
         """('mass', 'mg'|'g'|'ug') | ('volume', 'mL') | ('count', 'count') | None."""
@@ -62,6 +62,6 @@ def period_word(unit: str | None, kb: Knowledge) -> str | None:
     """A time unit written as text ("hr", "hour", "day") as its UCUM code (section 6)."""
     if unit is None:
         return None
-    aliases = kb.units.get("period_aliases") or {}
+    aliases = kb.typed.units.period_aliases
     u = unit.strip()
-    return str(aliases.get(u.lower(), u)) if u not in kb.period_unit_days else u
+    return aliases.get(u.lower(), u) if u not in kb.period_unit_days else u
