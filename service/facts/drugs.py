@@ -123,21 +123,21 @@ def route_of(order: JSON, concept: JSON, med: JSON | None, kb: Knowledge,
     A route given only as text that names the mouth or a tube (``recognition.oral_route_words``)
     counts like a coded oral route and is never overridden by the product name.
     """
-    rec = kb.recognition
-    snomed = rec["snomed_system"]
-    oral_words = set(kb.typed.recognition.oral_route_words)
+    rec = kb.typed.recognition
+    snomed = rec.snomed_system
+    oral_words = set(rec.oral_route_words)
     coded_route = False
     for dosage in dicts(order.get("dosageInstruction")):
         route = as_dict(dosage.get("route"))
-        if has_code(route, snomed, rec["intrathecal_route_snomed"]):
+        if has_code(route, snomed, rec.intrathecal_route_snomed):
             return "intrathecal"
-        if has_code(route, snomed, rec["oral_route_snomed"]) or has_code(
-            route, snomed, rec["enteral_route_snomed"]
+        if has_code(route, snomed, rec.oral_route_snomed) or has_code(
+            route, snomed, rec.enteral_route_snomed
         ):
             coded_route = True
             continue
         for text in concept_texts(route):
-            if _names_intrathecal(text, rec["intrathecal_route_words"]):
+            if _names_intrathecal(text, list(rec.intrathecal_route_words)):
                 return "intrathecal"
             if words(text) & oral_words:
                 coded_route = True
@@ -149,7 +149,7 @@ def route_of(order: JSON, concept: JSON, med: JSON | None, kb: Knowledge,
     if med:
         product_texts += concept_texts(med.get("form"))
     for text in product_texts:
-        if words(text) & set(rec["intrathecal_product_words"]):
+        if words(text) & set(rec.intrathecal_product_words):
             return "intrathecal"
     if products.names_intrathecal_brand(product_texts, kb):
         return "intrathecal"

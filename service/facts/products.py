@@ -40,13 +40,13 @@ def word_start(words: tuple[str, ...]) -> re.Pattern[str]:
 
 
 def baclofen_words(kb: Knowledge) -> tuple[str, ...]:
-    rec = kb.recognition
-    return (str(rec["baclofen_word"]),) + tuple(str(b) for b in rec.get("baclofen_brands", []))
+    rec = kb.typed.recognition
+    return (rec.baclofen_word, *rec.baclofen_brands)
 
 
 def atc_codes(concepts: Iterable[JSON], kb: Knowledge) -> list[str]:
     """The WHO ATC codes of ``concepts`` (upper case)."""
-    system = kb.recognition.get("atc_system")
+    system = kb.typed.recognition.atc_system
     return [str(c.get("code")).strip().upper() for concept in concepts for c in codings(concept)
             if as_str(c.get("system")) == system and as_str(c.get("code"))]
 
@@ -55,16 +55,16 @@ def atc_codes(concepts: Iterable[JSON], kb: Knowledge) -> list[str]:
 def _baclofen_codes(kb: Knowledge) -> tuple[str, frozenset[str], frozenset[str]]:
     """(the RxNorm system, the baclofen RxNorm codes, the baclofen ATC codes upper case) of a
     knowledge file, gathered once (it is only read)."""
-    rec = kb.recognition
-    rxnorm = list(rec["baclofen_rxnorm"]) + list(rec.get("baclofen_product_rxnorm") or [])
-    return (rec["rxnorm_system"], frozenset(rxnorm),
-            frozenset(str(c).upper() for c in rec.get("baclofen_atc", [])))
+    rec = kb.typed.recognition
+    return (rec.rxnorm_system, frozenset(rec.baclofen_rxnorm + rec.baclofen_product_rxnorm),
+            frozenset(c.upper() for c in rec.baclofen_atc))
 
 
 def is_baclofen(concept: JSON, med: JSON | None, kb: Knowledge,
                 names: Iterable[str] | None = None) -> bool:
-    """RxNorm ingredient 1292 or a listed baclofen product code, WHO ATC M03BX01, or a name:
-    the word baclofen or a baclofen brand at the start of a word. ``names``: the medicine's
+    """A baclofen RxNorm code (``recognition.baclofen_rxnorm``, ``baclofen_product_rxnorm``),
+    ATC code (``baclofen_atc``), or a name: ``baclofen_word`` or one of ``baclofen_brands``
+    at the start of a word. ``names``: the medicine's
     names when already read (``names_of``)."""
     system, rxnorm, atc = _baclofen_codes(kb)
     concepts = concepts_of(concept, med)
@@ -79,7 +79,7 @@ def is_baclofen(concept: JSON, med: JSON | None, kb: Knowledge,
 
 def names_intrathecal_brand(texts: Iterable[str], kb: Knowledge) -> bool:
     """A product text names an intrathecal-only brand (Gablofen, Lioresal Intrathecal)."""
-    brands = tuple(str(b) for b in kb.recognition.get("intrathecal_brands", []))
+    brands = kb.typed.recognition.intrathecal_brands
     if not brands:
         return False
     pattern = word_start(brands)
@@ -90,8 +90,7 @@ def names_intrathecal_brand(texts: Iterable[str], kb: Knowledge) -> bool:
 
 @lru_cache(maxsize=8)
 def _brand_table(kb: Knowledge) -> tuple[re.Pattern[str] | None, dict[str, tuple[str, ...]]]:
-    table = {str(k).lower(): tuple(str(i) for i in v)
-             for k, v in (kb.data.get("brands") or {}).get("names", {}).items()}
+    table = {k.lower(): v for k, v in kb.typed.brands.names.items()}
     return (word_start(tuple(table)) if table else None), table
 
 
@@ -118,8 +117,7 @@ def atc_ingredient_names(codes: Iterable[str], kb: Knowledge) -> list[str]:
 @lru_cache(maxsize=8)
 def _atc_table(kb: Knowledge) -> dict[str, str]:
     """Full ATC code (upper case) -> ingredient name, from the knowledge file, built once."""
-    return {str(k).upper(): str(v)
-            for k, v in (kb.data.get("atc_ingredients") or {}).get("codes", {}).items()}
+    return {k.upper(): v for k, v in kb.typed.atc_ingredients.codes.items()}
 
 
 __all__ = ["atc_codes", "atc_ingredient_names", "brand_ingredients", "concepts_of",
