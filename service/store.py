@@ -73,7 +73,7 @@ from . import metrics
 from .findings import Finding
 
 if TYPE_CHECKING:
-    from .spool import Spool
+    from .spool import Spool  # typing only: the spool imports the store
 
 SCHEMA_VERSION = 2
 # version -> the step that brings a database from version - 1 to it (run in order, inside the

@@ -24,6 +24,7 @@ queries, the same as the CDS prefetch) and written as a second export that is re
 
 from __future__ import annotations
 
+import gzip
 import json
 import re
 import time
@@ -36,11 +37,13 @@ from urllib.parse import quote, urlencode
 
 import requests
 
+from ..assemble.queries import context_queries, prefetch_templates
 from ..config import Settings
-from ..fhir_input.fetch import FhirClient
+from ..fhir_input.fetch import FhirClient, fhir_server_client
 from ..knowledge import Knowledge
 from ..outbound.allowlist import allowed
 from ..outbound.deadline import Deadline, FetchFailure
+from ..outbound.pool import fetch_all
 from .export import READ_TYPES
 
 EXPORT_TIMEOUT_S = 3600.0
@@ -57,8 +60,6 @@ def type_filter(kb: Knowledge) -> str:
     """One ``_typeFilter`` query for Observation: every code the rules read (the CDS
     prefetch's Observation queries, joined). Commas inside the query are escaped, so that a
     server splitting the parameter's list on commas keeps the query whole."""
-    from ..assemble.queries import prefetch_templates
-
     codes: list[str] = []
     for query in prefetch_templates(kb).values():
         if not query.startswith("Observation?"):
@@ -233,8 +234,6 @@ def retry_after(value: str | None) -> float:
 
 def _touched_patients(directory: Path) -> list[str]:
     """Patient ids named by what an incremental export holds."""
-    import gzip
-
     pattern = re.compile(r"(?:^|/)Patient/([^/]+?)(?:/_history/[^/]*)?$")
     ids: set[str] = set()
     for path in sorted(directory.glob("*.ndjson*")):
@@ -261,8 +260,6 @@ def _touched_patients(directory: Path) -> list[str]:
 
 def _record_calls(client: FhirClient, pid: str, kb: Knowledge, deadline: Deadline
                   ) -> dict[str, Callable[[], Any]]:
-    from ..assemble.queries import context_queries
-
     def read() -> list[Any]:
         return [client.read(f"Patient/{quote(pid, safe='')}", deadline)]
 
@@ -276,8 +273,6 @@ def _whole_records(pids: list[str], client: FhirClient, dest: Path, kb: Knowledg
                    timeout_s: float, progress: Callable[[str, int, int], None] | None
                    ) -> int:
     """Each patient's whole record by the by-id searches, written as NDJSON per type."""
-    from ..outbound.pool import fetch_all
-
     dest.mkdir(parents=True, exist_ok=True)
     streams: dict[str, Any] = {}
     failed = 0
@@ -334,9 +329,6 @@ def export_to(base_url: str, dest: Path, settings: Settings, group: str | None,
 
 
 def _client(base_url: str, settings: Settings) -> FhirClient:
-    try:
-        from ..fhir_input.fetch import fhir_server_client
-    except ImportError:
-        return FhirClient(base_url, settings.fhir_server_token, settings.fhir_allowlist
-                          or (base_url,), settings.max_request_bytes)
+    """The client of the run's FHIR server (``settings`` name it: the review command sets
+    FHIR_SERVER_URL to ``base_url`` when it was not set)."""
     return fhir_server_client(settings)

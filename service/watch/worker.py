@@ -48,6 +48,9 @@ from ..writeback import persist
 from . import metrics
 from .queue import Entry, FindingChange, WatchStore
 from .receiver import patient_of
+from .subscriptions import catch_up, catch_up_due, check
+from .topics import has_focus, read_focus
+from .worklist import sync
 
 log = logging.getLogger("baclofen_check.watch")
 ENDPOINT = "watch"
@@ -226,8 +229,6 @@ class Worker:
     def focus(self) -> None:
         """The focus resources of id-only topic notifications: read from the server, their
         patients queued (service/watch/topics.py)."""
-        from .topics import has_focus, read_focus
-
         if not has_focus(self.ws):
             return
         try:
@@ -241,8 +242,6 @@ class Worker:
         """The worklist's part (issue 20, service/watch/worklist.py): the orders of new entries
         read, Tasks and pending mitigations written. What fails is tried again after the next
         re-check or period; it never fails the re-check."""
-        from .worklist import sync
-
         try:
             sync(self.ws, self.settings, self.client(), self.kb, datetime.now(UTC), patient_ref,
                  changes)
@@ -264,8 +263,6 @@ class Worker:
     def periodic(self, force: bool = False) -> None:
         """Every WATCH_CHECK_S (one worker of all that share the database): re-request the
         Subscriptions in error, then catch up. A catch-up asked for by a ping runs at once."""
-        from .subscriptions import catch_up, catch_up_due, check
-
         now = datetime.now(UTC)
         turn = self.ws.take_turn(CHECK_TURN, self.settings.watch_check_s, now) or force
         asked = catch_up_due(self.ws, now)

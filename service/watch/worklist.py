@@ -56,6 +56,7 @@ from sqlalchemy import (
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 
+from ..facts.orders import read_order
 from ..fhir_input.fetch import FhirClient
 from ..fhirjson import JSON as FhirJSON
 from ..fhirjson import as_dict, as_str
@@ -724,8 +725,6 @@ def _retry_resolutions(ws: WatchStore, settings: Any, client: FhirClient, deadli
 def medication_summary(order: FhirJSON, medication: FhirJSON | None, kb: Any,
                        now: datetime) -> dict[str, Any]:
     """Product, dose as written with its frequency, daily mg (None when it cannot be read)."""
-    from ..facts.orders import read_order
-
     ref = f"MedicationRequest/{order.get('id')}"
 
     def resolve(reference: Any, within: FhirJSON | None = None) -> FhirJSON | None:
