@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import pty
 import subprocess
 import sys
 from pathlib import Path
@@ -213,9 +215,6 @@ def test_metrics_count_requests_findings_and_feedback(client: FlaskClient, app: 
 
 
 def test_cli_progress_bar_on_a_terminal(tmp_path: Path) -> None:
-    import os
-    import pty
-
     path = tmp_path / "batch.ndjson"
     path.write_text("\n".join(line(10, f"o{n}") for n in range(450)) + "\n")
     master, slave = pty.openpty()

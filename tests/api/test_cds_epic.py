@@ -18,6 +18,7 @@ from flask.testing import FlaskClient
 from sqlalchemy import text
 
 from service import create_app
+from service.cli import format_report
 from service.store import SCHEMA_VERSION, Store, get_store
 from tests.support import builders as b
 from tests.support.cdsclient import EXT, SIGN, cards, hook_call, post, rules_in, topics
@@ -134,7 +135,6 @@ def test_feedback_in_every_form_is_stored_with_its_comment(tmp_path: Path, style
     assert report.comments[0] == ("renal-reviewed", "plan D")
     assert [c for _, c in report.comments] == ["plan D", "plan C", "neuro plan B",
                                                "neuro plan A"]
-    from service.cli import format_report
 
     assert "specialist-directed" in format_report([report]) and "plan D" in format_report(
         [report])

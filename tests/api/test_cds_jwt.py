@@ -15,8 +15,11 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from flask import Flask
 from flask.testing import FlaskClient
+from sqlalchemy import text
 
 from service import create_app
+from service.cds.tokens import JWKS_REFRESH_MIN_S, JWKS_TTL_S, JwksCache, TokenRejected
+from service.store import get_store
 from tests.support import builders as b
 from tests.support.cdsclient import hook_call
 from tests.support.cdsjwt import (
@@ -209,8 +212,6 @@ class _Budget:
 
 
 def test_jwks_cache_ttl_and_rotation(tmp_path: Any) -> None:
-    from service.cds.tokens import JWKS_REFRESH_MIN_S, JWKS_TTL_S, JwksCache, TokenRejected
-
     path = tmp_path / "jwks.json"
     path.write_text(json.dumps({"keys": [jwk(EC_KEY, "old", "ES256")]}))
     now = [1000.0]
@@ -229,8 +230,6 @@ def test_jwks_cache_ttl_and_rotation(tmp_path: Any) -> None:
 
 
 def test_jwks_keys_for_encryption_are_not_used(tmp_path: Any) -> None:
-    from service.cds.tokens import JwksCache, TokenRejected
-
     key = jwk(EC_KEY, "enc", "ES256")
     key["use"] = "enc"
     path = tmp_path / "jwks.json"
@@ -240,10 +239,6 @@ def test_jwks_keys_for_encryption_are_not_used(tmp_path: Any) -> None:
 
 
 def test_the_issuer_is_recorded_as_the_caller(secure_app: Flask, secure: FlaskClient) -> None:
-    from sqlalchemy import text
-
-    from service.store import get_store
-
     body = hook_call(b.order(), patient=b.patient())
     resp = secure.post(SIGN, json=body, headers={"Authorization": f"Bearer {token(SIGN)}"})
     assert resp.status_code == 200

@@ -2,16 +2,24 @@
 
 from __future__ import annotations
 
+import gc
 import io
 import json
 import os
 import re
 import shutil
+from datetime import UTC, datetime
+from types import SimpleNamespace
 
 import pytest
 
+import service.cli as cli
+from service import create_app, gunicorn_conf
+from service.checker import check_body
 from service.cli import main
 from service.knowledge import load
+from service.output.cards import render_cards
+from service.warmup import sample_body, warm_up
 from tests.support.checks import found
 from tests.support.fhir_validate import validate
 from tests.support.fixtures import FIXTURES
@@ -147,8 +155,6 @@ def test_rules_table_shows_kidney_bands_and_drug_classes(capsys):
 ], ids=["two-per-core", "at-least-two", "at-most-16", "environment-wins"])
 def test_serve_runs_gunicorn_with_two_workers_per_core(monkeypatch, tmp_path, cores, env,
                                                        workers, threads):
-    import service.cli as cli
-
     class Exec(Exception):
         pass
 
@@ -178,11 +184,6 @@ def test_serve_runs_gunicorn_with_two_workers_per_core(monkeypatch, tmp_path, co
 
 
 def test_gunicorn_workers_warm_up_and_freeze_what_they_loaded_before_serving(tmp_path):
-    import gc
-    from types import SimpleNamespace
-
-    from service import create_app, gunicorn_conf
-
     app = create_app({"DATABASE_URL": f"sqlite:///{tmp_path / 'store.sqlite3'}",
                       "API_REQUIRE_AUTH": False, "CDS_REQUIRE_JWT": False})
     gc.unfreeze()
@@ -196,12 +197,6 @@ def test_gunicorn_workers_warm_up_and_freeze_what_they_loaded_before_serving(tmp
 
 
 def test_the_warm_up_check_reaches_the_renal_interaction_and_card_rules():
-    from datetime import UTC, datetime
-
-    from service.checker import check_body
-    from service.output.cards import render_cards
-    from service.warmup import sample_body, warm_up
-
     now = datetime(2026, 11, 25, 10, tzinfo=UTC)
     bundle, req, outcome = check_body(sample_body(now), now, "us", load())
     validate(bundle)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import copy
 import json
 import os
+import pathlib
 from typing import Any
 
 import pytest
@@ -283,8 +284,6 @@ FIXTURES = ["patient-context-titration-dispense.json", "patient-context-dialysis
 
 
 def _fixture(name: str) -> dict[str, Any]:
-    import pathlib
-
     root = pathlib.Path(__file__).resolve().parents[2] / "fixtures"
     data: dict[str, Any] = json.loads((root / name).read_text())
     return data

@@ -11,6 +11,7 @@ from flask.testing import FlaskClient
 from service import create_app
 from tests.support.builders import bundle, dosage, order, outcome, parameters, patient
 from tests.support.checks import AUTH, TOKEN, WRITE_TOKEN
+from tests.support.fhir_validate import validate
 
 CHECK = "/MedicationRequest/$check"
 FHIR = {"Content-Type": "application/fhir+json"}
@@ -26,7 +27,6 @@ def assert_outcome(resp: Any, status: int, code: str, words: str,
     assert resp.status_code == status, resp.get_data(as_text=True)
     assert resp.mimetype == "application/fhir+json"
     body = resp.get_json()
-    from tests.support.fhir_validate import validate
 
     validate(body)
     assert body["resourceType"] == "OperationOutcome"

@@ -5,6 +5,7 @@ is an OperationOutcome (issue 7, hostile input)."""
 from __future__ import annotations
 
 import json
+import tempfile
 from typing import Any
 
 import schemathesis
@@ -25,8 +26,6 @@ def _app(tmp: str) -> Any:
 
 
 def _tmpdir() -> str:
-    import tempfile
-
     return tempfile.mkdtemp(prefix="baclofen-fuzz-")
 
 

@@ -18,6 +18,7 @@ from service.wording import fmt, mg, mg_day, micrograms, times_per_day
 from tests.support.builders import bundle, by_rule, dosage, issues, order, parameters, patient
 from tests.support.checks import AUTH, FOUNDATION_RULES, http_run, run
 from tests.support.fhir_validate import validate
+from tests.support.fixtures import fixture
 
 
 def finding_id(di: dict[str, Any]) -> str:
@@ -120,8 +121,6 @@ def test_id_less_inputs_get_urn_uuid_and_travel_in_the_result(client):
 
 
 def test_transaction_bundle_references_resolve_inside_the_result(client):
-    from tests.support.fixtures import fixture
-
     result = http_run(client, fixture("bundle-transaction-urn.json"))
     urls = {e["fullUrl"] for e in result["entry"]}
     for e in result["entry"]:

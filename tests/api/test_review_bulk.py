@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from service.cli import main
 from service.config import load_settings
 from service.knowledge import load
 from service.population.bulk import BulkClient, BulkError
@@ -135,7 +136,6 @@ def test_a_failed_kick_off_names_the_server_s_reason(stub: StubServer) -> None:
 def test_fhir_server_named_on_the_command_line_only(tmp_path, monkeypatch, capsys) -> None:
     """review --fhir-server with no FHIR_SERVER_URL in the environment: the server named is
     this run's server (its failure is said as such, not a configuration error)."""
-    from service.cli import main
 
     monkeypatch.delenv("FHIR_SERVER_URL", raising=False)
     code = main(["review", "--fhir-server", "http://127.0.0.1:9/fhir",

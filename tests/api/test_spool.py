@@ -26,6 +26,7 @@ import pytest
 from flask import Flask
 
 from service import create_app, metrics
+from service.cli import main
 from service.spool import Spool, encode, read_frames
 from service.store import CheckRecord, FindingRecord, Store, get_store, metadata, record_answered
 from tests.support.builders import dosage, order, parameters
@@ -346,8 +347,6 @@ def test_an_existing_world_readable_sqlite_file_is_made_private(tmp_path: Path) 
 
 def test_spool_replay_by_hand(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                               capsys: pytest.CaptureFixture[str]) -> None:
-    from service.cli import main
-
     url = f"sqlite:///{tmp_path}/a.sqlite3"
     subprocess.run([sys.executable, "-c", WRITER, str(tmp_path / "spool"), url], cwd=ROOT,
                    capture_output=True, check=False)

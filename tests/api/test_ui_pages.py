@@ -15,9 +15,11 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 from markupsafe import escape
+from sqlalchemy import text
 
 from service import create_app
 from service.knowledge import load
+from service.store import get_store
 from service.web.ui import DEMO_DIR, demo_bundle, demos, renal_values, shift_dates
 from tests.support.builders import by_rule, issues
 from tests.support.checks import AUTH, TOKEN, post_check
@@ -341,8 +343,8 @@ def test_crcl_40_demo_is_in_the_moderate_band_above_its_cap(client):
     validate(result)
     di = by_rule(result, "renal.dose-band")
     assert di["severity"] == "moderate"
-    for text in ("CrCl 40 mL/min", "cap 40 mg/day", "60 mg/day", "Cockcroft-Gault"):
-        assert text in di["detail"]
+    for words in ("CrCl 40 mL/min", "cap 40 mg/day", "60 mg/day", "Cockcroft-Gault"):
+        assert words in di["detail"]
 
 
 # --- escaping --------------------------------------------------------------------------------
@@ -392,9 +394,7 @@ def test_rule_browser_shows_the_kidney_function_values(open_client):
 
 def test_report_when_the_store_cannot_be_read_is_503(tmp_path):
     app = make_app(tmp_path)
-    from sqlalchemy import text
 
-    from service.store import get_store
     with get_store(app).engine.begin() as conn:
         conn.execute(text("DROP TABLE feedback"))
     resp = app.test_client().get("/report")

@@ -10,10 +10,15 @@ from typing import Any
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
+from prometheus_client import REGISTRY
 
 from service import create_app
+from service.config import ConfigError
+from service.knowledge import load
+from service.store import get_store
 from service.watch.queue import WatchStore
 from service.watch.receiver import CATCH_UP_REQUESTED
+from service.watch.worker import Worker
 
 NOTIFY_TOKEN = "notify-token-0123456789abcdef"
 HOOK = {"Authorization": f"Bearer {NOTIFY_TOKEN}"}
@@ -53,8 +58,6 @@ def queued(app: Flask) -> list[tuple[str, int]]:
 
 
 def outbound_calls() -> float:
-    from prometheus_client import REGISTRY
-
     return sum(s.value for m in REGISTRY.collect()
                if m.name == "baclofen_check_outbound_fhir_calls" for s in m.samples
                if s.name.endswith("_total"))
@@ -142,8 +145,6 @@ def test_receiver_is_off_without_a_token(tmp_path: Path) -> None:
 
 
 def test_a_short_notify_token_is_a_configuration_error(tmp_path: Path) -> None:
-    from service.config import ConfigError
-
     with pytest.raises(ConfigError, match="WATCH_NOTIFY_TOKEN"):
         create_app({"DATABASE_URL": f"sqlite:///{tmp_path}/a.sqlite3",
                     "WATCH_NOTIFY_TOKEN": "short"})
@@ -164,10 +165,6 @@ def test_notifications_are_counted_by_kind(client: FlaskClient) -> None:
 
 def test_a_recheck_that_fails_unexpectedly_goes_back_on_the_queue(app: Flask,
                                                                    client: FlaskClient) -> None:
-    from service.knowledge import load
-    from service.store import get_store
-    from service.watch.worker import Worker
-
     def broken() -> Any:
         raise RuntimeError("a bug, not a server failure")
 

@@ -8,6 +8,7 @@ tests/integration/test_worklist_sekmet.py.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -220,8 +221,6 @@ def test_off_without_the_watch(tmp_path: Path) -> None:
 
 def test_the_page_has_the_look_and_headers_of_the_others(app: Flask, client: FlaskClient
                                                          ) -> None:
-    import re
-
     resp = client.get("/worklist")
     assert resp.status_code == 200 and resp.mimetype == "text/html"
     body = resp.get_data(as_text=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
@@ -14,8 +15,18 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from service.store import get_store
-from tests.support.builders import by_rule, dosage, issues, order, outcome, patient, rule_ids
+from tests.support.builders import (
+    by_rule,
+    dosage,
+    issues,
+    order,
+    outcome,
+    parameters,
+    patient,
+    rule_ids,
+)
 from tests.support.checks import AUTH, WRITE_TOKEN, make_app
+from tests.support.context_builders import creatinine, weight
 from tests.support.fhir_validate import validate
 from tests.support.httpstub import StubServer, stub_server
 from tests.support.services import Sekmet, free_port
@@ -254,10 +265,6 @@ def test_a_refused_write_back_is_502_and_nothing_is_recorded(tmp_path: Path,
 
 def test_labs_on_the_server_are_read_for_the_kidney_checks(client: FlaskClient,
                                                             sekmet: Sekmet) -> None:
-    from datetime import UTC, datetime, timedelta
-
-    from tests.support.context_builders import creatinine, weight
-
     today = datetime.now(UTC).date()
     tag = uuid.uuid4().hex[:10]
     pid, oid = f"p-{tag}", f"o-{tag}"
@@ -283,8 +290,6 @@ def test_labs_on_the_server_are_read_for_the_kidney_checks(client: FlaskClient,
 
 def test_parameters_without_patient_get_it_from_the_server(client: FlaskClient,
                                                            sekmet: Sekmet) -> None:
-    from tests.support.builders import parameters
-
     pid, _oid = load_case(sekmet)
     body = parameters(order(dosage(40), id="local-1", subject={"reference": f"Patient/{pid}"}))
     body["parameter"] = [p for p in body["parameter"] if p["name"] != "patient"]

@@ -2,18 +2,19 @@
 
 from __future__ import annotations
 
+import json
 from http.server import BaseHTTPRequestHandler
 from typing import Any
 
 import pytest
 
 from service import metrics
-from service.fhir_input.fetch import FhirClient
+from service.fhir_input.fetch import MAX_PAGES, FhirClient
 from service.outbound.allowlist import allowed
 from service.outbound.deadline import Deadline, FetchFailure
 from service.outbound.pool import fetch_all
 from tests.support.httpstub import StubServer, stub_server
-from tests.support.services import Sekmet
+from tests.support.services import Sekmet, free_port
 
 
 @pytest.mark.parametrize(("url", "expected"), [
@@ -196,8 +197,6 @@ def test_an_expired_deadline_contacts_nobody() -> None:
 
 
 def test_refused_connection() -> None:
-    from tests.support.services import free_port
-
     base = f"http://127.0.0.1:{free_port()}/fhir"
     with pytest.raises(FetchFailure) as err:
         _client(base).read("Patient/1", Deadline(5))
@@ -205,10 +204,6 @@ def test_refused_connection() -> None:
 
 
 def test_a_search_without_end_fails_instead_of_answering_part() -> None:
-    import json
-
-    from service.fhir_input.fetch import MAX_PAGES
-
     with stub_server() as stub:
         def endless(h: BaseHTTPRequestHandler) -> None:
             n = int(h.path.rsplit("=", 1)[1]) if "=" in h.path else 0

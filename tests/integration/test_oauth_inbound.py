@@ -31,8 +31,13 @@ import requests
 from cryptography.hazmat.primitives import serialization
 from flask import Flask
 from flask.testing import FlaskClient
+from sqlalchemy import text
 
 from service import create_app
+from service.config import ConfigError
+from service.metrics import OUTBOUND
+from service.store import get_store
+from service.web.oauth import AccessToken, Verified
 from tests.support.builders import dosage, order, parameters, patient
 from tests.support.checks import TOKEN
 from tests.support.fhir_validate import validate
@@ -220,9 +225,7 @@ def test_the_caller_is_recorded_without_the_token(tmp_path: Path, issuer: Issuer
     app = make_app(tmp_path, issuer, test_keys)
     token = issuer.token("engine")
     assert check(app.test_client(), token).status_code == 200
-    from sqlalchemy import text
 
-    from service.store import get_store
 
     with get_store(app).engine.connect() as conn:
         callers = [row[0] for row in conn.execute(text("SELECT caller FROM checks"))]
@@ -360,7 +363,6 @@ def test_by_id_a_patient_token_reads_nothing_of_another_patient(
     app = make_app(tmp_path, issuer, test_keys, FHIR_SERVER_URL=sekmet.base_url,
                    FHIR_SERVER_TOKEN=sekmet.token)
     token = issuer.token("portal")
-    from service.metrics import OUTBOUND
 
     searches = OUTBOUND.labels("search")._value.get()
     resp = app.test_client().post(f"/MedicationRequest/o-{tag}/$check", headers=bearer(token))
@@ -410,8 +412,6 @@ def test_capability_statement_and_smart_configuration(client: FlaskClient, issue
 ])
 def test_unusable_issuer_settings_are_refused(tmp_path: Path, value: str,
                                               message: str) -> None:
-    from service.config import ConfigError
-
     with pytest.raises(ConfigError, match=message):
         create_app({"DATABASE_URL": f"sqlite:///{tmp_path}/a.sqlite3", "OAUTH_ISSUERS": value})
     with pytest.raises(ConfigError, match="API_AUTH must be one of"):
@@ -420,8 +420,6 @@ def test_unusable_issuer_settings_are_refused(tmp_path: Path, value: str,
 
 def test_a_verified_token_is_remembered_until_it_expires(client: FlaskClient,
                                                          test_keys: SigningPair) -> None:
-    from service.web.oauth import AccessToken, Verified
-
     token = signed(test_keys)
     assert check(client, token).status_code == 200
     assert check(client, token).status_code == 200  # from the remembered verification
@@ -467,7 +465,5 @@ def test_a_cds_jwt_stays_accepted_read_only(tmp_path: Path, issuer: Issuer,
 
 
 def test_oauth_without_an_issuer_is_refused_at_start(tmp_path: Path) -> None:
-    from service.config import ConfigError
-
     with pytest.raises(ConfigError, match="API_AUTH=oauth needs OAUTH_ISSUERS"):
         create_app({"DATABASE_URL": f"sqlite:///{tmp_path}/a.sqlite3", "API_AUTH": "oauth"})

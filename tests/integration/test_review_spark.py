@@ -22,6 +22,7 @@ import pytest
 
 from bench.population import REFERENCE_TEXT, write_export
 from service.cli import main
+from service.population.spark import session
 
 pytest.importorskip("pyspark", reason="the spark extra: pip install -e '.[spark]'")
 
@@ -32,8 +33,6 @@ NOT_COMPARED = ("seconds", "patientsPerSecond", "ordersPerSecond", "peakMemory")
 
 @pytest.fixture(scope="module")
 def spark() -> Iterator[Any]:
-    from service.population.spark import session
-
     spark, own = session("local[2]")
     spark.conf.set("spark.sql.files.maxPartitionBytes", str(64 * 1024))
     spark.conf.set("spark.sql.files.openCostInBytes", str(4 * 1024))

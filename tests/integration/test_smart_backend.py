@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs
 
 import jwt
 import pytest
@@ -326,7 +327,6 @@ def test_the_token_request_is_a_form_post_with_the_assertion(stub: StubServer,
     stub.json("/fhir/Patient/pat-1", patient())
     app = create_app(stub_settings(stub, tmp_path, keys["rsa"], OUTBOUND_TIMEOUT_S=5))
     check(app, "o1")
-    from urllib.parse import parse_qs
 
     form = {k: v[0] for k, v in parse_qs(seen[0].decode()).items()}
     assert form["grant_type"] == "client_credentials"

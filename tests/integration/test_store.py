@@ -6,6 +6,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -22,6 +23,7 @@ from service.store import (
     Store,
     StoreError,
 )
+from tests.support.services import free_port
 
 T0 = datetime(2026, 11, 25, 10, tzinfo=UTC)
 
@@ -213,15 +215,11 @@ def test_unknown_backend_is_refused() -> None:
 
 
 def test_ping_is_false_when_the_database_does_not_answer() -> None:
-    from tests.support.services import free_port
-
     s = Store(f"postgresql://postgres@127.0.0.1:{free_port()}/none")
     assert s.ping() is False
 
 
 def test_replicas_starting_together_migrate_once_under_the_lock(db_url: str) -> None:
-    import threading
-
     errors: list[BaseException] = []
     barrier = threading.Barrier(4)
 

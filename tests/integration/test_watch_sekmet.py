@@ -22,7 +22,7 @@ from sqlalchemy import select
 from service import create_app
 from service.knowledge import load
 from service.store import checks, get_store
-from service.watch.subscriptions import TAG_CODE, TAG_SYSTEM, criteria
+from service.watch.subscriptions import TAG_CODE, TAG_SYSTEM, catch_up_due, criteria
 from tests.support.builders import dosage, order, patient
 from tests.support.context_builders import creatinine, weight
 from tests.support.fhir_validate import validate
@@ -189,7 +189,6 @@ def test_the_watch_end_to_end(world: World) -> None:
     world.worker().drain()
 
     # --- a ping asks for a catch-up; catch-up --since by hand ---------------------------------
-    from service.watch.subscriptions import catch_up_due
 
     assert not catch_up_due(ws, datetime.now(UTC))
     resp = requests.post(world.settings.public_base_url + "/subscriptions/notify",

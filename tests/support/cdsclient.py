@@ -7,6 +7,8 @@ from typing import Any
 
 from flask.testing import FlaskClient
 
+from service.cds.discovery import prefetch_templates
+from service.knowledge import load
 from tests.support.fhir_validate import validate
 
 EXT = "baclofen-check.detectedIssue"
@@ -37,8 +39,6 @@ def hook_call(
 ) -> dict[str, Any]:
     """A hook request; with ``empty_prefetch`` every key not given is sent as null (nothing
     there), so that the service has no reason to fetch."""
-    from service.cds.discovery import prefetch_templates
-    from service.knowledge import load
 
     context: dict[str, Any] = {"userId": "Practitioner/prac-1", "patientId": patient_id}
     if service == PRESCRIBE:

@@ -13,6 +13,12 @@ import json
 import sys
 from typing import Any
 
+from healthchain.models.hooks.orderselect import OrderSelectContext
+from healthchain.models.hooks.ordersign import OrderSignContext
+from healthchain.models.hooks.patientview import PatientViewContext
+from healthchain.models.responses.cdsdiscovery import CDSServiceInformation
+from healthchain.models.responses.cdsresponse import CDSResponse
+
 
 def _same(ours: Any, theirs: Any, where: str) -> None:
     """Every field we send survives the model (so none is unknown or misspelt)."""
@@ -30,19 +36,12 @@ def _same(ours: Any, theirs: Any, where: str) -> None:
 
 
 def discovery(data: Any) -> dict[str, Any]:
-    from healthchain.models.responses.cdsdiscovery import CDSServiceInformation
-
     model = CDSServiceInformation.model_validate(data)
     _same(data, model.model_dump(mode="json", exclude_none=True), "discovery")
     return {"services": len(model.services)}
 
 
 def responses(data: Any) -> dict[str, Any]:
-    from healthchain.models.hooks.orderselect import OrderSelectContext
-    from healthchain.models.hooks.ordersign import OrderSignContext
-    from healthchain.models.hooks.patientview import PatientViewContext
-    from healthchain.models.responses.cdsresponse import CDSResponse
-
     for request in data["requests"]:
         model = {"order-sign": OrderSignContext, "order-select": OrderSelectContext,
                  "patient-view": PatientViewContext}[request["hook"]]

@@ -24,6 +24,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+import psycopg
 import pytest
 import requests
 
@@ -67,7 +68,6 @@ class Postgres:
 
     def new_database(self) -> str:
         """A fresh empty database; returns its SQLAlchemy URL."""
-        import psycopg
 
         name = "t_" + uuid.uuid4().hex[:12]
         with psycopg.connect(self.admin_url, autocommit=True) as conn:

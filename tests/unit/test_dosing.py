@@ -13,7 +13,17 @@ from service.facts.drugs import route_of
 from service.fhirjson import parse_datetime_range
 from service.knowledge import load
 from service.model import OrderFacts
-from tests.support.builders import RXNORM, SNOMED, UCUM, baclofen_concept, dosage, order, parameters
+from tests.support.builders import (
+    RXNORM,
+    SNOMED,
+    UCUM,
+    baclofen_concept,
+    bundle,
+    dosage,
+    order,
+    parameters,
+    patient,
+)
 from tests.support.fhir_validate import validate
 
 NOW = datetime(2026, 11, 25, 10, tzinfo=UTC)
@@ -214,8 +224,6 @@ def test_dose_and_rate_as_an_object():
 
 
 def test_medication_reference_to_a_bundled_medication_by_type_and_id():
-    from tests.support.builders import bundle, patient
-
     o = dose_order(qty(3, "tablet", "{tbl}"))
     o.pop("medicationCodeableConcept")
     o["medicationReference"] = {"reference": "Medication/m10"}

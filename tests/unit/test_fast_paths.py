@@ -22,6 +22,7 @@ from service.assemble.normalise import _fix_datetimes, normalise_resource, norma
 from service.checker import check_body
 from service.clinical.ingredients import matches
 from service.facts import drugs, orders
+from service.fhirjson import has_code
 from service.knowledge import KnowledgeError, frac, load
 from tests.support.builders import baclofen_concept, dosage, order, parameters, rule_ids
 
@@ -196,7 +197,5 @@ def test_each_medicine_is_identified_once_per_call(monkeypatch: Any) -> None:
     (["1292"], True), ("1292", True), ("29", False), (["29"], False), (set(), False),
 ], ids=["list", "one-string", "substring-string", "substring-list", "empty"])
 def test_has_code_matches_whole_codes_only(codes: Any, expected: bool) -> None:
-    from service.fhirjson import has_code
-
     concept = baclofen_concept()
     assert has_code(concept, "http://www.nlm.nih.gov/research/umls/rxnorm", codes) is expected

@@ -22,6 +22,7 @@ from service.outbound import pool
 from service.outbound.deadline import Deadline, FetchFailure
 from service.outbound.pool import MAX_PARALLEL, fetch_all
 from tests.support.httpstub import serving
+from tests.support.services import free_port
 
 
 class KeepAliveServer:
@@ -158,8 +159,6 @@ def test_a_write_on_a_connection_closed_under_it_is_not_sent_again() -> None:
 
 
 def test_a_refused_connection_is_not_retried() -> None:
-    from tests.support.services import free_port
-
     base = f"http://127.0.0.1:{free_port()}/fhir"
     with pytest.raises(FetchFailure) as err:
         FhirClient(base, None, [base], 1000).read("Patient/1", Deadline(5))

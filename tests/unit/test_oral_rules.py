@@ -9,12 +9,14 @@ import pytest
 
 from tests.support.builders import (
     baclofen_concept,
+    bundle,
     by_rule,
     dosage,
     issues,
     order,
     outcome,
     parameters,
+    patient,
 )
 from tests.support.checks import found, found_ids, http_run, run
 
@@ -278,8 +280,6 @@ def test_two_drafts_in_one_call_are_duplicates_of_each_other():
 
 
 def test_duplicate_through_a_bundle_and_http(client):
-    from tests.support.builders import bundle, patient
-
     body = bundle(patient(), order(dosage(10, "mg", 3)), active(20))
     result = http_run(client, body)
     assert found_ids(result) == ["oral.duplicate"]

@@ -9,7 +9,7 @@ import pytest
 
 from tests.support.builders import bundle, by_rule, dosage, issues, order, parameters, patient
 from tests.support.checks import post_check, run
-from tests.support.context_builders import egfr, history_request, weight
+from tests.support.context_builders import dispense, egfr, history_request, weight
 from tests.support.fhir_validate import validate
 
 TITRATION = {"oral.start-dose", "oral.titration-interval", "oral.titration-step"}
@@ -159,7 +159,6 @@ def test_stopped_order_of_the_same_call_is_the_current_regimen():
 
 
 def test_dispenses_only_history():
-    from tests.support.context_builders import dispense
     result = run(parameters(order(dosage(20, "mg", 3)), pat=ADULT,
                             context=[dispense(5, 3, handed="2026-11-24T09:00:00Z")]))
     assert severities(result) == {"oral.titration-interval": "moderate",
@@ -217,7 +216,6 @@ def test_through_http_with_validation(client):
 
 
 def test_same_dose_refill_does_not_restart_the_titration_clock():
-    from tests.support.context_builders import dispense
     long_ago = history_request(10, 3, id="orig", start="2026-09-01")
     refill = dispense(10, 3, id="refill", handed="2026-11-24T09:00:00Z")
     result = run(parameters(order(dosage(15, "mg", 3)), pat=ADULT, context=[long_ago, refill]))
