@@ -3,6 +3,7 @@ every call, and CORS for browser clients."""
 
 from __future__ import annotations
 
+import json
 import uuid
 from datetime import timedelta
 from pathlib import Path
@@ -11,6 +12,7 @@ from typing import Any
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
+from sqlalchemy import text
 
 from service import create_app
 from service.store import get_store
@@ -80,7 +82,6 @@ def test_every_call_is_recorded_with_its_card_uuids(app: Flask, client: FlaskCli
     body = hook_call(b.order(b.dosage(40, frequency=3)), patient=b.patient())
     got = cards(post(client, body))
     store = get_store(app)
-    from sqlalchemy import text
 
     with store.engine.connect() as conn:
         row = conn.execute(text("select hook, hook_instance, endpoint, caller, patient_ref "
@@ -191,8 +192,6 @@ def test_no_cors_without_configured_origins(client: FlaskClient) -> None:
 
 
 def test_fixture_feedback_is_accepted_unjoined(client: FlaskClient) -> None:
-    import json
-
     body = json.loads((Path(__file__).resolve().parents[2] / "fixtures" /
                        "cds-feedback.json").read_text())
     resp = client.post(f"/cds-services/{SIGN}/feedback", json=body)

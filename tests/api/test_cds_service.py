@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import copy
 import json
-from datetime import timedelta
+import re
+from datetime import UTC, datetime, timedelta
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +16,9 @@ from flask.testing import FlaskClient
 from service.cds.discovery import SERVICES, prefetch_templates
 from service.cds.prefetch import gather, render, token_values
 from service.cds.request import from_hook, parse_call
+from service.findings import Correction
 from service.knowledge import load
+from service.output.cards import corrected_order
 from tests.support import builders as b
 from tests.support.cdsclient import (
     EXT,
@@ -329,15 +333,11 @@ def test_corrected_bolus_stays_a_single_dose_in_micrograms(client: FlaskClient) 
 
 
 def test_corrected_order_keeps_everything_else() -> None:
-    from service.findings import Correction
-    from service.output.cards import corrected_order
-
     order = b.order(b.dosage(40, frequency=3, route={"text": "oral"},
                              timing={"repeat": {"frequency": 3, "period": 1, "periodUnit": "d",
                                                 "boundsPeriod": {"start": "2026-11-25"}},
                                      "code": {"text": "TID"}}),
                     note=[{"text": "keep"}])
-    from fractions import Fraction
     new = corrected_order(order, Correction(Fraction(5, 2), Fraction(4), "2.5 mg four times"),
                           None)
     dosage = new["dosageInstruction"][0]
@@ -352,8 +352,6 @@ def test_corrected_order_keeps_everything_else() -> None:
 # --- prefetch: null, OperationOutcome, omitted ----------------------------------------------
 
 def _request(body: dict[str, Any]) -> Any:
-    from datetime import UTC, datetime
-
     service = SERVICES[SIGN]
     call = parse_call(body, service)
     data = gather(call, prefetch_templates(load()), None)
@@ -524,8 +522,6 @@ def test_order_that_is_not_checked_says_so(client: FlaskClient, status: str) -> 
                  id="intrathecal_hourly_ug"),
 ])
 def test_card_text_never_says_ug(client: FlaskClient, dose: dict[str, Any]) -> None:
-    import re
-
     concept = IT_CONCEPT if dose.get("route") == IT_ROUTE else None
     got = cards(post(client, hook_call(b.order(dose, concept=concept), patient=b.patient())))
     assert got
@@ -557,7 +553,6 @@ def test_order_text_cannot_inject_markup_into_the_detail(client: FlaskClient) ->
     order = b.order(b.dosage(10, unit="<img src=x onerror=alert(1)>", frequency=3))
     got = cards(post(client, hook_call(order, patient=b.patient())))
     (card,) = [c for c in got if topic(c) == "low-findings"]
-    import re
 
     assert not re.search(r"(?<!\\)<img", card["detail"])
     assert "\\<img src=x onerror=alert(1)\\>" in card["detail"]

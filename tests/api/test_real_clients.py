@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from fhir.resources.R4B.medicationrequest import MedicationRequest
 from flask.testing import FlaskClient
 from hypothesis import given
 from hypothesis import strategies as st
@@ -232,8 +233,6 @@ def _unwrap_singletons(value: Any, draw_bits: list[bool]) -> Any:
 
 @given(orders)
 def test_normalising_a_valid_r4_order_changes_nothing(order: dict[str, Any]) -> None:
-    from fhir.resources.R4B.medicationrequest import MedicationRequest
-
     MedicationRequest.model_validate(order)  # the strategy makes valid R4 only
     out = normalise_resource(copy.deepcopy(order), "Z")
     assert out == order

@@ -9,6 +9,7 @@ same high/moderate findings.
 
 from __future__ import annotations
 
+import json
 import uuid
 from datetime import timedelta
 from pathlib import Path
@@ -229,8 +230,6 @@ def _renamed(value: Any, ids: dict[str, str]) -> Any:
 @pytest.mark.parametrize("path", _scenario_files(), ids=lambda p: p.stem)
 def test_fixture_scenarios_agree_through_the_server(fhir_app: Flask, sekmet: Sekmet,
                                                     path: Path) -> None:
-    import json
-
     pat, orders, ctx = _split(json.loads(path.read_text()))
     if not orders or any(o.get("status") != "draft" for o in orders):
         pytest.skip("CDS Hooks has no hook that carries a stop")  # none of ours today
