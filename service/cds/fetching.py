@@ -1,8 +1,8 @@
 """Fetch the prefetch keys a client omitted, from its fhirServer, with its token.
 
 All keys in parallel, following ``next`` links under the same base, within the request's one
-outbound deadline (service/fhir_input/fetch.py does the HTTP). A fhirServer that is not on
-FHIR_ALLOWLIST is never called and its token never sent.
+outbound deadline (service/fhir_input/fetch.py reads FHIR on service/outbound/). A fhirServer
+that is not on FHIR_ALLOWLIST is never called and its token never sent.
 """
 
 from __future__ import annotations
