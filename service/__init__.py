@@ -23,6 +23,7 @@ def create_app(config: Mapping[str, Any] | None = None, clock: Clock | None = No
     from .knowledge import load  # lazy: see above
     from .logs import install_request_logging  # lazy: see above
     from .web import cds_hooks, cors, errors, fhir_api, ops, ui, wellknown  # lazy: see above
+    from .web import worklist as worklist_page  # lazy: see above
     from .web.http_metrics import install as install_metrics  # lazy: see above
 
     settings = load_settings() if config is None else settings_from(config)
@@ -51,6 +52,7 @@ def create_app(config: Mapping[str, Any] | None = None, clock: Clock | None = No
     cors.register(app)
     app.register_blueprint(ui.bp)
     watch.register(app)
+    app.register_blueprint(worklist_page.bp)
     return app
 
 

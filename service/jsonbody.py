@@ -1,18 +1,42 @@
 """Strict JSON for every body the service reads, whoever reads it (the HTTP endpoints, the CLI,
 the batch, the population review, the outbound FHIR and token answers): no NaN or Infinity, no
-number out of range, UTF-8 only, at most MAX_DEPTH levels of nesting. No Flask: the web layer's
-request glue (media type, size, digest) is service/web/body.py."""
+number out of range, UTF-8 only, at most MAX_DEPTH levels of nesting; and the two checks of a
+body's media type and declared size, on anything shaped like a request. No Flask: the web
+layer's request glue (reading, digest) is service/web/body.py; the watch's notification
+receiver uses these checks too."""
 
 from __future__ import annotations
 
 import json
 import math
-from typing import Any
+from typing import Any, Protocol
 
-from .errors import bad_request
+from .errors import Problem, ServiceError, bad_request
 
 JSON_TYPES = ("application/fhir+json", "application/json")
 MAX_DEPTH = 100
+
+
+class RequestBody(Protocol):
+    """What a request says of its body (a Flask Request is one)."""
+
+    @property
+    def mimetype(self) -> str: ...
+
+    @property
+    def content_length(self) -> int | None: ...
+
+
+def media_type(req: RequestBody) -> str:
+    return (req.mimetype or "").lower()
+
+
+def check_size(req: RequestBody, limit: int) -> None:
+    """413 when the declared length is over ``limit`` bytes."""
+    if req.content_length is not None and req.content_length > limit:
+        raise ServiceError(413, [Problem(
+            f"the request body is {req.content_length} bytes; the limit is {limit}",
+            "too-costly")])
 
 
 def _reject_constant(name: str) -> Any:

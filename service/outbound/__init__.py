@@ -30,10 +30,10 @@ if TYPE_CHECKING:
 JWKS_PATH = "/.well-known/jwks.json"
 
 
-# The imports of .smart and .keys below are inside the functions on purpose: service/config.py
-# imports service/outbound/settings.py, so this package's __init__ runs whenever the settings
-# are loaded and must not pull in the SMART client (jwt, cryptography, the HTTP client) with
-# them.
+# The imports of .smart and .keys below are inside the functions on purpose: every user of the
+# HTTP client (outbound/client.py, pool.py) runs this package's __init__ first, and most of
+# them (the CDS self-fetch, the CLI's offline check) never sign anything, so they must not pull
+# in the SMART client (jwt, cryptography) with it.
 
 def smart_config(settings: Settings) -> ClientConfig:
     from .smart import ClientConfig  # lazy: see above

@@ -14,7 +14,7 @@ the worker re-checks the patient's active baclofen therapy with write-back.
   (Subscriptions Backport IG) and signed notifications
 
 Nothing here is imported by the rest of the service unless the watch is used (only
-service/watch/settings.py, by service/config.py).
+service/config/watch.py, by service/config/).
 """
 
 from __future__ import annotations
@@ -32,20 +32,19 @@ if TYPE_CHECKING:
 
 def register(app: Flask) -> None:
     """With WATCH_NOTIFY_TOKEN (or WATCH_NOTIFY_HMAC_SECRET) set: the watch and worklist
-    tables (created when missing), the receiver and the worklist. Without it both answer 404
-    (off) and no table is made."""
-    from ..store import get_store
-    from ..web.worklist import bp as worklist_bp
-    from .receiver import bp
+    tables (created when missing) and the receiver. Without it the receiver and the worklist
+    (service/web/worklist.py, registered by create_app) answer 404 (off) and no table is
+    made."""
+    from ..store import get_store  # lazy: the watch loads only when used (see above)
+    from .receiver import bp  # lazy: the watch loads only when used (see above)
 
     settings: Settings = app.config["SETTINGS"]
     if settings.watch_notify_token or settings.watch_notify_hmac_secret:
-        from . import worklist
-        from .queue import WatchStore
+        from . import worklist  # lazy: the watch loads only when used (see above)
+        from .queue import WatchStore  # lazy: the watch loads only when used (see above)
 
         app.extensions["watch"] = worklist.create(WatchStore(get_store(app)))
     app.register_blueprint(bp)
-    app.register_blueprint(worklist_bp)
 
 
 def readiness(app: Flask) -> dict[str, Any] | None:

@@ -27,7 +27,7 @@ from ..config import Settings
 from ..errors import Problem, ServiceError, bad_request, unauthorized
 from ..fhirjson import JSON, as_dict, as_str
 from ..fhirref import parse_reference, versioned
-from ..web.body import JSON_TYPES, check_size, media_type, parse_json_text
+from ..jsonbody import JSON_TYPES, check_size, media_type, parse_json_text
 from . import metrics
 from .queue import Trigger, WatchStore
 from .topics import focus_refs, keep_focus, signature_ok

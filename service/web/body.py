@@ -1,6 +1,6 @@
-"""Reading a request body as JSON in Flask: media type, size, the body's digest; the strict
-parsing itself (no NaN, nesting depth) is service/jsonbody.py, shared with the CLI and the
-batch."""
+"""Reading a request body as JSON in Flask: the media type, the body, its digest; the strict
+parsing and the media-type and size checks are service/jsonbody.py, shared with the CLI, the
+batch and the watch's receiver."""
 
 from __future__ import annotations
 
@@ -10,14 +10,10 @@ from typing import Any
 from flask import Request, g
 
 from ..errors import Problem, ServiceError, bad_request
-from ..jsonbody import JSON_TYPES, MAX_DEPTH, parse_json_text
+from ..jsonbody import JSON_TYPES, MAX_DEPTH, check_size, media_type, parse_json_text
 
 __all__ = ["JSON_TYPES", "MAX_DEPTH", "check_size", "media_type", "parse_json_text",
            "read_json", "require_json_type"]
-
-
-def media_type(req: Request) -> str:
-    return (req.mimetype or "").lower()
 
 
 def require_json_type(req: Request, extra: tuple[str, ...] = ()) -> str:
@@ -27,13 +23,6 @@ def require_json_type(req: Request, extra: tuple[str, ...] = ()) -> str:
         raise ServiceError(415, [Problem(
             f"unsupported media type {mt or '(none)'}: send {allowed}", "not-supported")])
     return mt
-
-
-def check_size(req: Request, limit: int) -> None:
-    if req.content_length is not None and req.content_length > limit:
-        raise ServiceError(413, [Problem(
-            f"the request body is {req.content_length} bytes; the limit is {limit}",
-            "too-costly")])
 
 
 def read_json(req: Request, limit: int) -> Any:

@@ -4,7 +4,7 @@ sekmet's token endpoint verifies our client assertion with the keys it fetches f
 ``/.well-known/jwks.json`` (``jwks_url`` registration; it keeps a fetched key set about
 5 minutes), and its guard checks the scopes of every call: a transaction POST to the base is
 create on ``*``, so the registration grants ``system/*.cruds`` (the service's default scope
-is the narrow list of service/outbound/settings.py). The test data is written with a second
+is the narrow list of service/config/auth.py). The test data is written with a second
 client (``client_secret_basic``), so that no other kind of credential is open on the server.
 """
 

@@ -1,11 +1,14 @@
 """Parsing of the watch settings (interfaces.md section 6): WATCH_NOTIFY_TOKEN,
 WATCH_COALESCE_S and WATCH_CHECK_S; WATCH_NOTIFY_HMAC_SECRET and WATCH_TASK_OWNER (issue 20).
-service/config.py calls ``watch_settings``; errors are ConfigError naming the setting."""
+service/config/__init__.py calls ``watch_settings``; errors are ConfigError naming the setting."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Any
+
+from .values import ConfigError
 
 NAMES = ("WATCH_NOTIFY_TOKEN", "WATCH_COALESCE_S", "WATCH_CHECK_S",
          "WATCH_NOTIFY_HMAC_SECRET", "WATCH_TASK_OWNER")
@@ -15,7 +18,6 @@ MIN_TOKEN_LENGTH = 16
 
 
 def _seconds(name: str, value: Any, low: float, high: float) -> float:
-    from ..config import ConfigError
 
     try:
         number = float(value)
@@ -28,9 +30,6 @@ def _seconds(name: str, value: Any, low: float, high: float) -> float:
 
 def _task_owner(value: Any) -> str | None:
     """WATCH_TASK_OWNER: a relative reference, e.g. ``Organization/pharmacy`` (issue 20)."""
-    import re
-
-    from ..config import ConfigError
 
     text = str(value or "").strip()
     if not text:
@@ -45,7 +44,6 @@ def _task_owner(value: Any) -> str | None:
 
 def watch_settings(raw: Mapping[str, Any]) -> dict[str, Any]:
     """Settings fields of the watch (service/watch/)."""
-    from ..config import ConfigError
 
     token = str(raw.get("WATCH_NOTIFY_TOKEN") or "").strip() or None
     if token is not None and (len(token) < MIN_TOKEN_LENGTH or any(

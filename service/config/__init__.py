@@ -4,21 +4,19 @@ the environment, then any overrides (``create_app()`` without a mapping, the CLI
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from .outbound.settings import OAuthIssuer, api_auth, oauth_issuers, server_auth
-from .watch.settings import watch_settings
+from .auth import OAuthIssuer, api_auth, oauth_issuers, server_auth
+from .values import ConfigError, json_object
+from .watch import watch_settings
 
 DEFAULT_DATABASE_URL = "sqlite:///var/baclofen-check.sqlite3"
 DEFAULT_SPOOL_DIR = "var/spool"
 
 
-class ConfigError(ValueError):
-    """A configuration value cannot be used; the message names the setting."""
 
 
 def _bool(name: str, value: Any) -> bool:
@@ -136,21 +134,6 @@ def trusted_issuer(issuer: str, value: Any) -> TrustedIssuer:
         raise ConfigError(f"{where}.max_lifetime_s must be at most {MAX_ISSUER_LIFETIME_S}")
     return TrustedIssuer(jwks_url=url, jwks_file=path.strip() if path else None,
                          max_lifetime_s=seconds, style=style)
-
-
-def json_object(name: str, value: Any) -> dict[str, Any]:
-    """A setting holding a JSON object (or given as a mapping) whose keys are non-empty
-    strings."""
-    if isinstance(value, Mapping):
-        data: Any = dict(value)
-    else:
-        try:
-            data = json.loads(str(value or "{}"))
-        except json.JSONDecodeError as exc:
-            raise ConfigError(f"{name} must be a JSON object") from exc
-    if not isinstance(data, dict) or not all(isinstance(k, str) and k for k in data):
-        raise ConfigError(f"{name} must be a JSON object keyed by issuer strings")
-    return data
 
 
 def _issuers(value: Any) -> dict[str, TrustedIssuer]:
