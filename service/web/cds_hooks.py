@@ -28,13 +28,12 @@ from ..checkrequest import CheckRequest
 from ..config import Settings
 from ..engine import run_check
 from ..errors import Problem, ServiceError
-from ..knowledge import load
 from ..metrics import INPUT_LEFT_OUT
 from ..output.cards import Rendered, render_cards
 from ..store import record, record_key
 from .auth import authenticate_cds, install_jwks
 from .body import read_json
-from .context import now, outbound_deadline, settings
+from .context import knowledge, now, outbound_deadline, settings
 from .context import store as _store
 
 bp = Blueprint("cds_hooks", __name__)
@@ -62,7 +61,7 @@ def _service(service_id: str) -> CdsService:
 @bp.get("/cds-services")
 def list_services() -> Response:
     authenticate_cds()
-    return _json(discovery(load()))
+    return _json(discovery(knowledge()))
 
 
 @bp.post("/cds-services/<service_id>")
@@ -72,7 +71,7 @@ def call_service(service_id: str) -> Response:
     service = _service(service_id)
     g.hook = service.hook
     cfg = settings()
-    kb = load()
+    kb = knowledge()
     body = read_json(request, cfg.max_request_bytes)
     call = parse_call(body, service)
     templates = {**prefetch_templates(kb), **medication_reads(call)}
@@ -145,7 +144,7 @@ def _record(service: CdsService, hook_instance: str, caller: str, req: CheckRequ
         _store(), started=started, time=checked, caller=caller,
         endpoint=f"cds-services/{service.id}", hook=service.hook, hook_instance=hook_instance,
         patient_ref=req.patient.ref if req.patient else None,
-        order_refs=[it.ref for it in req.orders], knowledge_version=load().version,
+        order_refs=[it.ref for it in req.orders], knowledge_version=knowledge().version,
         issues=[(f, di, card.card_uuid) for card in rendered.records
                 for f, di in card.findings],
         # a retried call (the same hookInstance and body) is recorded once

@@ -23,7 +23,6 @@ from ..engine import run_check
 from ..errors import Problem, ServiceError, bad_request, forbidden
 from ..fhir_input.request import CheckRequest
 from ..fhirjson import JSON
-from ..knowledge import load
 from ..output.fhir import IssueEntry, operation_outcome, render_result
 from ..store import get_store, record, record_key
 from ..writeback import cancellation_note
@@ -84,7 +83,7 @@ def check_ndjson(cfg: Settings, caller: str, profile: str) -> Response:
     MAX_BATCH_BYTES for the whole body; a client that goes away stops the work (its socket is
     looked at every CLIENT_CHECK_LINES lines, and a write to it fails)."""
     request.max_content_length = cfg.max_batch_bytes  # a larger Content-Length is a 413 here
-    kb = load()
+    kb = context.knowledge()
     stream = request.stream
     client = request.environ.get("gunicorn.socket")
 
@@ -158,7 +157,7 @@ def record_check(endpoint: str, caller: str, now: datetime, req: CheckRequest,
     for a batch line also its number and text) is recorded once."""
     record(get_store(current_app), started=started, time=now, caller=caller,
            endpoint=endpoint, patient_ref=req.patient.ref if req.patient else None,
-           order_refs=[it.ref for it in req.orders], knowledge_version=load().version,
+           order_refs=[it.ref for it in req.orders], knowledge_version=context.knowledge().version,
            issues=[(e.finding, e.resource, None) for e in issues],
            record_id=record_key(request.path, g.get("request_id", ""),
                                 g.get("body_digest", ""), line))
@@ -186,7 +185,7 @@ def check_by_id(order_id: str) -> Response:
     now = context.now()
     deadline = context.outbound_deadline()
     client = fhir_server_client(cfg)
-    kb = load()
+    kb = context.knowledge()
     req = read_from_server(client, order_id, deadline, now, profile, kb,
                            check_patient=lambda pid: require_patient(
                                pid, f"the order's subject Patient/{pid}"))
@@ -223,7 +222,7 @@ def _profile(cfg: Settings) -> str:
 @bp.get("/metadata")
 def metadata() -> Response:
     cfg = settings()
-    kb = load()
+    kb = context.knowledge()
     return fhir_response(capability_statement(cfg.public_base_url, kb.version, "2026-11-25",
                                               cfg))
 
@@ -235,5 +234,5 @@ def opdef() -> Response:
 
 @bp.get("/openapi.json")
 def openapi_json() -> Response:
-    return Response(json.dumps(openapi(settings().public_base_url, load().version)),
+    return Response(json.dumps(openapi(settings().public_base_url, context.knowledge().version)),
                     mimetype="application/json")

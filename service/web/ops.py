@@ -7,8 +7,8 @@ from typing import Any
 from flask import Blueprint, Response, current_app, json
 from sqlalchemy.exc import SQLAlchemyError
 
-from ..knowledge import load
 from ..store import get_store
+from . import context
 
 bp = Blueprint("ops", __name__)
 
@@ -25,7 +25,7 @@ def readyz() -> Response:
     RECENT_FAILURE_S, and the spool holds less than SPOOL_MAX_BYTES. The reason names the
     first cause; ``store`` and ``spool`` say what was found."""
     try:
-        version = load().version
+        version = context.knowledge().version
     except Exception as exc:  # noqa: BLE001 - any failure to load means not ready
         return Response(json.dumps({"status": "not ready", "reason": type(exc).__name__}),
                         status=503, mimetype="application/json")

@@ -30,11 +30,12 @@ from sqlalchemy.exc import SQLAlchemyError
 from ..cds.discovery import prefetch_templates
 from ..config import Settings
 from ..errors import Problem, ServiceError
-from ..knowledge import Knowledge, load, recognition_rows, rule_knowledge
+from ..knowledge import Knowledge, recognition_rows, rule_knowledge
 from ..output.cards import OVERRIDE_REASONS
 from ..store import get_store
 from . import context
 from .auth import authenticate
+from .context import knowledge
 
 bp = Blueprint("ui", __name__)
 
@@ -65,7 +66,7 @@ def settings() -> Settings:
 
 def _page(template: str, **context: Any) -> Response:
     cfg = settings()
-    kb = load()
+    kb = knowledge()
     html = render_template(
         template, knowledge_version=kb.version, profile=cfg.profile,
         api_auth=cfg.api_require_auth, cds_jwt=cfg.cds_require_jwt, **context)
@@ -161,7 +162,7 @@ def demo(name: str) -> Response:
 
 @bp.get("/")
 def try_page() -> Response:
-    kb = load()
+    kb = knowledge()
     page_data = {
         "demos": [{"name": d.name, "label": d.label} for d in demos()],
         "prefetch": prefetch_templates(kb),
@@ -231,7 +232,7 @@ def renal_values(kb: Knowledge) -> list[tuple[str, str]]:
 
 @bp.get("/rules")
 def rules_page() -> Response:
-    kb = load()
+    kb = knowledge()
     families = list(dict.fromkeys(r.family for r in kb.rules.values()))
     return _page("rules.html", title="Rules", active="rules", rules=rule_rows(kb),
                  families=families, profiles=list(kb.profiles.values()),
@@ -249,7 +250,7 @@ def report() -> Response:
     """The alert report as JSON: per rule fired, accepted, overridden and the top override
     reasons (from the audit store). Authenticated like the FHIR endpoints."""
     authenticate(request, settings(), report=True)
-    kb = load()
+    kb = knowledge()
     reasons = dict(OVERRIDE_REASONS)
     try:
         recorded = get_store(current_app).report()
