@@ -418,89 +418,83 @@ __all__ = ["COMPARISONS", "Knowledge", "KnowledgeError", "Profile", "Raise", "Ru
 
 def recognition_rows(kb: Knowledge) -> list[tuple[str, str]]:
     """How an order is recognised as baclofen and its route decided (clinical-rules section 1)."""
-    rec = kb.recognition
-    rows = [("RxNorm", ", ".join(str(c) for c in rec["baclofen_rxnorm"])
-             + (", products " + ", ".join(str(c) for c in rec["baclofen_product_rxnorm"])
-                if rec.get("baclofen_product_rxnorm") else "")),
-            ("ATC", ", ".join(str(c) for c in rec.get("baclofen_atc", []))),
-            ("names", ", ".join([str(rec["baclofen_word"])]
-                                + [str(b) for b in rec.get("baclofen_brands", [])])
+    rec = kb.typed.recognition
+    rows = [("RxNorm", ", ".join(rec.baclofen_rxnorm)
+             + (", products " + ", ".join(rec.baclofen_product_rxnorm)
+                if rec.baclofen_product_rxnorm else "")),
+            ("ATC", ", ".join(rec.baclofen_atc)),
+            ("names", ", ".join((rec.baclofen_word, *rec.baclofen_brands))
              + " (at the start of a word; digits may follow)"),
-            ("intrathecal brands", ", ".join(str(b) for b in rec.get("intrathecal_brands", [])))]
+            ("intrathecal brands", ", ".join(rec.intrathecal_brands))]
     return [(k, v) for k, v in rows if v]
 
 
 def _brands_of(kb: Knowledge, ingredients: set[str]) -> str:
-    brands = (kb.data.get("brands") or {}).get("names", {})
-    return ", ".join(f"{b} ({' + '.join(i)})" for b, i in brands.items()
-                     if ingredients & {str(x) for x in i})
+    return ", ".join(f"{b} ({' + '.join(i)})" for b, i in kb.typed.brands.names.items()
+                     if ingredients & set(i))
 
 
 def _atc_of(kb: Knowledge, ingredients: set[str]) -> str:
-    codes = (kb.data.get("atc_ingredients") or {}).get("codes", {})
-    return ", ".join(f"{c} {i}" for c, i in codes.items() if str(i) in ingredients)
+    return ", ".join(f"{c} {i}" for c, i in kb.typed.atc_ingredients.codes.items()
+                     if i in ingredients)
 
 
 def rule_knowledge(kb: Knowledge, rule_id: str) -> list[tuple[str, str]]:
     """Code lists, brand tables, ATC groups and equations a rule reads outside its own entry."""
-    pc = kb.data.get("patient_context", {})
+    typed = kb.typed
+    pc = typed.patient_context
     rows: list[tuple[str, str]] = []
-    cls = kb.interaction_classes.get(rule_id)
-    if cls:
-        ingredients = {str(i) for i in cls.get("ingredients", [])}
-        if cls.get("atc_prefixes"):
-            prefixes = [str(p) for p in cls["atc_prefixes"]]
-            rows.append(("ATC groups", ", ".join(prefixes) + (
-                " (baclofen, M03BX01, excepted)" if any(p.startswith("M03") for p in prefixes)
-                else "")))
+    cls = typed.interactions.get(rule_id)
+    if cls is not None:
+        ingredients = set(cls.ingredients)
+        if cls.atc_prefixes:
+            own = ", ".join(typed.recognition.baclofen_atc)
+            rows.append(("ATC groups", ", ".join(cls.atc_prefixes) + (
+                f" (baclofen, {own}, excepted)"
+                if any(code.startswith(p) for p in cls.atc_prefixes
+                       for code in typed.recognition.baclofen_atc) else "")))
         rows += [(k, v) for k, v in (("ATC codes", _atc_of(kb, ingredients)),
                                      ("brands", _brands_of(kb, ingredients))) if v]
     if rule_id == "geriatric.cns-burden":
-        groups: Mapping[str, Any] = kb.data["cns_active"].get("atc_prefixes") or {}
-        rows += [("ATC groups", f"{name}: {', '.join(str(p) for p in v)}")
-                 for name, v in groups.items()]
+        rows += [("ATC groups", f"{name}: {', '.join(v)}")
+                 for name, v in typed.cns_active.atc_prefixes.items()]
         rows.append(("counting", "by ingredient: one ingredient in two orders is one drug"))
-    renal = pc.get("renal", {})
+    renal = pc.renal
     if rule_id.startswith("renal.") or rule_id == "geriatric.renal":
-        epi, sch = renal.get("ckd_epi_2021"), renal.get("bedside_schwartz")
-        if epi:
-            rows.append(("CKD-EPI 2021", (
-                f"adults without a weight: {epi['constant']} x min(SCr/k, 1)^a x max(SCr/k, "
-                f"1)^{epi['exponent_above']} x {epi['age_base']}^age (x {epi['female_factor']} "
-                f"women); k {epi['kappa_female']}/{epi['kappa_male']}, a "
-                f"{epi['alpha_female']}/{epi['alpha_male']} (women/men) (S45)")))
-        if sch:
-            rows.append(("bedside Schwartz", (
-                f"children {sch['age_from']} to < {sch['age_below']} years with a height: "
-                f"{sch['k']} x height_cm / SCr_mg_dL (S46)")))
-        stages = renal.get("ckd_stage_ml_min")
-        if stages:
-            rows.append(("CKD stages", "; ".join(
-                f"{k} {v}" for k, v in {**stages["icd10"], **stages["snomed"]}.items())
-                + f" mL/min (no renal value within {renal['max_age_days']} days)"))
-        dialysis, tx = pc.get("dialysis", {}), pc.get("kidney_transplant", {})
-        if dialysis:
-            rows.append(("dialysis/ESRD", (
-                f"ICD-10-CM {', '.join(dialysis['icd10'])}; SNOMED "
-                f"{', '.join(dialysis['snomed'])}; procedures "
-                f"{', '.join(dialysis['procedure_snomed'])} within "
-                f"{dialysis['procedure_max_age_days']} days or ongoing")))
-        if tx:
-            rows.append(("kidney transplant", _codes_text(tx) + ": ESRD and dialysis "
-                         "Conditions before it no longer count"))
-    if rule_id == "lactation" and pc.get("breastfeeding"):
-        bf = pc["breastfeeding"]
+        epi, sch, n = renal.ckd_epi_2021, renal.bedside_schwartz, _fmt
+        rows.append(("CKD-EPI 2021", (
+            f"adults without a weight: {n(epi.constant)} x min(SCr/k, 1)^a x max(SCr/k, "
+            f"1)^{n(epi.exponent_above)} x {n(epi.age_base)}^age (x {n(epi.female_factor)} "
+            f"women); k {n(epi.kappa_female)}/{n(epi.kappa_male)}, a "
+            f"{n(epi.alpha_female)}/{n(epi.alpha_male)} (women/men) (S45)")))
+        rows.append(("bedside Schwartz", (
+            f"children {n(sch.age_from)} to < {n(sch.age_below)} years with a height: "
+            f"{n(sch.k)} x height_cm / SCr_mg_dL (S46)")))
+        stages = renal.ckd_stage_ml_min
+        rows.append(("CKD stages", "; ".join(
+            f"{k} {n(v)}" for k, v in {**stages.icd10, **stages.snomed}.items())
+            + f" mL/min (no renal value within {n(renal.max_age_days)} days)"))
+        dialysis = pc.dialysis
+        rows.append(("dialysis/ESRD", (
+            f"ICD-10-CM {', '.join(dialysis.icd10)}; SNOMED "
+            f"{', '.join(dialysis.snomed)}; procedures "
+            f"{', '.join(dialysis.procedure_snomed)} within "
+            f"{n(dialysis.procedure_max_age_days)} days or ongoing")))
+        rows.append(("kidney transplant", _codes_text(pc.kidney_transplant) + ": ESRD and "
+                     "dialysis Conditions before it no longer count"))
+    if rule_id == "lactation":
+        bf = pc.breastfeeding
         rows.append(("breastfeeding", _codes_text(bf) + f"; Observations within "
-                     f"{bf['observation_max_age_days']} days"))
-    if rule_id == "interaction.alcohol" and pc.get("alcohol_use_disorder"):
-        aud = pc["alcohol_use_disorder"]
-        rows.append(("alcohol use disorder", _codes_text({
-            **aud, "icd10": [f"{aud['icd10_prefix']}.* except "
-                             f"{', '.join(aud['icd10_remission'])}"]})))
+                     f"{_fmt(bf.observation_max_age_days)} days"))
+    if rule_id == "interaction.alcohol":
+        aud = pc.alcohol_use_disorder
+        rows.append(("alcohol use disorder", _codes_text(s.ConditionCodes(
+            (f"{aud.icd10_prefix}.* except {', '.join(aud.icd10_remission)}",), aud.snomed,
+            aud.words))))
     return rows
 
 
-def _codes_text(spec: Mapping[str, Any]) -> str:
+def _codes_text(spec: s.ConditionCodes) -> str:
     """ "ICD-10-CM ...; SNOMED ...; text ..." of a code-list entry of the knowledge file."""
-    return (f"ICD-10-CM {', '.join(spec['icd10'])}; SNOMED {', '.join(spec['snomed'])}; text "
-            f"{', '.join(spec['words'])}")
+    return (f"ICD-10-CM {', '.join(spec.icd10)}; SNOMED {', '.join(spec.snomed)}; text "
+            f"{', '.join(spec.words)}")
