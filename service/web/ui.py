@@ -163,16 +163,16 @@ def demo(name: str) -> Response:
 @bp.get("/")
 def try_page() -> Response:
     kb = knowledge()
+    rec = kb.typed.recognition
     page_data = {
         "demos": [{"name": d.name, "label": d.label} for d in demos()],
         "prefetch": prefetch_templates(kb),
         "service": "baclofen-order-sign",
         "viewService": "baclofen-patient-view",
-        "rxnorm": {"system": kb.recognition["rxnorm_system"],
-                   "code": kb.recognition["baclofen_rxnorm"][0]},
-        "routes": {"oral": kb.recognition["oral_route_snomed"][0],
-                   "intrathecal": kb.recognition["intrathecal_route_snomed"][0],
-                   "gastrostomy": kb.recognition["enteral_route_snomed"][0]},
+        "rxnorm": {"system": rec.rxnorm_system, "code": rec.baclofen_rxnorm[0]},
+        "routes": {"oral": rec.oral_route_snomed[0],
+                   "intrathecal": rec.intrathecal_route_snomed[0],
+                   "gastrostomy": rec.enteral_route_snomed[0]},
         "ruleIds": list(kb.rules),
         "timingCodes": {code: float(n) for code, n in kb.timing_codes.items()},
         "overrideReasons": [{"code": c, "display": d} for c, d in OVERRIDE_REASONS],
@@ -187,10 +187,9 @@ def rule_rows(kb: Knowledge) -> list[dict[str, Any]]:
     """One row per rule, straight from the knowledge data."""
     rows = []
     for rule in kb.rules.values():
-        also = rule.raw.get("also")
-        sources = [(rule.source_key, kb.sources[rule.source_key])]
-        if isinstance(also, str) and also in kb.sources:
-            sources.append((also, kb.sources[also]))
+        sources = [(rule.source_key, kb.typed.sources[rule.source_key])]
+        if rule.also is not None:   # a known source (checked at load)
+            sources.append((rule.also, kb.typed.sources[rule.also]))
         profile_values: list[tuple[str, list[Any]]] = []
         if rule.family in PROFILE_FAMILIES:
             keys = [k for p in kb.profiles.values() for k in p.raw if k != "label"]
@@ -208,8 +207,7 @@ def rule_rows(kb: Knowledge) -> list[dict[str, Any]]:
             "thresholds": rule.thresholds(),
             "profile_values": profile_values,
             "reads": rule_knowledge(kb, rule.id),
-            "sources": [{"key": k, "title": s.get("title", k), "url": s.get("url", "")}
-                        for k, s in sources],
+            "sources": [{"key": k, "title": s.title, "url": s.url} for k, s in sources],
         })
     return rows
 
