@@ -139,7 +139,7 @@ def test_order_without_intent_and_stu3_dose_is_checked():
 def test_parameters_check_time_and_profile():
     body = parameters(order(dosage(22.5, "mg", 4)), check_time="2026-11-24T08:00:00+05:30",
                       profile="uk")
-    req = parse_body(body, NOW, "us")
+    req = parse_body(body, NOW, "us", load())
     assert req.check_time == datetime(2026, 11, 24, 2, 30, tzinfo=UTC)
     assert req.check_time.utcoffset() == timedelta(hours=5, minutes=30)
     assert req.profile == "uk"
@@ -148,13 +148,13 @@ def test_parameters_check_time_and_profile():
 def test_parameters_check_time_defaults_to_now():
     body = parameters(order())
     body["parameter"] = [p for p in body["parameter"] if p["name"] != "checkTime"]
-    assert parse_body(body, NOW, "us").check_time == NOW
+    assert parse_body(body, NOW, "us", load()).check_time == NOW
 
 
 def test_input_is_not_modified():
     body = fixture("params-stu3-order.json")
     before = copy.deepcopy(body)
-    parse_body(copy.deepcopy(body), NOW, "us")
+    parse_body(copy.deepcopy(body), NOW, "us", load())
     assert body == before
 
 
@@ -163,7 +163,7 @@ def test_input_is_not_modified():
 def test_bundle_drafts_are_the_orders_everything_else_context():
     b = bundle(patient(), order(dosage(10, "mg", 3)),
                order(dosage(20, "mg", 3), id="old", status="active"))
-    req = parse_body(b, NOW, "us")
+    req = parse_body(b, NOW, "us", load())
     assert [o.ref for o in req.orders] == ["MedicationRequest/ord-1"]
     assert req.mode == "order"
     assert [c.ref for c in req.context] == ["MedicationRequest/old"]
@@ -174,7 +174,7 @@ def test_review_mode_checks_active_baclofen_orders_only():
                   concept={"text": "ibuprofen 400 mg tablet"})
     b = bundle(patient(), order(dosage(30, "mg", 4), status="active"), other,
                order(dosage(10, "mg", 3), id="done", status="completed"))
-    req = parse_body(b, NOW, "us")
+    req = parse_body(b, NOW, "us", load())
     assert req.mode == "review"
     assert [o.ref for o in req.orders] == ["MedicationRequest/ord-1"]
 
@@ -189,7 +189,7 @@ def test_bundle_without_type_is_accepted():
 def test_the_same_patient_twice_by_the_same_reference_is_one_patient():
     b = bundle(patient(), order())
     b["entry"].append({"fullUrl": "https://x.example/Patient/pat-1", "resource": patient()})
-    assert parse_body(b, NOW, "us").patient is not None
+    assert parse_body(b, NOW, "us", load()).patient is not None
 
 
 def test_contained_medication_resolves_by_hash_id():
@@ -286,7 +286,7 @@ def test_skipped_context_order_is_not_a_duplicate():
 
 def status_of(body: Any) -> tuple[int, str]:
     with pytest.raises(ServiceError) as err:
-        parse_body(body, NOW, "us")
+        parse_body(body, NOW, "us", load())
     return err.value.status, err.value.problems[0].message
 
 

@@ -109,7 +109,7 @@ def test_readable_line_still_checked_beside_an_unreadable_one():
 
 def check_with_hook(body: dict[str, Any], hook: str | None) -> dict[str, Any]:
     kb = load()
-    req = parse_body(body, datetime(2026, 11, 25, 10, tzinfo=UTC), "us")
+    req = parse_body(body, datetime(2026, 11, 25, 10, tzinfo=UTC), "us", load())
     req.hook = hook
     result = result_bundle(req, run_check(req, kb), kb)
     validate(result)
