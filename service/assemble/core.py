@@ -254,12 +254,8 @@ def _from_record(p: Pieces, normalised: _Normalise) -> CheckRequest:
 
 def _active_baclofen(items: list[Item], index: ResourceIndex, kb: Knowledge | None
                      ) -> list[Item]:
-    if kb is None:
-        # the global knowledge only where a caller gave none (parse_body called by tests and
-        # tools); every front door of the service passes its own
-        from ..knowledge import load  # lazy: a fallback, not a dependency of the assembler
-
-        kb = load()
+    if kb is None:   # every door that reviews a record passes its caller's knowledge
+        raise ValueError("choosing a record's baclofen orders needs the knowledge (Pieces.kb)")
     out = []
     for it in items:
         if it.type == "MedicationRequest" and it.resource.get("status") == "active":

@@ -23,7 +23,7 @@ _ORDERS = "Parameters.parameter.where(name='order')"
 _PATIENT = "Parameters.parameter.where(name='patient')"
 
 
-def parse_body(body: Any, now: datetime, default_profile: str, kb: Knowledge | None = None,
+def parse_body(body: Any, now: datetime, default_profile: str, kb: Knowledge,
                door: str | None = None) -> CheckRequest:
     """A native body (Parameters or Bundle) -> CheckRequest. ``door`` names the door for the
     status table when it is not the body's own (an NDJSON line)."""
@@ -39,7 +39,7 @@ def parse_body(body: Any, now: datetime, default_profile: str, kb: Knowledge | N
     if rtype == "Parameters":
         return from_parameters(body, now, default_profile, door or "parameters")
     if rtype == "Bundle":
-        return from_bundle(body, now, default_profile, door or "bundle", kb)
+        return from_bundle(body, now, default_profile, door or "bundle", kb=kb)
     # only a body of another resource type needs the models here (unknown or not checkable?)
     from fhir.resources.R4B import get_fhir_model_class  # lazy: the R4B models are large
 
@@ -127,8 +127,8 @@ def _check_time(value: Any, door: str) -> datetime:
     return r.low
 
 
-def from_bundle(body: JSON, now: datetime, default_profile: str, door: str = "bundle",
-                kb: Knowledge | None = None) -> CheckRequest:
+def from_bundle(body: JSON, now: datetime, default_profile: str, door: str = "bundle", *,
+                kb: Knowledge) -> CheckRequest:
     """A record: every entry's resource; the orders are its drafts, else its active baclofen
     orders (review)."""
     entries = body.get("entry", [])
