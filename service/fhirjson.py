@@ -91,9 +91,14 @@ def codings(concept: Any) -> list[JSON]:
 
 def concept_texts(concept: Any) -> list[str]:
     """The text and every coding display of a CodeableConcept."""
-    c = as_dict(concept)
-    out = [t for t in [as_str(c.get("text"))] if t]
-    out += [d for d in (as_str(x.get("display")) for x in codings(c)) if d]
+    if not isinstance(concept, dict):
+        return []
+    text = as_str(concept.get("text"))
+    out = [text] if text is not None else []
+    for coding in codings(concept):
+        display = as_str(coding.get("display"))
+        if display is not None:
+            out.append(display)
     return out
 
 
