@@ -137,9 +137,11 @@ def _warm() -> int:
     return os.getpid()
 
 
-def _check_window(records: list[Record], check_time: datetime, profile: str
-                  ) -> list[PatientResult]:
-    kb = _KB
+def _check_window(records: list[Record], check_time: datetime, profile: str,
+                  kb: Knowledge | None = None) -> list[PatientResult]:
+    """``kb``: the knowledge, when the caller has its own (a Spark executor); else the one
+    review() set before forking this worker."""
+    kb = kb or _KB
     assert kb is not None, "set by review() before the workers are forked"
     out = []
     for record in records:

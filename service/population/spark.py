@@ -278,16 +278,19 @@ _LINE_SCHEMA = ("kind INT, fno INT, line BIGINT, rtype STRING, rid STRING, pid S
 
 def _check_partition(rows: Iterable[Any], names: list[str], check_time: datetime,
                      profile: str) -> Iterator[PatientResult]:
+    # an executor is a process of its own (not forked from review()): it reads its own copy of
+    # the knowledge, whose version the driver checked is its own (_identity)
+    kb = load()
     window: list[Record] = []
     for row in rows:
         lines = sorted(row["lines"], key=lambda r: (r["later"], r["fno"], r["line"]))
         window.append(Record(row["pid"], [Located(r["rtype"], names[r["fno"]], int(r["line"]),
                                                   r["text"]) for r in lines]))
         if len(window) == CHECK_WINDOW:
-            yield from _check_window(window, check_time, profile)
+            yield from _check_window(window, check_time, profile, kb)
             window = []
     if window:
-        yield from _check_window(window, check_time, profile)
+        yield from _check_window(window, check_time, profile, kb)
 
 
 # --- the whole review -------------------------------------------------------------------------
