@@ -15,14 +15,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any
 from urllib.parse import quote
 
-from ..checkrequest import CONTEXT_TYPES, CheckRequest
+from ..checkrequest import CONTEXT_TYPES
 from ..fhirjson import JSON, as_dict, as_str
 from ..fhirref import parse_reference, unversioned
-from ..knowledge import Knowledge
 from ..outbound.deadline import Deadline, FetchFailure
 from ..outbound.pool import fetch_all
 from .fetch import FhirClient
@@ -142,29 +140,3 @@ def _patient_answer(answer: Any, pid: str) -> JSON:
                           f"Patient/{pid}", code="transient")
     patient: JSON = answer
     return patient
-
-
-def read_from_server(client: FhirClient, order_id: str, deadline: Deadline, now: datetime,
-                     profile: str, kb: Knowledge,
-                     check_patient: Callable[[str], None] | None = None) -> CheckRequest:
-    """The old name of the by-id adapter, service/assemble/byid.py ``from_server``: a shim
-    while web/fhir_api.py and watch/worker.py, edited by others in this session, still call
-    it."""
-    from ..assemble.byid import from_server  # function-level: a shim reaching up, see above
-
-    return from_server(client, order_id, deadline, now, profile, kb, check_patient)
-
-
-def with_server_patient(body: Any, client: FhirClient, deadline: Deadline) -> Any:
-    """The old place of service/assemble/byid.py ``with_server_patient`` (a shim, as above)."""
-    from ..assemble.byid import with_server_patient as adapter  # function-level: the shim
-
-    return adapter(body, client, deadline)
-
-
-def context_queries(kb: Knowledge, patient_id: str) -> dict[str, str]:
-    """The old place of service/assemble/queries.py ``context_queries`` (a shim while
-    population/bulk.py, under edit by others, imports it from here)."""
-    from ..assemble.queries import context_queries as queries  # function-level: the shim
-
-    return queries(kb, patient_id)

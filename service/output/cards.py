@@ -21,12 +21,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from fractions import Fraction
 
+from ..checkrequest import CheckRequest
 from ..engine import CheckOutcome
-from ..facts import DoseLine, OrderFacts
-from ..fhir_input.request import CheckRequest
 from ..fhirjson import JSON, as_dict, copy_json, dicts
 from ..findings import Correction, Finding
 from ..knowledge import Knowledge
+from ..model import DoseLine, OrderFacts
 from ..wording import fmt, mg, mg_day, micrograms
 from .fhir import RULE_SYSTEM, detected_issue
 

@@ -18,10 +18,10 @@ from werkzeug.exceptions import ClientDisconnected, RequestEntityTooLarge
 from .. import metrics
 from ..batch import check_lines, read_lines
 from ..checker import check_result
+from ..checkrequest import CheckRequest
 from ..config import Settings
 from ..engine import run_check
 from ..errors import Problem, ServiceError, bad_request, forbidden
-from ..fhir_input.request import CheckRequest
 from ..fhirjson import JSON
 from ..output.fhir import IssueEntry, operation_outcome, render_result
 from ..store import get_store, record, record_key
@@ -63,8 +63,8 @@ def check() -> Response:
     body = read_json(request, cfg.max_request_bytes)
     now = context.now()
     if cfg.fhir_server_url:
+        from ..assemble.byid import with_server_patient
         from ..fhir_input.fetch import fhir_server_client
-        from ..fhir_input.server import with_server_patient
 
         body = with_server_patient(body, fhir_server_client(cfg),
                                    context.outbound_deadline())
@@ -167,8 +167,8 @@ def record_check(endpoint: str, caller: str, now: datetime, req: CheckRequest,
 def check_by_id(order_id: str) -> Response:
     """Check an order that lives on FHIR_SERVER_URL; ``?persist=true`` writes the
     DetectedIssues back (service/writeback.py)."""
+    from ..assemble.byid import from_server
     from ..fhir_input.fetch import fhir_server_client
-    from ..fhir_input.server import read_from_server
 
     started = time.perf_counter()   # the one latency start of this request (store.record)
     cfg = settings()
@@ -186,9 +186,9 @@ def check_by_id(order_id: str) -> Response:
     deadline = context.outbound_deadline()
     client = fhir_server_client(cfg)
     kb = context.knowledge()
-    req = read_from_server(client, order_id, deadline, now, profile, kb,
-                           check_patient=lambda pid: require_patient(
-                               pid, f"the order's subject Patient/{pid}"))
+    req = from_server(client, order_id, deadline, now, profile, kb,
+                      check_patient=lambda pid: require_patient(
+                          pid, f"the order's subject Patient/{pid}"))
     outcome = run_check(req, kb)
     result = render_result(req, outcome, kb)
     if persist:
