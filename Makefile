@@ -63,6 +63,7 @@ test: system-check $(STAMP) $(SEKMET_STAMP) $(HEALTHCHAIN_STAMP) $(CDS_CLIENT_ST
 		$(OAUTH_ISSUER_STAMP)
 	$(BIN)/ruff check service tests bench scripts
 	$(BIN)/mypy
+	$(BIN)/lint-imports --no-cache
 	$(BIN)/pytest
 
 ## make golden: regenerate the golden results in fixtures/expected/ (tests/support/golden.py)
@@ -72,6 +73,7 @@ golden: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check service tests bench scripts
+	$(BIN)/lint-imports --no-cache
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
