@@ -6,12 +6,16 @@ import argparse
 import json
 import os
 import sys
+import tempfile
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
+from .batch import Summary, check_file_parallel, check_lines, read_lines
+from .checker import check_body
 from .config import ConfigError, load_settings
 from .errors import Problem, ServiceError
+from .fhirjson import parse_instant
 from .jsonbody import parse_json_text
 from .knowledge import (
     Knowledge,
@@ -21,7 +25,15 @@ from .knowledge import (
     recognition_rows,
     rule_knowledge,
 )
+from .metrics import MULTIPROC_ENV
 from .output.fhir import operation_outcome
+from .population.commands import add_arguments as review_arguments
+from .population.commands import review_cmd
+from .serving import METRICS_PREFIX, remove_dead_metrics_dirs
+from .spool import replay_cmd
+from .store import Store
+from .watch.commands import add_arguments as watch_arguments
+from .watch.commands import watch_cmd
 
 
 def default_workers() -> int:
@@ -58,14 +70,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                        help="processes for NDJSON files (default: one per core; 1: this "
                             "process only)")
     sub.add_parser("rules", help="print the rule table from the knowledge data")
-    from .population.commands import add_arguments as review_arguments
-
     review_arguments(sub.add_parser("review", help="review every active baclofen order of a "
                                     "FHIR Bulk Data export (a directory, or $export)"))
     sub.add_parser("report", help="print per rule: fired, accepted, overridden, top override "
                    "reasons, median latency (from the store at DATABASE_URL)")
-    from .watch.commands import add_arguments as watch_arguments
-
     watch_arguments(sub.add_parser("watch", help="after the order: Subscriptions, the re-check "
                                    "worker and catch-up (service/watch/)"))
     spool = sub.add_parser("spool", help="the check records waiting under SPOOL_DIR")
@@ -86,16 +94,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "report":
             return report_cmd(sys.stdout)
         if args.command == "spool":
-            from .spool import replay_cmd
-
             return replay_cmd(load_settings(), sys.stdout)
         if args.command == "watch":
-            from .watch.commands import watch_cmd
-
             return watch_cmd(args, kb=kb)
         if args.command == "review":
-            from .population.commands import review_cmd
-
             return review_cmd(args, kb)
         return rules_cmd(sys.stdout, kb)
     except ConfigError as exc:
@@ -104,11 +106,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def serve_cmd(args: argparse.Namespace) -> int:
-    import tempfile
-
-    from .metrics import MULTIPROC_ENV
-    from .serving import METRICS_PREFIX, remove_dead_metrics_dirs
-
     load_settings()  # fail early on a bad configuration
     # Metrics from every worker go to a fresh directory (prometheus-client multiprocess mode),
     # named after this process (gunicorn keeps its pid): one left by a killed run goes here.
@@ -152,9 +149,6 @@ def _inputs(files: Sequence[str]) -> Iterator[tuple[str, Any]]:
 
 
 def check_cmd(args: argparse.Namespace, out: TextIO, kb: Knowledge) -> int:
-    from .checker import check_body
-    from .fhirjson import parse_instant
-
     settings = load_settings()
     profile = args.profile or settings.profile
     now = datetime.now(UTC)
@@ -193,8 +187,6 @@ def ndjson_cmd(files: Sequence[str], fixed: datetime | None, profile: str, out: 
                jobs: int, kb: Knowledge) -> int:
     """Check NDJSON files line by line in constant memory (on ``jobs`` processes, in input
     order); progress and summary on stderr. Returns the number of lines not checked."""
-    from .batch import Summary, check_file_parallel, check_lines, read_lines
-
     summary = Summary()
     progress = sys.stderr.isatty()
 
@@ -251,8 +243,6 @@ def _progress(name: str, lines: int, stream: Any, total: int) -> None:
 
 def report_cmd(out: TextIO) -> int:
     """The alert report from the store at DATABASE_URL."""
-    from .store import Store
-
     settings = load_settings()
     store = Store(settings.database_url, settings.audit_retention_days)
     try:

@@ -5,7 +5,12 @@ workers (prometheus-client multiprocess mode)."""
 
 from __future__ import annotations
 
+import gc
+import os
+import shutil
 from typing import Any
+
+from prometheus_client import multiprocess
 
 
 def post_worker_init(worker: Any) -> None:
@@ -14,8 +19,7 @@ def post_worker_init(worker: Any) -> None:
     (modules, knowledge, models) out of the garbage collector's reach. A full collection
     otherwise walks those ~97,000 objects: 30 ms in one quiet process, once every few thousand
     order-sign calls, a pause that lands in the slowest answers; frozen, about 0.6 ms."""
-    import gc
-
+    # lazy: gunicorn's master reads this file and must not import the app (each worker does)
     from service.warmup import app_profile, warm_up
 
     app: Any = getattr(worker, "wsgi", None)
@@ -26,17 +30,12 @@ def post_worker_init(worker: Any) -> None:
 
 
 def child_exit(server: Any, worker: Any) -> None:
-    from prometheus_client import multiprocess
-
     multiprocess.mark_process_dead(worker.pid)
 
 
 def on_exit(server: Any) -> None:
     """Remove this run's metrics directory (``baclofen-check serve`` made it)."""
-    import os
-    import shutil
-
-    from service.metrics import MULTIPROC_ENV
+    from service.metrics import MULTIPROC_ENV  # lazy: as above, the master imports no app
 
     path = os.environ.get(MULTIPROC_ENV, "")
     if os.path.basename(path).startswith("baclofen-check-metrics-"):

@@ -23,6 +23,8 @@ from gunicorn import http
 from gunicorn.http.parser import RequestParser
 from gunicorn.workers.gthread import TConn, ThreadWorker
 
+from .config import load_settings
+
 METRICS_PREFIX = "baclofen-check-metrics-"
 _PR_SET_PDEATHSIG = 1
 
@@ -237,8 +239,6 @@ class BufferingWorker(ThreadWorker):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        from .config import load_settings
-
         settings = load_settings()
         self.read_timeout = settings.request_read_timeout_s
         self.max_body = max(settings.max_batch_bytes, settings.max_request_bytes)

@@ -38,7 +38,10 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from flask import g, has_app_context
 from sqlalchemy.exc import SQLAlchemyError
+
+from . import metrics
 
 if TYPE_CHECKING:
     from .store import CheckRecord, Store
@@ -69,7 +72,7 @@ def encode(record: CheckRecord) -> bytes:
 
 
 def decode(payload: bytes) -> CheckRecord:
-    from .store import CheckRecord, FindingRecord
+    from .store import CheckRecord, FindingRecord  # cycle: store.py imports this module
 
     data = json.loads(zlib.decompress(payload))
     return CheckRecord(
@@ -373,17 +376,11 @@ class Spool:
 
 
 def _count_replayed(n: int) -> None:
-    from . import metrics
-
     metrics.AUDIT_REPLAYED.inc(n)
 
 
 def record_durably(store: Store, record: CheckRecord) -> bool:
     """The store, or when it cannot take the record, the spool (see store.record_answered)."""
-    from flask import g, has_app_context
-
-    from . import metrics
-
     spool = store.spool
     try:  # while the store is failing this fails at once (store._Guard)
         store.record_check(record)
@@ -409,7 +406,7 @@ def record_durably(store: Store, record: CheckRecord) -> bool:
 def replay_cmd(settings: Any, out: Any) -> int:
     """``baclofen-check spool replay``: the spool files no running process holds, into the
     store at DATABASE_URL. 1 when the store did not take every record."""
-    from .store import Store
+    from .store import Store  # cycle: store.py imports this module
 
     store = Store(settings.database_url, settings.audit_retention_days,
                   settings.db_connect_timeout_s, settings.db_statement_timeout_s)

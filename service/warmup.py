@@ -13,8 +13,10 @@ import logging
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from .checker import check_body
 from .fhirjson import JSON
 from .knowledge import Knowledge
+from .output.cards import render_cards
 
 RXNORM = "http://www.nlm.nih.gov/research/umls/rxnorm"
 LOINC = "http://loinc.org"
@@ -59,9 +61,6 @@ def sample_body(now: datetime) -> JSON:
 def warm_up(kb: Knowledge, profile: str = "us", now: datetime | None = None) -> bool:
     """Run the sample through the checker and the card renderer with the app's knowledge;
     True when it ran."""
-    from .checker import check_body
-    from .output.cards import render_cards
-
     when = now or datetime.now(UTC)
     try:
         _bundle, req, outcome = check_body(sample_body(when), when, profile, kb)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from ..config import Settings
 from ..fhirjson import JSON
+from .wellknown import oauth_token_url
 
 OPDEF_ID = "MedicationRequest-check"
 
@@ -59,8 +60,6 @@ def security(settings: Settings) -> JSON | None:
     if settings.api_auth == "tokens":
         return {"cors": cors, "description": "Authorization: Bearer with a token issued by "
                 "the operator of this service (API_TOKENS)."}
-    from .wellknown import oauth_token_url
-
     described = ("OAuth 2.0 access tokens (SMART App Launch 2.x scopes, v1 and v2): "
                  "MedicationRequest read to check, DetectedIssue create and update for "
                  "persist=true, DetectedIssue read for the report; patient/ scopes for the "

@@ -16,12 +16,14 @@ from flask import Blueprint, Response, current_app, g, json, request, stream_wit
 from werkzeug.exceptions import ClientDisconnected, RequestEntityTooLarge
 
 from .. import metrics
+from ..assemble.byid import from_server, with_server_patient
 from ..batch import check_lines, read_lines
 from ..checker import check_result
 from ..checkrequest import CheckRequest
 from ..config import Settings
 from ..engine import run_check
 from ..errors import Problem, ServiceError, bad_request, forbidden
+from ..fhir_input.fetch import fhir_server_client
 from ..fhirjson import JSON
 from ..output.fhir import IssueEntry, operation_outcome, render_result
 from ..store import get_store, record, record_key
@@ -63,9 +65,6 @@ def check() -> Response:
     body = read_json(request, cfg.max_request_bytes)
     now = context.now()
     if cfg.fhir_server_url:
-        from ..assemble.byid import with_server_patient
-        from ..fhir_input.fetch import fhir_server_client
-
         body = with_server_patient(body, fhir_server_client(cfg),
                                    context.outbound_deadline())
     result, req, _outcome = check_result(body, now, profile, context.knowledge())
@@ -167,9 +166,6 @@ def record_check(endpoint: str, caller: str, now: datetime, req: CheckRequest,
 def check_by_id(order_id: str) -> Response:
     """Check an order that lives on FHIR_SERVER_URL; ``?persist=true`` writes the
     DetectedIssues back (service/writeback.py)."""
-    from ..assemble.byid import from_server
-    from ..fhir_input.fetch import fhir_server_client
-
     started = time.perf_counter()   # the one latency start of this request (store.record)
     cfg = settings()
     persist_arg = request.args.get("persist", "false").lower()

@@ -7,7 +7,9 @@ from typing import Any
 from flask import Blueprint, Response, current_app, json
 from sqlalchemy.exc import SQLAlchemyError
 
+from ..metrics import exposition
 from ..store import get_store
+from ..watch import readiness as watch_readiness
 from . import context
 
 bp = Blueprint("ops", __name__)
@@ -48,8 +50,6 @@ def readyz() -> Response:
         if used > store.spool.max_bytes:
             reasons.append("spool over SPOOL_MAX_BYTES")
     if not reasons:  # the watch (service/watch/): reported, never a 503 of its own
-        from ..watch import readiness as watch_readiness
-
         try:
             watch = watch_readiness(current_app)
         except SQLAlchemyError as exc:
@@ -66,7 +66,5 @@ def readyz() -> Response:
 @bp.get("/metrics")
 def metrics_page() -> Response:
     """Prometheus metrics (aggregated over gunicorn workers; service/metrics.py)."""
-    from ..metrics import exposition
-
     body, content_type = exposition()
     return Response(body, content_type=content_type)

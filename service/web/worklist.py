@@ -30,11 +30,14 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from ..config import Settings
 from ..errors import Problem, ServiceError, bad_request
+from ..fhir_input.fetch import fhir_server_client
 from ..jsonbody import JSON_TYPES, parse_json_text
+from ..outbound.deadline import Deadline, FetchFailure
 from ..watch import worklist as wl
 from . import context
 from .auth import authenticate
 from .body import media_type
+from .ui import _page
 
 bp = Blueprint("worklist", __name__)
 log = logging.getLogger("baclofen_check.watch")
@@ -158,9 +161,6 @@ def resolve(finding_id: str) -> Response:
 def _write(ws: Any, settings: Settings, record: dict[str, Any]) -> None:
     """The mitigation (and the Task) on the server now; when it cannot be written, the
     resolution stays recorded as pending and the worker's sync writes it later."""
-    from ..fhir_input.fetch import fhir_server_client
-    from ..outbound.deadline import Deadline, FetchFailure
-
     try:
         wl.write_resolution(ws, settings, fhir_server_client(settings), record,
                             Deadline(max(settings.outbound_timeout_s, 5.0)))
@@ -173,8 +173,6 @@ def _write(ws: Any, settings: Settings, record: dict[str, Any]) -> None:
 
 @bp.get("/worklist")
 def worklist_page() -> Response:
-    from .ui import _page
-
     settings = _settings()
     return _page("worklist.html", title="Pharmacist worklist", active="worklist",
                  watch_on=current_app.extensions.get("watch") is not None,
