@@ -30,8 +30,6 @@ from .output.fhir import operation_outcome
 from .population.commands import add_arguments as review_arguments
 from .population.commands import review_cmd
 from .serving import METRICS_PREFIX, remove_dead_metrics_dirs
-from .spool import replay_cmd
-from .store import Store
 from .watch.commands import add_arguments as watch_arguments
 from .watch.commands import watch_cmd
 
@@ -94,6 +92,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "report":
             return report_cmd(sys.stdout)
         if args.command == "spool":
+            from .spool import replay_cmd  # lazy: SQLAlchemy, see report_cmd
+
             return replay_cmd(load_settings(), sys.stdout)
         if args.command == "watch":
             return watch_cmd(args, kb=kb)
@@ -243,6 +243,9 @@ def _progress(name: str, lines: int, stream: Any, total: int) -> None:
 
 def report_cmd(out: TextIO) -> int:
     """The alert report from the store at DATABASE_URL."""
+    # lazy: the store loads SQLAlchemy, about 0.4 s of start-up that check and rules never use
+    from .store import Store
+
     settings = load_settings()
     store = Store(settings.database_url, settings.audit_retention_days)
     try:
